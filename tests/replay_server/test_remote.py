@@ -1,0 +1,42 @@
+"""The Ray shell's plain class, called directly (no Ray cluster)."""
+
+import logging
+
+import numpy as np
+
+from common.messages import SampleBatch, StepBatch, encode_step_batch
+from replay_server.remote import ReplayServer
+
+
+def encoded_batch(stream, t, first=True):
+    frames = np.arange(t * 4, dtype=np.uint8).reshape(t, 2, 2)
+    firsts = np.zeros(t, dtype=bool)
+    firsts[0] = first
+    return encode_step_batch(
+        StepBatch.from_frames(
+            stream, frames, "lz4",
+            actions=np.ones(t, dtype=np.int32), rewards=np.ones(t, dtype=np.float32),
+            terminated=np.zeros(t, dtype=bool), truncated=np.zeros(t, dtype=bool),
+            first=firsts, policy_version=np.zeros(t, dtype=np.int64),
+        )
+    )
+
+
+def test_shell_adds_samples_and_rejects_bad_batches(caplog):
+    server = ReplayServer(capacity=100, stack_size=4, n_step=3, gamma=0.9, seed=0)
+    assert server.ping()
+    assert server.add(encoded_batch(0, 5))  # items 0, 1 complete
+    assert server.sample(4) is None  # fewer than 4 sampleable
+    with caplog.at_level(logging.WARNING, logger="replay_server.remote"):
+        assert server.add(b"not msgpack") is False
+        assert server.add(encoded_batch(1, 5, first=False)) is False  # unseen stream without first
+        assert server.add("not bytes") is False
+    assert len(caplog.records) == 3 and all("rejected step batch" in r.getMessage() for r in caplog.records)
+    assert "never seen" in caplog.records[1].getMessage()
+    assert server.add(encoded_batch(0, 5, first=False))
+    sb = server.sample(4, beta=0.5)
+    assert isinstance(sb, SampleBatch) and sb.obs.shape == (4, 4, 2, 2)
+    assert server.update_priorities(sb.ids, np.full(4, 2.0)) == 4
+    stats = server.stats()
+    assert stats["rejected"] == 3 and stats["batches_added"] == 2
+    assert stats["records_added"] == 10 and stats["items_sampleable"] == 7 and stats["streams"] == 1
