@@ -122,6 +122,7 @@ class LearnerConfig:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     total_env_frames: int = _f(50_000_000, "stop after this many emulator frames (4 per agent step on Atari, 1 otherwise)")
+    total_learner_steps: int = _f(0, "stop after this many learner updates (0: no limit)")
     time_limit: float = _f(0.0, "stop after this many seconds of wall time (0: no limit)")
     run_dir: Optional[str] = _f(None, "directory for config, checkpoints, metrics (auto: runs/<env>-<time>)")
     resume: Optional[str] = _f(None, "continue the run in this directory from its last checkpoint")
@@ -133,6 +134,7 @@ class RunConfig:
 
     def __post_init__(self):
         _require(self.total_env_frames >= 1, "total_env_frames", self.total_env_frames, "must be at least 1")
+        _require(self.total_learner_steps >= 0, "total_learner_steps", self.total_learner_steps, "must be >= 0")
         _require(self.time_limit >= 0, "time_limit", self.time_limit, "must be >= 0")
         _require(self.log_interval > 0, "log_interval", self.log_interval, "must be > 0")
         if self.num_cpus is not None:

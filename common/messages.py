@@ -225,7 +225,7 @@ class SampleBatch:
     """One training batch (replay -> learner). The learner never needs n or episode ends.
 
     ids: int64[B] replay item ids (for priority updates)
-    obs, next_obs: uint8[B, S, 84, 84] (Atari, S=4) or float32[B, S*D] (flat vectors)
+    obs, next_obs: uint8[B, S, 84, 84] (Atari, S=4) or float32[B, 1, D] (flat vectors)
     actions: int64[B]
     returns: float32[B], the n-step return sum_{j<k} gamma^j r_{t+j}
     discounts: float32[B], gamma^k * (1 - terminated)

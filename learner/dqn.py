@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import copy
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.messages import SampleBatch
+
+# Arrays from Ray's object store are read-only; torch only reads them here.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 def double_dqn_targets(q_next_online: torch.Tensor, q_next_target: torch.Tensor,

@@ -1,0 +1,107 @@
+"""The Ray shell around :class:`actors.actor.ActorCore`.
+
+A threaded actor (``max_concurrency=2``): ``run()`` steps the envs in one thread until
+``stop()``; ``set_weights()`` and ``stats()`` are served in the other, so new weights are
+handed over without ever blocking the env loop (it swaps them in between steps).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import ray
+import torch
+
+from actors.actor import ActorCore
+from common.config import Config
+from common.envs import is_atari, make_vector_env
+from common.messages import encode_step_batch
+from common.networks import build_q_network
+from common.schedules import apex_epsilons, linear_epsilon
+
+log = logging.getLogger(__name__)
+
+
+def stream_epsilons(cfg: Config, actor_index: int):
+    """The eps function for this actor's streams (see ``common.schedules``)."""
+    a, per = cfg.actors, cfg.env.envs_per_actor
+    total = a.num_actors * per
+    if a.epsilon_schedule == "apex":
+        fixed = apex_epsilons(total, a.epsilon_base, a.epsilon_alpha)[actor_index * per:(actor_index + 1) * per]
+        return lambda steps_per_stream: fixed
+    # Linear decay over all streams' agent steps; each stream's own count times the number
+    # of streams estimates that, as all streams step at about the same rate.
+    return lambda steps_per_stream: np.full(per, linear_epsilon(steps_per_stream * total, a.epsilon_decay_agent_steps, 1.0, a.epsilon_final))
+
+
+def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> ActorCore:
+    per = cfg.env.envs_per_actor
+    seed = cfg.run.seed * 1_000_003 + actor_index * per
+    env = make_vector_env(cfg.env.env_id, per, seed, episodic_life=cfg.env.episodic_life,
+                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+    torch.manual_seed(seed)
+    network = build_q_network(env.frame_shape, env.stack_size, env.num_actions)
+    atari = is_atari(cfg.env.env_id)
+    return ActorCore(
+        env, network, stream_epsilons(cfg, actor_index),
+        stream_ids=[actor_index * per + j for j in range(per)],
+        steps_per_batch=cfg.actors.steps_per_batch,
+        frames_per_step=4 if atari else 1,
+        clip_rewards=atari,
+        seed=seed,
+        record=record,
+    )
+
+
+class ActorShell:
+    def __init__(self, config: dict, actor_index: int, replay):
+        self.cfg = Config.from_dict(config)
+        torch.set_num_threads(self.cfg.actors.actor_threads)
+        self.index = actor_index
+        self.replay = replay
+        self.core = build_actor_core(self.cfg, actor_index)
+        self._weights = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.batches_sent = 0
+
+    def run(self) -> int:
+        """Step until stop(); returns the agent steps taken. Sends batches with back-pressure."""
+        inflight: list = []
+        limit = self.cfg.actors.max_inflight_batches
+        while not self._stop.is_set():
+            with self._lock:
+                pending, self._weights = self._weights, None
+            if pending is not None:
+                self.core.set_weights(*pending)
+            for batch in self.core.step():
+                inflight.append(self.replay.add.remote(encode_step_batch(batch)))
+                self.batches_sent += 1
+            if len(inflight) > limit:
+                # Wait for the oldest messages only: the replay sets the pace, queues stay bounded.
+                _, inflight = ray.wait(inflight, num_returns=len(inflight) - limit)
+        return self.core.agent_steps
+
+    def set_weights(self, weights: dict, version: int) -> None:
+        """Called with the learner's one ray.put of the weights; resolved in this thread."""
+        with self._lock:
+            self._weights = (weights, version)
+
+    def stats(self) -> dict:
+        return {
+            "actor": self.index,
+            "agent_steps": self.core.agent_steps,
+            "env_frames": self.core.env_frames,
+            "policy_version": self.core.policy_version,
+            "batches_sent": self.batches_sent,
+            "episodes": [e.__dict__ for e in self.core.drain_episodes()],
+        }
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def make_actor_class(num_cpus: float = 1.0):
+    return ray.remote(num_cpus=num_cpus, max_concurrency=2, max_restarts=3)(ActorShell)

@@ -1,0 +1,340 @@
+"""The driver: starts the replay and the actors on Ray and runs the learner loop.
+
+The learner keeps ``prefetch`` sample requests in flight, so a batch is usually waiting
+when an update ends; priorities go back and weights go out without waiting for replies.
+Counters (env frames, agent steps, episodes) come from the actors' cumulative stats and
+are carried across ``--resume`` through the checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from actors.remote import make_actor_class
+from common.config import Config
+from common.networks import build_q_network
+from common.schedules import beta_schedule
+from learner.checkpoint import checkpoint_path, save_checkpoint
+from learner.dqn import DQNLearner
+from replay_server.remote import make_replay_actor
+
+log = logging.getLogger("raydqn")
+
+METRIC_FIELDS = [
+    "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
+    "mean_return_100", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
+    "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
+]
+STOP_EPSILON = 0.05
+
+
+class Counters:
+    """What the run has done, carried across resumes."""
+
+    def __init__(self, saved: dict | None = None):
+        saved = saved or {}
+        self.env_frames = int(saved.get("env_frames", 0))
+        self.agent_steps = int(saved.get("agent_steps", 0))
+        self.learner_steps = int(saved.get("learner_steps", 0))
+        self.episodes = int(saved.get("episodes", 0))
+        self.policy_version = int(saved.get("policy_version", 0))
+        self.wall_s = float(saved.get("wall_s", 0.0))
+        self.recent = collections.deque(saved.get("recent_returns", []), maxlen=100)
+        self.recent_greedy = collections.deque(saved.get("recent_greedy_returns", []), maxlen=20)
+        # Per actor, the last cumulative counts seen: restarts reset an actor's counts to 0.
+        self._seen: dict[int, tuple[int, int]] = {}
+
+    def add_actor_stats(self, s: dict) -> None:
+        last_steps, last_frames = self._seen.get(s["actor"], (0, 0))
+        steps, frames = s["agent_steps"], s["env_frames"]
+        if steps < last_steps:  # the actor restarted: its count began again at 0
+            last_steps, last_frames = 0, 0
+        self.agent_steps += steps - last_steps
+        self.env_frames += frames - last_frames
+        self._seen[s["actor"]] = (steps, frames)
+        for ep in s["episodes"]:
+            self.episodes += 1
+            self.recent.append(ep["score"])
+            if ep["epsilon"] <= STOP_EPSILON:
+                self.recent_greedy.append(ep["score"])
+
+    def mean_return_100(self) -> float | None:
+        return float(np.mean(self.recent)) if self.recent else None
+
+    def to_dict(self, wall_s: float) -> dict:
+        return {
+            "env_frames": self.env_frames, "agent_steps": self.agent_steps,
+            "learner_steps": self.learner_steps, "episodes": self.episodes,
+            "policy_version": self.policy_version, "wall_s": wall_s,
+            "recent_returns": list(self.recent), "recent_greedy_returns": list(self.recent_greedy),
+        }
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, env_info: dict, resume_payload: dict | None):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.env_info = env_info
+        self.signature = env_info["signature"]
+        self.device = pick_device(cfg.learner.device)
+        if self.device.type == "cpu" and cfg.learner.learner_threads:
+            torch.set_num_threads(cfg.learner.learner_threads)
+        torch.manual_seed(cfg.run.seed)
+        network = build_q_network(env_info["frame_shape"], env_info["stack_size"], env_info["num_actions"])
+        L = cfg.learner
+        self.learner = DQNLearner(network, L.lr, L.adam_eps, L.grad_clip, L.target_update_period, self.device)
+        self.counters = Counters(resume_payload["counters"] if resume_payload else None)
+        if resume_payload:
+            self.learner.load_state_dict(resume_payload["learner"])
+            self.learner.online.to(self.device)
+            self.learner.target.to(self.device)
+        self.counters.learner_steps = self.learner.learner_steps
+        self.last_loss = float("nan")
+        self.last_mean_q = float("nan")
+        self.replay_stats: dict = {}
+        self.actor_stats: dict[int, dict] = {}
+        self.stop_reason = ""
+
+    # ---- Ray set-up -------------------------------------------------------------------
+    def start_ray(self) -> bool:
+        """Join or start Ray; returns True if this process started it (and must stop it)."""
+        if ray.is_initialized():
+            return False
+        r = self.cfg.run
+        kwargs = dict(address=r.address, logging_level=logging.WARNING, log_to_driver=True)
+        if r.address is None:
+            # A local instance: as many logical CPUs as the run needs, so 16 actors on a
+            # 4-core laptop share the cores instead of waiting forever to be placed.
+            need = self.cfg.actors.num_actors + 1
+            kwargs["num_cpus"] = r.num_cpus or max(os.cpu_count() or 1, need)
+            kwargs["include_dashboard"] = None
+        ray.init(**kwargs)
+        return True
+
+    def check_placement(self) -> None:
+        need = self.cfg.actors.num_actors + 1
+        have = ray.cluster_resources().get("CPU", 0)
+        if have < need:
+            raise RuntimeError(f"the Ray cluster has {have:g} CPUs; {self.cfg.actors.num_actors} actors and the replay need {need}")
+
+    def start_parts(self) -> None:
+        c = self.cfg
+        self.replay = make_replay_actor(num_cpus=1).remote(
+            capacity=c.replay.replay_capacity, stack_size=self.env_info["stack_size"], n_step=c.replay.n_step,
+            gamma=c.learner.gamma, prioritized=c.replay.prioritized, alpha=c.replay.priority_alpha, seed=c.run.seed,
+        )
+        Actor = make_actor_class(num_cpus=1)
+        cfg_dict = c.to_dict()
+        self.actors = {i: Actor.remote(cfg_dict, i, self.replay) for i in range(c.actors.num_actors)}
+        self.publish_weights()
+        self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
+
+    def publish_weights(self) -> None:
+        """One ray.put of the weights; every actor gets the same object reference."""
+        ref = ray.put(self.learner.weights_numpy())
+        for a in self.actors.values():
+            a.set_weights.remote(ref, self.counters.policy_version)
+
+    def check_actors(self) -> None:
+        """Restart the loop of an actor that Ray restarted; drop one that is gone for good."""
+        if not self.run_refs:
+            return
+        done, _ = ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=0)
+        for i in [i for i, ref in self.run_refs.items() if ref in done]:
+            try:
+                ray.get(self.run_refs[i])
+                log.warning("actor-%d stopped on its own", i)
+                del self.run_refs[i]
+                continue
+            except ray.exceptions.RayActorError as e:
+                log.warning("actor-%d died (%s); asking Ray to restart it", i, type(e).__name__)
+            except Exception as e:
+                log.warning("actor-%d failed: %s", i, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            try:
+                ray.get(self.actors[i].stats.remote(), timeout=60)
+                ref = ray.put(self.learner.weights_numpy())
+                self.actors[i].set_weights.remote(ref, self.counters.policy_version)
+                self.run_refs[i] = self.actors[i].run.remote()
+            except Exception:
+                log.warning("actor-%d could not be restarted; continuing with %d actors", i, len(self.run_refs) - 1)
+                del self.run_refs[i]
+                del self.actors[i]
+
+    def poll_stats(self) -> None:
+        refs = {i: a.stats.remote() for i, a in self.actors.items()}
+        replay_ref = self.replay.stats.remote()
+        for i, ref in refs.items():
+            try:
+                stats = ray.get(ref, timeout=30)
+                self.counters.add_actor_stats(stats)
+                self.actor_stats[i] = {k: v for k, v in stats.items() if k != "episodes"}
+            except Exception as e:
+                log.warning("no stats from actor-%d: %s", i, type(e).__name__)
+        self.replay_stats = ray.get(replay_ref, timeout=60)
+
+    # ---- outputs -----------------------------------------------------------------------
+    def save(self) -> None:
+        save_checkpoint(checkpoint_path(self.run_dir), self.learner.state_dict(),
+                        self.counters.to_dict(self.wall_s()), self.signature, self.cfg.to_dict())
+
+    def wall_s(self) -> float:
+        return self.counters.wall_s + (time.monotonic() - self.t0)
+
+    def write_metrics(self, rates: dict) -> None:
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists()
+        c = self.counters
+        row = {
+            "wall_s": round(self.wall_s(), 2), "env_frames": c.env_frames, "agent_steps": c.agent_steps,
+            "learner_steps": self.learner.learner_steps, "policy_version": c.policy_version, "episodes": c.episodes,
+            "mean_return_100": c.mean_return_100(), "replay_size": self.replay_stats.get("size", 0),
+            "replay_sampleable": self.replay_stats.get("items_sampleable", 0),
+            "replay_rejected": self.replay_stats.get("rejected", 0),
+            "loss": self.last_loss, "mean_q": self.last_mean_q, "actors_alive": len(self.run_refs), **rates,
+        }
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def progress_line(self, rates: dict, phase: str) -> str:
+        c = self.counters
+        score = c.mean_return_100()
+        return (f"[{self.wall_s():7.0f}s] {phase:8s} frames {c.env_frames:,} ({rates['env_frames_per_s']:,.0f}/s) | "
+                f"updates {self.learner.learner_steps:,} ({rates['updates_per_s']:.1f}/s) | "
+                f"replay {self.replay_stats.get('size', 0):,} | episodes {c.episodes:,} | "
+                f"score100 {'-' if score is None else f'{score:.1f}'} | loss {self.last_loss:.4f}")
+
+    def write_summary(self) -> dict:
+        c = self.counters
+        summary = {
+            "env": self.cfg.env.env_id, "env_frames": c.env_frames, "agent_steps": c.agent_steps,
+            "learner_steps": self.learner.learner_steps, "episodes": c.episodes,
+            "mean_return_100": c.mean_return_100(),
+            "mean_return_greedy_20": float(np.mean(c.recent_greedy)) if c.recent_greedy else None,
+            "policy_version": c.policy_version, "wall_s": round(self.wall_s(), 2), "stop_reason": self.stop_reason,
+            "replay": self.replay_stats,
+            "actors": self.actor_stats,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    # ---- the loop ----------------------------------------------------------------------
+    def should_stop(self, run_start: float) -> bool:
+        r = self.cfg.run
+        if self.counters.env_frames >= r.total_env_frames:
+            self.stop_reason = "total_env_frames"
+        elif r.total_learner_steps and self.learner.learner_steps >= r.total_learner_steps:
+            self.stop_reason = "total_learner_steps"
+        elif r.time_limit and time.monotonic() - run_start >= r.time_limit:
+            self.stop_reason = "time_limit"
+        elif (r.stop_return is not None and len(self.counters.recent_greedy) == self.counters.recent_greedy.maxlen
+              and np.mean(self.counters.recent_greedy) >= r.stop_return):
+            self.stop_reason = "stop_return"
+        elif not self.run_refs:
+            self.stop_reason = "no actors left"
+        return bool(self.stop_reason)
+
+    def run(self) -> dict:
+        self.t0 = time.monotonic()
+        started_ray = self.start_ray()
+        tty = sys.stdout.isatty()
+        try:
+            if self.cfg.run.address is not None:
+                self.check_placement()
+            self.start_parts()
+            self._loop(tty)
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted"
+            print("\ninterrupted: saving a checkpoint", flush=True)
+        finally:
+            if hasattr(self, "actors"):
+                self._shutdown_parts()
+            if hasattr(self, "replay"):
+                self.save()
+                summary = self.write_summary()
+            else:
+                summary = {}
+            if started_ray:
+                ray.shutdown()
+        return summary
+
+    def _shutdown_parts(self) -> None:
+        for a in self.actors.values():
+            a.stop.remote()
+        try:
+            ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=10)
+            self.poll_stats()
+        except Exception as e:  # the summary still gets written from what is known
+            log.warning("final stats incomplete: %s", type(e).__name__)
+
+    def _loop(self, tty: bool) -> None:
+        cfg = self.cfg
+        B, starts = cfg.learner.batch_size, cfg.replay.learning_starts
+        run_start = time.monotonic()
+        last_log = last_poll = run_start
+        last_counts = (self.counters.env_frames, self.counters.agent_steps, self.learner.learner_steps, run_start)
+        pending: collections.deque = collections.deque()
+        start_frames = self.counters.env_frames
+        while True:
+            now = time.monotonic()
+            if now - last_poll >= min(1.0, cfg.run.log_interval):
+                last_poll = now
+                self.poll_stats()
+                self.check_actors()
+                if self.should_stop(run_start):
+                    break
+            if now - last_log >= cfg.run.log_interval:
+                f0, s0, u0, t0 = last_counts
+                dt = max(now - t0, 1e-9)
+                rates = {"env_frames_per_s": (self.counters.env_frames - f0) / dt,
+                         "agent_steps_per_s": (self.counters.agent_steps - s0) / dt,
+                         "updates_per_s": (self.learner.learner_steps - u0) / dt}
+                last_counts = (self.counters.env_frames, self.counters.agent_steps, self.learner.learner_steps, now)
+                last_log = now
+                self.write_metrics(rates)
+                phase = "training" if self.learner.learner_steps else "warm-up"
+                print(("\r" if tty else "") + self.progress_line(rates, phase), end="" if tty else "\n", flush=True)
+            if self.replay_stats.get("items_sampleable", 0) < starts:
+                time.sleep(0.05)
+                continue
+            progress = (self.counters.env_frames - start_frames) / max(cfg.run.total_env_frames - start_frames, 1)
+            beta = beta_schedule(progress, cfg.replay.priority_beta_start)
+            while len(pending) < cfg.learner.prefetch:
+                pending.append(self.replay.sample.remote(B, beta))
+            batch = ray.get(pending.popleft())
+            if batch is None:
+                continue
+            out = self.learner.update(batch)
+            self.replay.update_priorities.remote(batch.ids, out["priorities"])
+            self.last_loss, self.last_mean_q = out["loss"], out["mean_q"]
+            steps = self.learner.learner_steps
+            self.counters.learner_steps = steps
+            if steps % cfg.learner.publish_period == 0:
+                self.counters.policy_version += 1
+                self.publish_weights()
+            if steps % cfg.learner.checkpoint_period == 0:
+                self.save()
+            if cfg.run.total_learner_steps and steps >= cfg.run.total_learner_steps:
+                self.stop_reason = "total_learner_steps"
+                break
+        if tty:
+            print()
