@@ -71,18 +71,33 @@ class ActorShell:
         """Step until stop(); returns the agent steps taken. Sends batches with back-pressure."""
         inflight: list = []
         limit = self.cfg.actors.max_inflight_batches
+        limited = bool(self.cfg.replay.replay_ratio)
+        allowance = 0.0
         while not self._stop.is_set():
             with self._lock:
                 pending, self._weights = self._weights, None
             if pending is not None:
                 self.core.set_weights(*pending)
-            for batch in self.core.step():
-                inflight.append(self.replay.add.remote(encode_step_batch(batch)))
-                self.batches_sent += 1
+            if limited and allowance <= 0:
+                # The replay ratio is met: stop stepping (freeing the CPU) until the learner
+                # has sampled enough. Each actor takes its share of the global allowance.
+                allowance = ray.get(self.replay.insert_allowance.remote()) / self.cfg.actors.num_actors
+                if allowance <= 0:
+                    # Send what is held first: the learner may be waiting for exactly these.
+                    inflight += self._send(self.core.flush())
+                    self._stop.wait(0.005)
+                    continue
+            inflight += self._send(self.core.step())
+            allowance -= self.core.env.num_envs
             if len(inflight) > limit:
                 # Wait for the oldest messages only: the replay sets the pace, queues stay bounded.
                 _, inflight = ray.wait(inflight, num_returns=len(inflight) - limit)
         return self.core.agent_steps
+
+    def _send(self, batches) -> list:
+        refs = [self.replay.add.remote(encode_step_batch(b)) for b in batches]
+        self.batches_sent += len(refs)
+        return refs
 
     def set_weights(self, weights: dict, version: int) -> None:
         """Called with the learner's one ray.put of the weights; resolved in this thread."""

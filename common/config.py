@@ -77,6 +77,8 @@ class ReplayConfig:
     priority_alpha: float = _f(0.6, "priority exponent alpha")
     priority_beta_start: float = _f(0.4, "importance-sampling exponent at the start; annealed linearly to 1 over the run")
     learning_starts: Optional[int] = _f(None, "sampleable transitions in replay before the first update (auto: 50,000 for Atari, 1,000 otherwise)")
+    replay_ratio: Optional[float] = _f(None, "transitions trained on per transition inserted; whichever side runs ahead waits (Reverb's samples-per-insert). 0: off, actors run free as in Ape-X (auto: 0 for Atari, 8 otherwise)")
+    replay_ratio_tolerance: Optional[float] = _f(None, "samples the ratio may drift before a side waits (auto: enough for every stream's message and the learner's prefetch)")
 
     def __post_init__(self):
         if self.replay_capacity is not None:
@@ -86,6 +88,10 @@ class ReplayConfig:
         _require(0 <= self.priority_beta_start <= 1, "priority_beta_start", self.priority_beta_start, "must be in [0, 1]")
         if self.learning_starts is not None:
             _require(self.learning_starts >= 1, "learning_starts", self.learning_starts, "must be at least 1")
+        if self.replay_ratio is not None:
+            _require(self.replay_ratio >= 0 and math.isfinite(self.replay_ratio), "replay_ratio", self.replay_ratio, "must be >= 0 (0: off)")
+        if self.replay_ratio_tolerance is not None:
+            _require(self.replay_ratio_tolerance > 0, "replay_ratio_tolerance", self.replay_ratio_tolerance, "must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,14 +266,28 @@ def explicit_overrides(parser: argparse.ArgumentParser, argv: list[str], ns: arg
 def resolve(config: Config, atari: bool, cuda: bool) -> Config:
     """Fill the 'auto' (None) values for this environment kind and device."""
     r, l = config.replay, config.learner
+    batch_size = l.batch_size if l.batch_size is not None else (512 if cuda else 64)
+    ratio = r.replay_ratio if r.replay_ratio is not None else (0.0 if atari else 8.0)
+    a = config.actors
+    streams = a.num_actors * config.env.envs_per_actor
+    tolerance = r.replay_ratio_tolerance
+    if tolerance is None:
+        # Room for one message from every stream and the learner's requests in flight, so
+        # neither side stalls on the other's granularity; the long-run ratio stays exact.
+        tolerance = max(ratio * a.steps_per_batch * streams, 2.0 * batch_size * l.prefetch)
     replay = dataclasses.replace(
         r,
         replay_capacity=r.replay_capacity if r.replay_capacity is not None else (1_000_000 if atari else 100_000),
         learning_starts=r.learning_starts if r.learning_starts is not None else (50_000 if atari else 1_000),
+        replay_ratio=ratio,
+        replay_ratio_tolerance=float(tolerance),
     )
+    if ratio:
+        _require(tolerance >= max(ratio, batch_size), "replay_ratio_tolerance", tolerance,
+                 f"must be at least --replay-ratio={ratio} and --batch-size={batch_size}, or a side could wait forever")
     learner = dataclasses.replace(
         l,
-        batch_size=l.batch_size if l.batch_size is not None else (512 if cuda else 64),
+        batch_size=batch_size,
         lr=l.lr if l.lr is not None else (1e-4 if atari else 5e-4),
         target_update_period=l.target_update_period if l.target_update_period is not None else (2_500 if atari else 200),
     )

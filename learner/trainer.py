@@ -33,7 +33,7 @@ log = logging.getLogger("raydqn")
 
 METRIC_FIELDS = [
     "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
-    "mean_return_100", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
+    "mean_return_100", "mean_return_greedy_20", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
     "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
 ]
 STOP_EPSILON = 0.05
@@ -71,6 +71,10 @@ class Counters:
 
     def mean_return_100(self) -> float | None:
         return float(np.mean(self.recent)) if self.recent else None
+
+    def mean_return_greedy_20(self) -> float | None:
+        """Mean raw score of the last 20 episodes of streams with eps <= STOP_EPSILON."""
+        return float(np.mean(self.recent_greedy)) if self.recent_greedy else None
 
     def to_dict(self, wall_s: float) -> dict:
         return {
@@ -139,6 +143,8 @@ class Trainer:
         self.replay = make_replay_actor(num_cpus=1).remote(
             capacity=c.replay.replay_capacity, stack_size=self.env_info["stack_size"], n_step=c.replay.n_step,
             gamma=c.learner.gamma, prioritized=c.replay.prioritized, alpha=c.replay.priority_alpha, seed=c.run.seed,
+            samples_per_insert=c.replay.replay_ratio or None, min_size=c.replay.learning_starts,
+            tolerance=c.replay.replay_ratio_tolerance,
         )
         Actor = make_actor_class(num_cpus=1)
         cfg_dict = c.to_dict()
@@ -204,7 +210,8 @@ class Trainer:
         row = {
             "wall_s": round(self.wall_s(), 2), "env_frames": c.env_frames, "agent_steps": c.agent_steps,
             "learner_steps": self.learner.learner_steps, "policy_version": c.policy_version, "episodes": c.episodes,
-            "mean_return_100": c.mean_return_100(), "replay_size": self.replay_stats.get("size", 0),
+            "mean_return_100": c.mean_return_100(), "mean_return_greedy_20": c.mean_return_greedy_20(),
+            "replay_size": self.replay_stats.get("size", 0),
             "replay_sampleable": self.replay_stats.get("items_sampleable", 0),
             "replay_rejected": self.replay_stats.get("rejected", 0),
             "loss": self.last_loss, "mean_q": self.last_mean_q, "actors_alive": len(self.run_refs), **rates,
@@ -229,7 +236,7 @@ class Trainer:
             "env": self.cfg.env.env_id, "env_frames": c.env_frames, "agent_steps": c.agent_steps,
             "learner_steps": self.learner.learner_steps, "episodes": c.episodes,
             "mean_return_100": c.mean_return_100(),
-            "mean_return_greedy_20": float(np.mean(c.recent_greedy)) if c.recent_greedy else None,
+            "mean_return_greedy_20": c.mean_return_greedy_20(),
             "policy_version": c.policy_version, "wall_s": round(self.wall_s(), 2), "stop_reason": self.stop_reason,
             "replay": self.replay_stats,
             "actors": self.actor_stats,
@@ -321,7 +328,8 @@ class Trainer:
             while len(pending) < cfg.learner.prefetch:
                 pending.append(self.replay.sample.remote(B, beta))
             batch = ray.get(pending.popleft())
-            if batch is None:
+            if batch is None:  # the rate limiter holds the learner until actors catch up
+                time.sleep(0.002)
                 continue
             out = self.learner.update(batch)
             self.replay.update_priorities.remote(batch.ids, out["priorities"])

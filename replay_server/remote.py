@@ -12,14 +12,21 @@ import logging
 
 import numpy as np
 
-from common.messages import MessageError, SampleBatch, decode_step_batch
+from common.messages import NO_ACTION, MessageError, SampleBatch, decode_step_batch
 from replay_server.buffer import ReplayBuffer
+from replay_server.rate_limiter import RateLimiter
 
 logger = logging.getLogger(__name__)
 
 
 class ReplayServer:
-    """Holds one ReplayBuffer; arguments are ReplayBuffer's."""
+    """Holds one ReplayBuffer and its RateLimiter.
+
+    The buffer's arguments, plus the limiter's: ``samples_per_insert`` (None: off),
+    ``min_size`` (sampleable items before the first sample) and ``tolerance`` (samples).
+    Inserts are never refused: the limiter only tells actors, through
+    ``insert_allowance``, when to hold back, so no data that reached the replay is lost.
+    """
 
     def __init__(
         self,
@@ -31,8 +38,12 @@ class ReplayServer:
         alpha: float = 0.6,
         priority_eps: float = 1e-6,
         seed: int | None = None,
+        samples_per_insert: float | None = None,
+        min_size: int = 1,
+        tolerance: float = 0.0,
     ):
         self.buffer = ReplayBuffer(capacity, stack_size, n_step, gamma, prioritized, alpha, priority_eps, seed)
+        self.limiter = RateLimiter(samples_per_insert, min_size, tolerance)
         self.rejected = 0
         self.batches_added = 0
 
@@ -40,25 +51,33 @@ class ReplayServer:
         """Decode and store one encoded StepBatch. A bad batch is counted, logged and dropped:
         one broken actor must not take the replay (and every other actor's data) down."""
         try:
-            self.buffer.add(decode_step_batch(data))
+            batch = decode_step_batch(data)
+            self.buffer.add(batch)
         except MessageError as e:
             self.rejected += 1
             logger.warning("rejected step batch: %s", e)
             return False
         self.batches_added += 1
+        self.limiter.on_insert(int(np.count_nonzero(batch.actions != NO_ACTION)))
         return True
 
+    def insert_allowance(self) -> float:
+        """Transitions the actors may still insert before the learner must catch up."""
+        return self.limiter.insert_allowance()
+
     def sample(self, batch_size: int, beta: float = 0.4) -> SampleBatch | None:
-        """A batch, or None while fewer than ``batch_size`` items are sampleable."""
-        if self.buffer.num_sampleable < batch_size:
+        """A batch, or None while the rate limiter (or too few sampleable items) says wait."""
+        if not self.limiter.can_sample(batch_size, self.buffer.num_sampleable):
             return None
+        self.limiter.on_sample(batch_size)
         return self.buffer.sample(batch_size, beta)
 
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> int:
         return self.buffer.update_priorities(ids, priorities)
 
     def stats(self) -> dict:
-        return {**self.buffer.stats(), "rejected": self.rejected, "batches_added": self.batches_added}
+        return {**self.buffer.stats(), "rejected": self.rejected, "batches_added": self.batches_added,
+                "transitions_inserted": self.limiter.inserts, "transitions_sampled": self.limiter.samples}
 
     def ping(self) -> bool:
         return True

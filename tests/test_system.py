@@ -53,11 +53,14 @@ def test_breakout_two_actors_trains_checkpoints_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_cartpole_learns_to_195(tmp_path):
     run = tmp_path / "cartpole"
+    # Stop once the least-exploring streams average 450, well above the bar, because a
+    # DQN policy on CartPole still wobbles early on; then judge it on fresh games.
     learner_main("--env", "CartPole-v1", "--num-actors", 2, "--envs-per-actor", 4, "--num-cpus", 4,
-                 "--stop-return", 195, "--time-limit", 300, "--run-dir", run, timeout=420)
+                 "--stop-return", 450, "--time-limit", 300, "--run-dir", run, timeout=420)
     s = summary(run)
     from learner.evaluate import evaluate
 
     result = evaluate(str(run / "checkpoint.pt"), episodes=20, epsilon=0.0)
     print(f"cartpole: {s['wall_s']} s, {s['agent_steps']} agent steps, {s['learner_steps']} updates, eval {result['mean']}")
+    assert s["stop_reason"] == "stop_return", s
     assert result["mean"] >= 195, (s, result)
