@@ -5,6 +5,35 @@ Per env stream, each agent step appends one record (the frame acted on, the acti
 clipped reward, the end flags). When an episode segment ends, one final-frame record
 (``action = -1``) follows, then the continuation starts a new segment (``first=True``).
 That is the stream grammar in ``common/messages.py``; the replay relies on it.
+
+Initial priorities (Ape-X, ``initial_priorities=True``). Each record with an action at
+time t is sent with the priority
+
+    p_t = | R_t + discount_t * max_a Q(s_{t+k}, a) - Q(s_t, a_t) |
+
+where k, R_t and discount_t are exactly the replay's (``replay_server/buffer.py``):
+k = min(n, steps until the segment ended), R_t = sum_{j<k} gamma^j r_{t+j} over the
+clipped rewards that are sent, discount_t = gamma^k * (1 - terminated_{t+k-1}); a
+truncated window keeps gamma^k and bootstraps from the final frame's stack. Final-frame
+records (action -1) are not items and get priority 0. As in Ape-X, Q is the actor's own
+copy of the online network: the learner uses double DQN with a target network, but the
+actor holds one network, so the bootstrap is plain ``max_a Q(s_{t+k}, a)`` of that net.
+
+Cost: ``select_actions`` already evaluates Q on every stack it acts on; Q(s_t, a_t) and
+max_a Q(s_t) are kept with each record, so no forward pass is added per step. The one
+exception is a truncated segment, whose final frame's stack is never acted on: one extra
+batched forward runs over the envs truncated in that step (rare). A terminated window
+bootstraps with 0 and needs nothing.
+
+Consequence: p_t is known only once record t+k exists, so ``step()`` sends only records
+whose window is complete and holds back the (at most n) newest records of each open
+segment. ``flush()`` must send everything (the shell flushes while it waits for the rate
+limiter, and at the end), so it *approximates* the incomplete windows: a window that
+reaches past the newest record T is cut there, k' = T + 1 - t, R over r_t..r_T, discount
+gamma^k', bootstrapping from max_a Q of the stack the env currently sits on (s_{T+1}, one
+batched forward over all streams that need it). This only changes the initial
+priorities; the replay computes the learning targets (R, discount, bootstrap) itself,
+from the full window, once it completes.
 """
 
 from __future__ import annotations
@@ -36,18 +65,25 @@ class EpisodeStats:
 
 
 class _StreamRecords:
-    """Records of one stream not yet sent (plain lists; flushed into a StepBatch)."""
+    """Records of one stream not yet sent (plain lists; flushed into a StepBatch).
 
-    __slots__ = ("frames", "actions", "rewards", "terminated", "truncated", "first", "versions")
+    With initial priorities, ``q_taken``/``q_max`` hold Q(s_t, a_t) and max_a Q(s_t) of
+    each record (for a final-frame record: 0 and the bootstrap value of its stack), and
+    ``prios`` the priorities known so far: those of the first ``len(prios)`` records.
+    """
+
+    _LISTS = ("frames", "actions", "rewards", "terminated", "truncated", "first", "versions", "q_taken", "q_max", "prios")
+    __slots__ = _LISTS
 
     def __init__(self):
-        for name in self.__slots__:
+        for name in self._LISTS:
             setattr(self, name, [])
 
     def __len__(self) -> int:
         return len(self.actions)
 
-    def append(self, frame, action, first, version, reward=0.0, terminated=False, truncated=False):
+    def append(self, frame, action, first, version, reward=0.0, terminated=False, truncated=False,
+               q_taken=0.0, q_max=0.0):
         self.frames.append(frame)
         self.actions.append(action)
         self.rewards.append(reward)
@@ -55,6 +91,17 @@ class _StreamRecords:
         self.truncated.append(truncated)
         self.first.append(first)
         self.versions.append(version)
+        self.q_taken.append(q_taken)
+        self.q_max.append(q_max)
+
+    def split(self, m: int) -> "_StreamRecords":
+        """Remove the first ``m`` records and return them (priorities included)."""
+        head = _StreamRecords()
+        for name in self._LISTS:
+            values = getattr(self, name)
+            setattr(head, name, values[:m])
+            setattr(self, name, values[m:])
+        return head
 
 
 class ActorCore:
@@ -64,6 +111,11 @@ class ActorCore:
         fixed (Ape-X) and decaying schedules look the same here.
     stream_ids: globally unique ids of this actor's E env streams.
     clip_rewards: send sign(reward) for learning (Atari); the raw score is still reported.
+    initial_priorities: send Ape-X initial priorities with every StepBatch (see the module
+        docstring); ``n_step`` and ``gamma`` must then be the replay's. ``step()`` then
+        sends a stream's records once at least ``steps_per_batch`` of them have known
+        priorities (all of those, the open tail stays). Off: no priorities (the replay
+        starts items at its max priority), batches cut at ``steps_per_batch`` as before.
     """
 
     def __init__(
@@ -77,9 +129,16 @@ class ActorCore:
         clip_rewards: bool,
         seed: int,
         record: bool = True,
+        initial_priorities: bool = False,
+        n_step: int = 3,
+        gamma: float = 0.99,
     ):
         if len(stream_ids) != env.num_envs:
             raise ValueError(f"{len(stream_ids)} stream ids for {env.num_envs} envs")
+        if n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.env = env
         self.network = network.eval()
         self.epsilons = epsilons
@@ -88,6 +147,12 @@ class ActorCore:
         self.frames_per_step = frames_per_step
         self.clip_rewards = clip_rewards
         self.record = record
+        self.initial_priorities = bool(initial_priorities)
+        self.n_step = int(n_step)
+        self.gamma = float(gamma)
+        # The replay's powers of gamma (same float64 values, so R and discounts match it).
+        self._gamma_pow = [float(g) for g in self.gamma ** np.arange(self.n_step + 1, dtype=np.float64)]
+        self._last_q: np.ndarray | None = None  # Q[E, A] of the stacks select_actions last saw
         self.rng = np.random.default_rng(seed)
         self.policy_version = 0
         self.agent_steps = 0
@@ -114,13 +179,18 @@ class ActorCore:
 
     def select_actions(self, epsilons: np.ndarray) -> np.ndarray:
         """eps-greedy actions int64[E]: one batched forward pass over all env stacks."""
-        with torch.inference_mode():
-            q = self.network(torch.from_numpy(self.stacker.stacks))
-        actions = q.argmax(dim=1).numpy()
+        q = self._q_values(self.stacker.stacks)
+        self._last_q = q
+        actions = q.argmax(axis=1)
         explore = self.rng.random(len(actions)) < epsilons
         if explore.any():
             actions[explore] = self.rng.integers(0, self.env.num_actions, size=int(explore.sum()))
         return actions
+
+    def _q_values(self, stacks: np.ndarray) -> np.ndarray:
+        """Q-values float32[B, A] of the stacks ``[B, S, *frame_shape]`` (one forward pass)."""
+        with torch.inference_mode():
+            return self.network(torch.from_numpy(stacks)).float().cpu().numpy()
 
     def step(self) -> list[StepBatch]:
         """One agent step of every env; returns the StepBatches that became full."""
@@ -133,9 +203,30 @@ class ActorCore:
         self.lengths += 1
         learn_rewards = np.sign(out.rewards) if self.clip_rewards else out.rewards
         ended = out.terminated | out.truncated
+        prioritize = self.record and self.initial_priorities
+        if prioritize:
+            q = self._last_q.astype(np.float64)
+            q_taken = q[np.arange(len(actions)), actions].tolist()
+            q_max = q.max(axis=1).tolist()
+            q_final = np.zeros(len(actions))  # bootstrap of final frames: 0 when terminated
+            trunc = np.flatnonzero(out.truncated & ~out.terminated)
+            if trunc.size:
+                # The final frame's stack (never acted on): one forward for these envs only.
+                stacks = self.stacker.stacks[trunc]
+                final_stacks = np.concatenate([stacks[:, 1:], out.frames[trunc][:, None].astype(stacks.dtype)], axis=1)
+                q_final[trunc] = self._q_values(final_stacks).astype(np.float64).max(axis=1)
         if self.record:
             v = self.policy_version
             for i, rec in enumerate(self.records):
+                if prioritize:
+                    # float32 as sent, so R is computed from exactly the replay's rewards.
+                    rec.append(self.frames[i], int(actions[i]), bool(self.is_first[i]), v,
+                               float(np.float32(learn_rewards[i])), bool(out.terminated[i]), bool(out.truncated[i]),
+                               q_taken[i], q_max[i])
+                    if ended[i]:
+                        rec.append(out.frames[i].copy(), NO_ACTION, False, v, q_max=float(q_final[i]))
+                    self._resolve(rec)
+                    continue
                 rec.append(self.frames[i], int(actions[i]), bool(self.is_first[i]), v,
                            float(learn_rewards[i]), bool(out.terminated[i]), bool(out.truncated[i]))
                 if ended[i]:
@@ -150,28 +241,88 @@ class ActorCore:
         self.stacker.start(frames, ended)
         self.frames = frames
         self.is_first = ended.copy()
+        if prioritize:
+            # Cut only where every record's priority is known: the complete prefix.
+            batches = []
+            for i, rec in enumerate(self.records):
+                ready = len(rec.prios)
+                if ready >= self.steps_per_batch:
+                    batches.append(self._batch(i, rec.split(ready)))
+            return batches
         return self.flush(min_records=self.steps_per_batch)
 
     def flush(self, min_records: int = 1) -> list[StepBatch]:
-        """StepBatches of every stream holding at least ``min_records`` records."""
+        """StepBatches of every stream holding at least ``min_records`` records (all of them).
+
+        With initial priorities, records whose n-step window is still open get the
+        approximate priority of the module docstring (window cut at the newest record,
+        bootstrap from max_a Q of the current stack; one forward over those streams).
+        """
+        chosen = [i for i, rec in enumerate(self.records) if len(rec) >= min_records and len(rec) > 0]
+        if self.initial_priorities:
+            open_ = [i for i in chosen if len(self.records[i].prios) < len(self.records[i])]
+            if open_:
+                q_now = self._q_values(self.stacker.stacks[open_]).astype(np.float64).max(axis=1)
+                for i, q in zip(open_, q_now.tolist()):
+                    self._resolve(self.records[i], tail_q=q)
         batches = []
-        for i, rec in enumerate(self.records):
-            if len(rec) >= min_records and len(rec) > 0:
-                batches.append(
-                    StepBatch.from_frames(
-                        self.stream_ids[i],
-                        np.stack(rec.frames),
-                        self.env.codec,
-                        actions=np.asarray(rec.actions, dtype=np.int32),
-                        rewards=np.asarray(rec.rewards, dtype=np.float32),
-                        terminated=np.asarray(rec.terminated, dtype=bool),
-                        truncated=np.asarray(rec.truncated, dtype=bool),
-                        first=np.asarray(rec.first, dtype=bool),
-                        policy_version=np.asarray(rec.versions, dtype=np.int64),
-                    )
-                )
-                self.records[i] = _StreamRecords()
+        for i in chosen:
+            batches.append(self._batch(i, self.records[i]))
+            self.records[i] = _StreamRecords()
         return batches
+
+    def _resolve(self, rec: _StreamRecords, tail_q: float | None = None) -> None:
+        """Extend ``rec.prios`` over every record whose n-step window is complete.
+
+        The window of record t ends at b = min(t+n, the final-frame record of its segment);
+        it is complete once record b is here. With ``tail_q`` (flush), a window reaching
+        past the newest record is cut there and bootstraps from ``tail_q``.
+        """
+        n, length, g = self.n_step, len(rec), self._gamma_pow
+        t = len(rec.prios)
+        while t < length:
+            if rec.actions[t] == NO_ACTION:
+                rec.prios.append(0.0)
+                t += 1
+                continue
+            b = t + n
+            for j in range(t, min(t + n, length)):
+                if rec.terminated[j] or rec.truncated[j]:
+                    b = j + 1  # the segment's final-frame record
+                    break
+            if b < length:
+                boot = 0.0 if rec.terminated[b - 1] else rec.q_max[b]
+            elif tail_q is not None:
+                b, boot = length, tail_q  # flush: cut the open window at the newest record
+            else:
+                break  # this window and all later ones are still open
+            k = b - t
+            ret = 0.0
+            for j in range(k):
+                ret += g[j] * rec.rewards[t + j]
+            discount = 0.0 if rec.terminated[b - 1] else g[k]
+            rec.prios.append(abs(ret + discount * boot - rec.q_taken[t]))
+            t += 1
+
+    def _batch(self, i: int, rec: _StreamRecords) -> StepBatch:
+        priorities = None
+        if self.initial_priorities:
+            priorities = np.asarray(rec.prios, dtype=np.float32)
+            if not np.all(np.isfinite(priorities)):
+                # A diverged network: send none, so the replay falls back to its max priority.
+                priorities = None
+        return StepBatch.from_frames(
+            self.stream_ids[i],
+            np.stack(rec.frames),
+            self.env.codec,
+            actions=np.asarray(rec.actions, dtype=np.int32),
+            rewards=np.asarray(rec.rewards, dtype=np.float32),
+            terminated=np.asarray(rec.terminated, dtype=bool),
+            truncated=np.asarray(rec.truncated, dtype=bool),
+            first=np.asarray(rec.first, dtype=bool),
+            policy_version=np.asarray(rec.versions, dtype=np.int64),
+            priorities=priorities,
+        )
 
     def drain_episodes(self) -> list[EpisodeStats]:
         """Finished episodes since the last call (safe to call from another thread)."""

@@ -52,6 +52,9 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
         clip_rewards=atari,
         seed=seed,
         record=record,
+        initial_priorities=cfg.actors.actor_priorities and cfg.replay.prioritized and record,
+        n_step=cfg.replay.n_step,
+        gamma=cfg.learner.gamma,
     )
 
 
@@ -66,6 +69,10 @@ class ActorShell:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.batches_sent = 0
+        from learner.ray_metrics import ActorMetrics
+
+        self.metrics = ActorMetrics(f"actor-{actor_index}")
+        self.recent_scores: list[float] = []
 
     def run(self) -> int:
         """Step until stop(); returns the agent steps taken. Sends batches with back-pressure."""
@@ -105,13 +112,19 @@ class ActorShell:
             self._weights = (weights, version)
 
     def stats(self) -> dict:
+        episodes = [e.__dict__ for e in self.core.drain_episodes()]
+        self.recent_scores = (self.recent_scores + [e["score"] for e in episodes])[-100:]
+        self.metrics.agent_steps.set(self.core.agent_steps)
+        self.metrics.policy_version.set(self.core.policy_version)
+        if self.recent_scores:
+            self.metrics.score.set(float(np.mean(self.recent_scores)))
         return {
             "actor": self.index,
             "agent_steps": self.core.agent_steps,
             "env_frames": self.core.env_frames,
             "policy_version": self.core.policy_version,
             "batches_sent": self.batches_sent,
-            "episodes": [e.__dict__ for e in self.core.drain_episodes()],
+            "episodes": episodes,
         }
 
     def stop(self) -> None:
