@@ -54,6 +54,7 @@ class ActorConfig:
     epsilon_alpha: float = _f(7.0, "Ape-X eps exponent spread")
     epsilon_final: float = _f(0.01, "final eps of the linear schedule")
     epsilon_decay_agent_steps: int = _f(250_000, "agent steps (all streams together) over which the linear schedule decays")
+    actor_priorities: bool = _f(True, "actors compute each transition's initial priority from their own Q-values, as in Ape-X (off: new items get the replay's running max priority)")
     steps_per_batch: int = _f(64, "records of one env stream sent to the replay in one message")
     max_inflight_batches: int = _f(4, "messages an actor may have in flight to the replay before it waits (back-pressure)")
     actor_threads: int = _f(1, "torch threads per actor for the eps-greedy forward pass")
@@ -72,6 +73,7 @@ class ActorConfig:
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
     replay_capacity: Optional[int] = _f(None, "transitions held in replay, FIFO (auto: 1,000,000 for Atari, 100,000 otherwise)")
+    replay_shards: int = _f(1, "replay actors; actor i sends to shard i mod K and the learner samples shards in proportion to their sizes")
     n_step: int = _f(3, "n of the n-step return")
     prioritized: bool = _f(True, "prioritized sampling (off: uniform)")
     priority_alpha: float = _f(0.6, "priority exponent alpha")
@@ -83,6 +85,7 @@ class ReplayConfig:
     def __post_init__(self):
         if self.replay_capacity is not None:
             _require(self.replay_capacity >= 16, "replay_capacity", self.replay_capacity, "must be at least 16")
+        _require(self.replay_shards >= 1, "replay_shards", self.replay_shards, "must be at least 1")
         _require(1 <= self.n_step <= 100, "n_step", self.n_step, "must be in 1..100")
         _require(0 <= self.priority_alpha <= 1, "priority_alpha", self.priority_alpha, "must be in [0, 1]")
         _require(0 <= self.priority_beta_start <= 1, "priority_beta_start", self.priority_beta_start, "must be in [0, 1]")

@@ -13,7 +13,9 @@ import csv
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,7 +37,9 @@ METRIC_FIELDS = [
     "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
     "mean_return_100", "mean_return_greedy_20", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
     "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
+    "replay_ratio", "policy_lag", "weight_sync_age_s",
 ]
+EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon", "stream_id"]
 STOP_EPSILON = 0.05
 
 
@@ -55,7 +59,8 @@ class Counters:
         # Per actor, the last cumulative counts seen: restarts reset an actor's counts to 0.
         self._seen: dict[int, tuple[int, int]] = {}
 
-    def add_actor_stats(self, s: dict) -> None:
+    def add_actor_stats(self, s: dict) -> list[dict]:
+        """Fold one actor's cumulative stats in; returns its newly finished episodes."""
         last_steps, last_frames = self._seen.get(s["actor"], (0, 0))
         steps, frames = s["agent_steps"], s["env_frames"]
         if steps < last_steps:  # the actor restarted: its count began again at 0
@@ -68,6 +73,7 @@ class Counters:
             self.recent.append(ep["score"])
             if ep["epsilon"] <= STOP_EPSILON:
                 self.recent_greedy.append(ep["score"])
+        return s["episodes"]
 
     def mean_return_100(self) -> float | None:
         return float(np.mean(self.recent)) if self.recent else None
@@ -83,6 +89,10 @@ class Counters:
             "policy_version": self.policy_version, "wall_s": wall_s,
             "recent_returns": list(self.recent), "recent_greedy_returns": list(self.recent_greedy),
         }
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def pick_device(name: str) -> torch.device:
@@ -115,6 +125,8 @@ class Trainer:
         self.replay_stats: dict = {}
         self.actor_stats: dict[int, dict] = {}
         self.stop_reason = ""
+        self.metrics = None
+        self.last_publish = time.monotonic()
 
     # ---- Ray set-up -------------------------------------------------------------------
     def start_ray(self) -> bool:
@@ -122,15 +134,26 @@ class Trainer:
         if ray.is_initialized():
             return False
         r = self.cfg.run
-        kwargs = dict(address=r.address, logging_level=logging.WARNING, log_to_driver=True)
+        # A namespace per run keeps the parts' names (replay-0, actor-7) apart on a shared cluster.
+        kwargs = dict(address=r.address, namespace=f"raydqn-{self.run_dir.name}", logging_level=logging.WARNING, log_to_driver=True)
         if r.address is None:
             # A local instance: as many logical CPUs as the run needs, so 16 actors on a
             # 4-core laptop share the cores instead of waiting forever to be placed.
             need = self.cfg.actors.num_actors + 1
             kwargs["num_cpus"] = r.num_cpus or max(os.cpu_count() or 1, need)
             kwargs["include_dashboard"] = None
-        ray.init(**kwargs)
+        ctx = ray.init(**kwargs)
+        self.describe_cluster(ctx.dashboard_url, kwargs["namespace"])
         return True
+
+    def describe_cluster(self, dashboard_url: str | None, namespace: str) -> None:
+        """ray.json in the run dir: where to watch this run (dashboard, Prometheus endpoint)."""
+        ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")})
+        info = {"namespace": namespace, "dashboard_url": f"http://{dashboard_url}" if dashboard_url else None,
+                "metrics_export_ports": ports}
+        (self.run_dir / "ray.json").write_text(json.dumps(info, indent=2))
+        if dashboard_url:
+            print(f"dashboard: http://{dashboard_url} (parts named replay-K and actor-N, namespace {namespace})", flush=True)
 
     def check_placement(self) -> None:
         need = self.cfg.actors.num_actors + 1
@@ -139,24 +162,41 @@ class Trainer:
             raise RuntimeError(f"the Ray cluster has {have:g} CPUs; {self.cfg.actors.num_actors} actors and the replay need {need}")
 
     def start_parts(self) -> None:
+        """K replay shards, then N actors (actor i feeds shard i mod K), all named."""
         c = self.cfg
-        self.replay = make_replay_actor(num_cpus=1).remote(
-            capacity=c.replay.replay_capacity, stack_size=self.env_info["stack_size"], n_step=c.replay.n_step,
-            gamma=c.learner.gamma, prioritized=c.replay.prioritized, alpha=c.replay.priority_alpha, seed=c.run.seed,
-            samples_per_insert=c.replay.replay_ratio or None, min_size=c.replay.learning_starts,
-            tolerance=c.replay.replay_ratio_tolerance,
-        )
+        k = c.replay.replay_shards
+        # Each shard holds 1/K of the replay and applies the ratio to its own share.
+        self.replays = [
+            make_replay_actor(num_cpus=1, name=f"replay-{j}").remote(
+                capacity=-(-c.replay.replay_capacity // k), stack_size=self.env_info["stack_size"],
+                n_step=c.replay.n_step, gamma=c.learner.gamma, prioritized=c.replay.prioritized,
+                alpha=c.replay.priority_alpha, seed=c.run.seed * 7919 + j,
+                samples_per_insert=c.replay.replay_ratio or None, min_size=-(-c.replay.learning_starts // k),
+                tolerance=c.replay.replay_ratio_tolerance / k,
+            )
+            for j in range(k)
+        ]
+        self.shard_sizes = np.zeros(k)
+        self.rng = np.random.default_rng(c.run.seed)
         Actor = make_actor_class(num_cpus=1)
         cfg_dict = c.to_dict()
-        self.actors = {i: Actor.remote(cfg_dict, i, self.replay) for i in range(c.actors.num_actors)}
+        self.actors = {i: Actor.options(name=f"actor-{i}").remote(cfg_dict, i, self.replays[i % k]) for i in range(c.actors.num_actors)}
         self.publish_weights()
         self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
+
+    def pick_shard(self) -> int:
+        """A shard drawn in proportion to its sampleable items (uniform before any stats)."""
+        total = self.shard_sizes.sum()
+        if len(self.shard_sizes) == 1 or total <= 0:
+            return int(self.rng.integers(len(self.shard_sizes)))
+        return int(self.rng.choice(len(self.shard_sizes), p=self.shard_sizes / total))
 
     def publish_weights(self) -> None:
         """One ray.put of the weights; every actor gets the same object reference."""
         ref = ray.put(self.learner.weights_numpy())
         for a in self.actors.values():
             a.set_weights.remote(ref, self.counters.policy_version)
+        self.last_publish = time.monotonic()
 
     def check_actors(self) -> None:
         """Restart the loop of an actor that Ray restarted; drop one that is gone for good."""
@@ -185,15 +225,19 @@ class Trainer:
 
     def poll_stats(self) -> None:
         refs = {i: a.stats.remote() for i, a in self.actors.items()}
-        replay_ref = self.replay.stats.remote()
+        replay_refs = [r.stats.remote() for r in self.replays]
         for i, ref in refs.items():
             try:
                 stats = ray.get(ref, timeout=30)
-                self.counters.add_actor_stats(stats)
+                self.write_episodes(self.counters.add_actor_stats(stats))
                 self.actor_stats[i] = {k: v for k, v in stats.items() if k != "episodes"}
             except Exception as e:
                 log.warning("no stats from actor-%d: %s", i, type(e).__name__)
-        self.replay_stats = ray.get(replay_ref, timeout=60)
+        shards = ray.get(replay_refs, timeout=60)
+        self.shard_sizes = np.array([sh["items_sampleable"] for sh in shards], dtype=np.float64)
+        self.replay_stats = {key: sum(sh[key] for sh in shards) for key in shards[0] if isinstance(shards[0][key], (int, float))}
+        if len(shards) > 1:
+            self.replay_stats["shards"] = shards
 
     # ---- outputs -----------------------------------------------------------------------
     def save(self) -> None:
@@ -202,6 +246,20 @@ class Trainer:
 
     def wall_s(self) -> float:
         return self.counters.wall_s + (time.monotonic() - self.t0)
+
+    def write_episodes(self, episodes: list[dict]) -> None:
+        """episodes.csv: one row per finished game (raw score), for plots."""
+        if not episodes:
+            return
+        path = self.run_dir / "episodes.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=EPISODE_FIELDS)
+            if new:
+                w.writeheader()
+            for ep in episodes:
+                w.writerow({"wall_s": round(self.wall_s(), 2), "env_frames": self.counters.env_frames, "score": ep["score"],
+                            "agent_steps": ep["agent_steps"], "epsilon": round(ep["epsilon"], 5), "stream_id": ep["stream_id"]})
 
     def write_metrics(self, rates: dict) -> None:
         path = self.run_dir / "metrics.csv"
@@ -216,6 +274,15 @@ class Trainer:
             "replay_rejected": self.replay_stats.get("rejected", 0),
             "loss": self.last_loss, "mean_q": self.last_mean_q, "actors_alive": len(self.run_refs), **rates,
         }
+        inserted = self.replay_stats.get("transitions_inserted", 0)
+        extra = {
+            "replay_ratio": self.replay_stats.get("transitions_sampled", 0) / inserted if inserted else 0.0,
+            "policy_lag": c.policy_version - min((a["policy_version"] for a in self.actor_stats.values()), default=c.policy_version),
+            "weight_sync_age_s": time.monotonic() - self.last_publish,
+        }
+        row.update(extra)
+        if self.metrics is not None:
+            self.metrics.update(row)
         with open(path, "a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
             if new:
@@ -263,10 +330,17 @@ class Trainer:
     def run(self) -> dict:
         self.t0 = time.monotonic()
         started_ray = self.start_ray()
+        # SIGTERM (ray job stop, kill, a scheduler) ends the run like Ctrl-C: checkpoint
+        # first. Installed after ray.init, whose core worker sets a handler of its own.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
         tty = sys.stdout.isatty()
         try:
             if self.cfg.run.address is not None:
                 self.check_placement()
+            from learner.ray_metrics import DriverMetrics
+
+            self.metrics = DriverMetrics(self.run_dir.name)
             self.start_parts()
             self._loop(tty)
         except KeyboardInterrupt:
@@ -275,7 +349,7 @@ class Trainer:
         finally:
             if hasattr(self, "actors"):
                 self._shutdown_parts()
-            if hasattr(self, "replay"):
+            if hasattr(self, "replays"):
                 self.save()
                 summary = self.write_summary()
             else:
@@ -326,13 +400,15 @@ class Trainer:
             progress = (self.counters.env_frames - start_frames) / max(cfg.run.total_env_frames - start_frames, 1)
             beta = beta_schedule(progress, cfg.replay.priority_beta_start)
             while len(pending) < cfg.learner.prefetch:
-                pending.append(self.replay.sample.remote(B, beta))
-            batch = ray.get(pending.popleft())
+                shard = self.pick_shard()
+                pending.append((shard, self.replays[shard].sample.remote(B, beta)))
+            shard, ref = pending.popleft()
+            batch = ray.get(ref)
             if batch is None:  # the rate limiter holds the learner until actors catch up
                 time.sleep(0.002)
                 continue
             out = self.learner.update(batch)
-            self.replay.update_priorities.remote(batch.ids, out["priorities"])
+            self.replays[shard].update_priorities.remote(batch.ids, out["priorities"])
             self.last_loss, self.last_mean_q = out["loss"], out["mean_q"]
             steps = self.learner.learner_steps
             self.counters.learner_steps = steps
