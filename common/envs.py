@@ -399,6 +399,57 @@ class AleVectorEnv(VectorEnv):
         self._ales = []
         self._started = False
 
+    # ---- screens for videos (optional; the stepping code above is the same without them)
+
+    def screens(self) -> np.ndarray:
+        """uint8[E, 210, 160, 3]: each emulator's current screen in RGB, not preprocessed."""
+        return np.stack([ale.getScreenRGB() for ale in self._ales])
+
+    def set_screen_hook(self, hook: "ScreenHook | None") -> None:
+        """Show ``hook`` every emulator frame of every env (for videos); None turns it off.
+
+        ``hook.new_game(i)`` is called when env i's game is reset (before its no-ops; on
+        ``reset()`` and when a game ends inside ``step``), then ``hook.frame(i, rgb)``
+        after each emulator frame of env i, with ``rgb`` its screen ``uint8[210, 160, 3]``:
+        the no-ops, the FIRE presses, the frames of each agent step (fewer than 4 where
+        the game ends). So the frames between two ``new_game(i)`` are exactly the frames
+        of one game, as many as its ALE episode frame number. Done by wrapping each
+        ALEInterface, so the env steps the same way, hook or not.
+        """
+        bare = [a.ale if isinstance(a, _ScreenHookALE) else a for a in self._ales]
+        self._ales = bare if hook is None else [_ScreenHookALE(a, i, hook) for i, a in enumerate(bare)]
+
+
+class ScreenHook:
+    """What :meth:`AleVectorEnv.set_screen_hook` calls (override both)."""
+
+    def new_game(self, env_index: int) -> None:
+        """Env ``env_index`` starts a new game; its frames from now on belong to it."""
+
+    def frame(self, env_index: int, rgb: np.ndarray) -> None:
+        """One emulator frame of env ``env_index``: ``uint8[210, 160, 3]``, valid during the call."""
+
+
+class _ScreenHookALE:
+    """An ALEInterface that reports resets and frames to a ScreenHook; the rest passes through."""
+
+    __slots__ = ("ale", "index", "hook")
+
+    def __init__(self, ale, index: int, hook: ScreenHook):
+        self.ale, self.index, self.hook = ale, index, hook
+
+    def act(self, action, *args):
+        reward = self.ale.act(action, *args)
+        self.hook.frame(self.index, self.ale.getScreenRGB())
+        return reward
+
+    def reset_game(self) -> None:
+        self.hook.new_game(self.index)
+        self.ale.reset_game()
+
+    def __getattr__(self, name):
+        return getattr(self.ale, name)
+
 
 # --------------------------------------------------------------------------- flat vectors
 
