@@ -139,12 +139,14 @@ class RunConfig:
     address: Optional[str] = _f(None, "Ray cluster to join ('auto' for the one this node belongs to); default: start a local Ray instance")
     stop_return: Optional[float] = _f(None, "stop early once the mean raw score of the last 20 episodes of the least-exploring streams (eps <= 0.05) reaches this")
     log_interval: float = _f(5.0, "seconds between progress lines and metrics.csv rows")
+    placement_timeout: float = _f(600.0, "seconds to wait for a cluster's autoscaler to provide the CPUs the run needs before giving up")
     num_cpus: Optional[int] = _f(None, "CPUs Ray may use when it starts a local instance (default: all)")
 
     def __post_init__(self):
         _require(self.total_env_frames >= 1, "total_env_frames", self.total_env_frames, "must be at least 1")
         _require(self.total_learner_steps >= 0, "total_learner_steps", self.total_learner_steps, "must be >= 0")
         _require(self.time_limit >= 0, "time_limit", self.time_limit, "must be >= 0")
+        _require(self.placement_timeout >= 0, "placement_timeout", self.placement_timeout, "must be >= 0")
         _require(self.log_interval > 0, "log_interval", self.log_interval, "must be > 0")
         if self.num_cpus is not None:
             _require(self.num_cpus >= 1, "num_cpus", self.num_cpus, "must be at least 1")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.remote import make_actor_class
 from common.config import Config
@@ -29,6 +30,7 @@ from common.networks import build_q_network
 from common.schedules import beta_schedule
 from learner.checkpoint import checkpoint_path, save_checkpoint
 from learner.dqn import DQNLearner
+from learner.tensorboard import TensorBoardLogger, tags_from_episode
 from replay_server.remote import make_replay_actor
 
 log = logging.getLogger("raydqn")
@@ -41,6 +43,8 @@ METRIC_FIELDS = [
 ]
 EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon", "stream_id"]
 STOP_EPSILON = 0.05
+ACTOR_RESTART_TIMEOUT_S = 120.0
+MAX_ACTOR_RESTARTS = 3  # per actor, as Ray's max_restarts for its process
 
 
 class Counters:
@@ -126,6 +130,10 @@ class Trainer:
         self.actor_stats: dict[int, dict] = {}
         self.stop_reason = ""
         self.metrics = None
+        self.tb = TensorBoardLogger(run_dir)
+        self.actor_restarts = 0
+        self.restart_counts: dict[int, int] = {}
+        self.restarting: dict[int, tuple] = {}  # actor -> (stats probe, deadline)
         self.last_publish = time.monotonic()
 
     # ---- Ray set-up -------------------------------------------------------------------
@@ -139,7 +147,7 @@ class Trainer:
         if r.address is None:
             # A local instance: as many logical CPUs as the run needs, so 16 actors on a
             # 4-core laptop share the cores instead of waiting forever to be placed.
-            need = self.cfg.actors.num_actors + 1
+            need = self.cfg.actors.num_actors + self.cfg.replay.replay_shards
             kwargs["num_cpus"] = r.num_cpus or max(os.cpu_count() or 1, need)
             kwargs["include_dashboard"] = None
         ctx = ray.init(**kwargs)
@@ -155,19 +163,41 @@ class Trainer:
         if dashboard_url:
             print(f"dashboard: http://{dashboard_url} (parts named replay-K and actor-N, namespace {namespace})", flush=True)
 
-    def check_placement(self) -> None:
-        need = self.cfg.actors.num_actors + 1
+    def check_placement(self, can_grow: bool) -> None:
+        """Ask the autoscaler for what the run needs; fail clearly if it never comes."""
+        c = self.cfg
+        need = c.actors.num_actors + c.replay.replay_shards
         have = ray.cluster_resources().get("CPU", 0)
-        if have < need:
-            raise RuntimeError(f"the Ray cluster has {have:g} CPUs; {self.cfg.actors.num_actors} actors and the replay need {need}")
+        if have >= need:
+            return
+        if not can_grow:
+            raise RuntimeError(f"cannot place the run: this Ray instance has {have:g} CPUs; {c.actors.num_actors} actors and "
+                               f"{c.replay.replay_shards} replay shards need {need} (raise --num-cpus or lower --num-actors)")
+        from ray.autoscaler.sdk import request_resources
+
+        print(f"waiting up to {c.run.placement_timeout:g}s for the cluster to grow from {have:g} to {need} CPUs "
+              f"({c.actors.num_actors} actors + {c.replay.replay_shards} replay shards)", flush=True)
+        request_resources(num_cpus=need)
+        deadline = time.monotonic() + c.run.placement_timeout
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            have = ray.cluster_resources().get("CPU", 0)
+            if have >= need:
+                return
+        raise RuntimeError(f"cannot place the run: the Ray cluster has {have:g} CPUs after {c.run.placement_timeout:g}s; "
+                           f"{c.actors.num_actors} actors and {c.replay.replay_shards} replay shards need {need} "
+                           f"(lower --num-actors or add worker nodes)")
 
     def start_parts(self) -> None:
         """K replay shards, then N actors (actor i feeds shard i mod K), all named."""
         c = self.cfg
         k = c.replay.replay_shards
         # Each shard holds 1/K of the replay and applies the ratio to its own share.
+        # Replay shards sit beside the learner (the driver, on the GPU head of a cluster):
+        # the learner's samples are the largest transfers in the system.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.replays = [
-            make_replay_actor(num_cpus=1, name=f"replay-{j}").remote(
+            make_replay_actor(num_cpus=1, name=f"replay-{j}", scheduling_strategy=here).remote(
                 capacity=-(-c.replay.replay_capacity // k), stack_size=self.env_info["stack_size"],
                 n_step=c.replay.n_step, gamma=c.learner.gamma, prioritized=c.replay.prioritized,
                 alpha=c.replay.priority_alpha, seed=c.run.seed * 7919 + j,
@@ -180,7 +210,9 @@ class Trainer:
         self.rng = np.random.default_rng(c.run.seed)
         Actor = make_actor_class(num_cpus=1)
         cfg_dict = c.to_dict()
-        self.actors = {i: Actor.options(name=f"actor-{i}").remote(cfg_dict, i, self.replays[i % k]) for i in range(c.actors.num_actors)}
+        # Actors spread over the nodes: each one is CPU-bound on its own envs.
+        self.actors = {i: Actor.options(name=f"actor-{i}", scheduling_strategy="SPREAD").remote(cfg_dict, i, self.replays[i % k])
+                       for i in range(c.actors.num_actors)}
         self.publish_weights()
         self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
 
@@ -199,32 +231,60 @@ class Trainer:
         self.last_publish = time.monotonic()
 
     def check_actors(self) -> None:
-        """Restart the loop of an actor that Ray restarted; drop one that is gone for good."""
-        if not self.run_refs:
-            return
-        done, _ = ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=0)
-        for i in [i for i, ref in self.run_refs.items() if ref in done]:
-            try:
-                ray.get(self.run_refs[i])
-                log.warning("actor-%d stopped on its own", i)
-                del self.run_refs[i]
+        """Notice actors whose loop ended, and bring back the ones Ray restarts.
+
+        Never blocks the learner: a restarting actor is probed once per stats poll until
+        it answers (then it gets the current weights and its loop again), until Ray says
+        it is dead for good, or until ACTOR_RESTART_TIMEOUT_S passes (then the run goes on
+        with fewer actors and says so).
+        """
+        if self.run_refs:
+            done, _ = ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=0)
+            for i in [i for i, ref in self.run_refs.items() if ref in done]:
+                ref = self.run_refs.pop(i)
+                try:
+                    ray.get(ref)
+                    log.warning("actor-%d's loop ended on its own", i)
+                except ray.exceptions.RayActorError as e:
+                    log.warning("actor-%d died (%s); waiting for Ray to restart it", i, type(e).__name__)
+                except Exception as e:  # the loop raised: the process lives, the loop is started again
+                    log.warning("actor-%d failed: %s", i, (str(e).strip().splitlines() or [type(e).__name__])[-1])
+                self.restart_counts[i] = self.restart_counts.get(i, 0) + 1
+                if self.restart_counts[i] > MAX_ACTOR_RESTARTS:
+                    self._drop_actor(i, f"it failed {self.restart_counts[i]} times")
+                    continue
+                self.restarting[i] = (self.actors[i].stats.remote(), time.monotonic() + ACTOR_RESTART_TIMEOUT_S)
+        for i, (probe, deadline) in list(self.restarting.items()):
+            ready, _ = ray.wait([probe], timeout=0)
+            if not ready:
+                if time.monotonic() > deadline:
+                    self._drop_actor(i, "it did not come back in time")
                 continue
-            except ray.exceptions.RayActorError as e:
-                log.warning("actor-%d died (%s); asking Ray to restart it", i, type(e).__name__)
-            except Exception as e:
-                log.warning("actor-%d failed: %s", i, str(e).splitlines()[0] if str(e) else type(e).__name__)
             try:
-                ray.get(self.actors[i].stats.remote(), timeout=60)
-                ref = ray.put(self.learner.weights_numpy())
-                self.actors[i].set_weights.remote(ref, self.counters.policy_version)
-                self.run_refs[i] = self.actors[i].run.remote()
-            except Exception:
-                log.warning("actor-%d could not be restarted; continuing with %d actors", i, len(self.run_refs) - 1)
-                del self.run_refs[i]
-                del self.actors[i]
+                stats = ray.get(probe)
+            except ray.exceptions.ActorDiedError as e:
+                self._drop_actor(i, f"Ray gave up on it ({type(e).__name__})")
+                continue
+            except Exception:  # still restarting (ActorUnavailableError and the like)
+                if time.monotonic() > deadline:
+                    self._drop_actor(i, "it did not come back in time")
+                else:
+                    self.restarting[i] = (self.actors[i].stats.remote(), deadline)
+                continue
+            del self.restarting[i]
+            self.write_episodes(self.counters.add_actor_stats(stats))
+            self.actors[i].set_weights.remote(ray.put(self.learner.weights_numpy()), self.counters.policy_version)
+            self.run_refs[i] = self.actors[i].run.remote()
+            self.actor_restarts += 1
+            log.warning("actor-%d restarted with policy version %d", i, self.counters.policy_version)
+
+    def _drop_actor(self, i: int, why: str) -> None:
+        self.restarting.pop(i, None)
+        del self.actors[i]
+        log.warning("actor-%d is gone (%s); continuing with %d actors", i, why, len(self.actors))
 
     def poll_stats(self) -> None:
-        refs = {i: a.stats.remote() for i, a in self.actors.items()}
+        refs = {i: self.actors[i].stats.remote() for i in self.run_refs}
         replay_refs = [r.stats.remote() for r in self.replays]
         for i, ref in refs.items():
             try:
@@ -258,6 +318,8 @@ class Trainer:
             if new:
                 w.writeheader()
             for ep in episodes:
+                if self.tb is not None:
+                    self.tb.log(self.counters.env_frames, tags_from_episode(ep))
                 w.writerow({"wall_s": round(self.wall_s(), 2), "env_frames": self.counters.env_frames, "score": ep["score"],
                             "agent_steps": ep["agent_steps"], "epsilon": round(ep["epsilon"], 5), "stream_id": ep["stream_id"]})
 
@@ -283,6 +345,8 @@ class Trainer:
         row.update(extra)
         if self.metrics is not None:
             self.metrics.update(row)
+        if self.tb is not None:
+            self.tb.log_metrics(row)
         with open(path, "a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
             if new:
@@ -307,6 +371,7 @@ class Trainer:
             "policy_version": c.policy_version, "wall_s": round(self.wall_s(), 2), "stop_reason": self.stop_reason,
             "replay": self.replay_stats,
             "actors": self.actor_stats,
+            "actor_restarts": self.actor_restarts,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
@@ -323,7 +388,7 @@ class Trainer:
         elif (r.stop_return is not None and len(self.counters.recent_greedy) == self.counters.recent_greedy.maxlen
               and np.mean(self.counters.recent_greedy) >= r.stop_return):
             self.stop_reason = "stop_return"
-        elif not self.run_refs:
+        elif not self.run_refs and not self.restarting:
             self.stop_reason = "no actors left"
         return bool(self.stop_reason)
 
@@ -336,8 +401,7 @@ class Trainer:
             signal.signal(signal.SIGTERM, _raise_interrupt)
         tty = sys.stdout.isatty()
         try:
-            if self.cfg.run.address is not None:
-                self.check_placement()
+            self.check_placement(can_grow=self.cfg.run.address is not None)
             from learner.ray_metrics import DriverMetrics
 
             self.metrics = DriverMetrics(self.run_dir.name)
@@ -354,6 +418,7 @@ class Trainer:
                 summary = self.write_summary()
             else:
                 summary = {}
+            self.tb.close()
             if started_ray:
                 ray.shutdown()
         return summary
@@ -362,7 +427,8 @@ class Trainer:
         for a in self.actors.values():
             a.stop.remote()
         try:
-            ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=10)
+            if self.run_refs:
+                ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=10)
             self.poll_stats()
         except Exception as e:  # the summary still gets written from what is known
             log.warning("final stats incomplete: %s", type(e).__name__)
