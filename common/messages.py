@@ -23,6 +23,7 @@ The stream grammar of a StepBatch (one env stream, records in time order):
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import lz4.block
@@ -66,6 +67,22 @@ def decompress_frames(blobs: Sequence[bytes], codec: str, shape: tuple[int, ...]
     if len(raw) != nbytes * len(blobs):
         raise MessageError(f"frame bytes have the wrong size: {len(raw)} for {len(blobs)} frames of {nbytes}")
     return np.frombuffer(raw, dtype=dtype).reshape((len(blobs), *shape))
+
+
+def check_frame_blobs(blobs: Sequence[bytes], codec: str, shape: tuple[int, ...], dtype: str) -> None:
+    """MessageError unless every blob decompresses to exactly one frame.
+
+    Frame by frame, each dropped at once: a message never costs more than one frame of
+    memory to check (LZ4 expands up to 255x, so keeping them could be a memory bomb).
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    try:
+        for i, blob in enumerate(blobs):
+            size = len(lz4.block.decompress(blob, uncompressed_size=nbytes)) if codec == "lz4" else len(blob)
+            if size != nbytes:
+                raise MessageError(f"frame bytes have the wrong size: frame {i} has {size}, a frame of {list(shape)} {dtype} {nbytes}")
+    except lz4.block.LZ4BlockError as e:
+        raise MessageError(f"corrupt {codec} frame bytes: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +136,8 @@ class StepBatch:
             raise MessageError(f"unknown frame codec {self.codec!r}")
         if self.frame_dtype not in FRAME_DTYPES:
             raise MessageError(f"frame dtype {self.frame_dtype!r} not in {FRAME_DTYPES}")
-        if not self.frame_shape or any(d <= 0 for d in self.frame_shape) or int(np.prod(self.frame_shape)) > MAX_FRAME_ELEMENTS:
+        # math.prod: exact on Python ints, where np.prod wraps around (2**32 * 2**32 == 0 in int64).
+        if not self.frame_shape or any(d <= 0 for d in self.frame_shape) or math.prod(self.frame_shape) > MAX_FRAME_ELEMENTS:
             raise MessageError(f"bad frame shape {self.frame_shape}")
         if not 0 <= self.stream_id < 2**62:
             raise MessageError(f"stream_id {self.stream_id} out of range")
@@ -145,7 +163,7 @@ class StepBatch:
         if np.any(final[:-1] & ~self.first[1:]):
             raise MessageError("a final-frame record is not followed by a first record")
         if check_frames:
-            self.frames()
+            check_frame_blobs(self.frame_blobs, self.codec, self.frame_shape, self.frame_dtype)
 
 
 _ARRAY_FIELDS = {
@@ -202,7 +220,7 @@ def decode_step_batch(data: bytes, check_frames: bool = True) -> StepBatch:
                 raise MessageError(f"field {name}: expected {t} values of {np.dtype(dtype)}")
             arrays[name] = np.frombuffer(raw, dtype=dtype)
         shape = body["frame_shape"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int for d in shape):  # not bool either
             raise MessageError(f"field frame_shape: expected a list of ints, got {shape!r}")
         if not isinstance(body["stream_id"], int) or not isinstance(body["frame_dtype"], str) or not isinstance(body["codec"], str):
             raise MessageError("fields stream_id, frame_dtype, codec: wrong types")

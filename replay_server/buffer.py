@@ -38,11 +38,28 @@ import dataclasses
 
 import numpy as np
 
-from common.messages import NO_ACTION, MessageError, SampleBatch, StepBatch, decompress_frames
+from common.messages import CODECS, FRAME_DTYPES, NO_ACTION, MessageError, SampleBatch, StepBatch, decompress_frames
+from replay_server.snapshot import BlobList, SnapshotError
 from replay_server.sum_tree import SumTree
 
 #: Frames decompressed per call at sample time (see ReplayBuffer._gather).
 _DECOMPRESS_CHUNK = 128
+#: Per-slot arrays of a ReplayBuffer: attribute, dtype, trailing shape ("S": stack size).
+_SLOT_ARRAYS = {
+    "_uid": (np.int64, ()),
+    "_stack_uids": (np.int64, ("S",)),
+    "_next_uid": (np.int64, ()),
+    "_action": (np.int32, ()),
+    "_reward": (np.float32, ()),
+    "_terminated": (np.bool_, ()),
+    "_init_priority": (np.float32, ()),
+    "_return": (np.float32, ()),
+    "_discount": (np.float32, ()),
+    "_boot_uid": (np.int64, ()),
+    "_sampleable": (np.bool_, ()),
+}
+#: Settings a snapshot must share with the buffer it is loaded into.
+_CONFIG_FIELDS = ("capacity", "stack_size", "n_step", "gamma", "prioritized", "alpha", "priority_eps")
 
 
 @dataclasses.dataclass
@@ -448,3 +465,168 @@ class ReplayBuffer:
             self._max_priority = max(self._max_priority, float(p.max()))
             self._tree.update(slots[ok], p**self.alpha)
         return count
+
+    # ------------------------------------------------------------------ snapshots
+
+    def state_dict(self) -> dict:
+        """The whole state as a tree for ``replay_server.snapshot.write_snapshot``.
+
+        Arrays are the live ones, not copies (a 1M replay holds ~80 MB of them, and the
+        frame blobs are shared, never copied): write the state out before the next add,
+        sample or priority update.
+        """
+        streams = list(self._streams.items())
+        k = len(streams)
+        pending = [st.pending for _, st in streams]
+        return {
+            "config": {name: getattr(self, name) for name in _CONFIG_FIELDS},
+            "frame_spec": None if self._frame_spec is None else
+            {"codec": self._frame_spec[0], "shape": list(self._frame_spec[1]), "dtype": self._frame_spec[2]},
+            "counters": {"records_added": self._records_added, "items_dropped": self._items_dropped,
+                         "max_priority": self._max_priority},
+            "rng": _encode_rng_state(self.rng.bit_generator.state),
+            "slots": {name.lstrip("_"): getattr(self, name) for name in _SLOT_ARRAYS},
+            "tree_leaves": self._tree.get(np.arange(self.capacity)),
+            "blobs": BlobList(self._blobs),
+            "streams": {
+                "stream_id": np.fromiter((sid for sid, _ in streams), np.int64, k),
+                "last_uid": np.fromiter((st.last_uid for _, st in streams), np.int64, k),
+                "last_final": np.fromiter((st.last_final for _, st in streams), np.bool_, k),
+                "last_ended": np.fromiter((st.last_ended for _, st in streams), np.bool_, k),
+                "last_stack": np.stack([st.last_stack for _, st in streams]) if k else np.zeros((0, self.stack_size), np.int64),
+                "pending_len": np.fromiter((p.size for p in pending), np.int64, k),
+                "pending": np.concatenate(pending) if k else np.zeros(0, np.int64),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Become exactly the buffer ``state`` (from :meth:`state_dict`) was taken from.
+
+        Raises SnapshotError, changing nothing, when ``state`` is malformed or comes from a
+        buffer with other settings (capacity, stack size, n, gamma, alpha, priority eps,
+        prioritized) or, once this buffer holds frames, another frame format.
+        """
+        try:
+            new = self._check_state(state)
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise SnapshotError(f"malformed replay state: {type(e).__name__}: {e}") from None
+        # Nothing is mutated above this line; nothing below can fail on a checked state.
+        for name, arr in new["slots"].items():
+            setattr(self, name, arr)
+        self._blobs = new["blobs"]
+        tree = SumTree(self.capacity)
+        tree.update(np.arange(self.capacity), new["tree_leaves"])
+        self._tree = tree
+        self._frame_spec = new["frame_spec"]
+        self._streams = new["streams"]
+        self._records_added, self._items_dropped, self._max_priority = new["counters"]
+        self.rng = new["rng"]
+
+    def _check_state(self, state: dict) -> dict:
+        """The checked, converted parts of ``state``; raises on anything out of place."""
+        cap, s = self.capacity, self.stack_size
+        config = state["config"]
+        for name in _CONFIG_FIELDS:
+            theirs, ours = config[name], getattr(self, name)
+            if theirs != ours or type(theirs) is not type(ours):
+                raise SnapshotError(f"snapshot was taken with {name}={theirs!r} but this replay has {name}={ours!r}")
+        spec = state["frame_spec"]
+        if spec is not None:
+            codec, shape, dtype = spec["codec"], spec["shape"], spec["dtype"]
+            if codec not in CODECS or dtype not in FRAME_DTYPES or not isinstance(shape, list) \
+                    or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+                raise SnapshotError(f"snapshot frame format {spec!r} is not valid")
+            spec = (codec, tuple(shape), dtype)
+        if self._frame_spec is not None and spec is not None and spec != self._frame_spec:
+            raise SnapshotError(f"snapshot holds frames {spec} (codec, shape, dtype) but this replay stores {self._frame_spec}")
+
+        counters = state["counters"]
+        records_added, items_dropped = counters["records_added"], counters["items_dropped"]
+        max_priority = counters["max_priority"]
+        if not (_is_count(records_added) and _is_count(items_dropped)
+                and isinstance(max_priority, float) and np.isfinite(max_priority) and max_priority > 0):
+            raise SnapshotError(f"snapshot counters {counters!r} are not valid")
+
+        slots = {}
+        for name, (dtype, trail) in _SLOT_ARRAYS.items():
+            arr = _checked_array(state["slots"], name.lstrip("_"), dtype, (cap, *(s for _ in trail)))
+            slots[name] = arr
+        leaves = _checked_array(state, "tree_leaves", np.float64, (cap,))
+        if not (np.all(np.isfinite(leaves)) and np.all(leaves >= 0)):
+            raise SnapshotError("snapshot priorities are not all finite and >= 0")
+        blobs = state["blobs"]
+        if not isinstance(blobs, list) or len(blobs) != cap or not all(b is None or isinstance(b, bytes) for b in blobs):
+            raise SnapshotError(f"snapshot frame blobs are not {cap} bytes-or-None")
+        if spec is None and records_added > 0:
+            raise SnapshotError("snapshot holds records but no frame format")
+
+        st = state["streams"]
+        sids = _checked_array(st, "stream_id", np.int64, None)
+        k = sids.size
+        last_uid = _checked_array(st, "last_uid", np.int64, (k,))
+        last_final = _checked_array(st, "last_final", np.bool_, (k,))
+        last_ended = _checked_array(st, "last_ended", np.bool_, (k,))
+        last_stack = _checked_array(st, "last_stack", np.int64, (k, s))
+        pending_len = _checked_array(st, "pending_len", np.int64, (k,))
+        pending = _checked_array(st, "pending", np.int64, None)
+        if pending.ndim != 1 or np.any(pending_len < 0) or np.any(pending_len > self.n_step) \
+                or int(pending_len.sum()) != pending.size or np.unique(sids).size != k:
+            raise SnapshotError("snapshot stream states are inconsistent")
+        if np.any(last_uid >= records_added) or np.any(pending >= records_added) or np.any(pending < 0):
+            raise SnapshotError("snapshot stream states refer to records never added")
+        streams = {}
+        bounds = np.concatenate([[0], np.cumsum(pending_len)])
+        for i in range(k):
+            streams[int(sids[i])] = _StreamState(
+                last_uid=int(last_uid[i]), last_final=bool(last_final[i]), last_ended=bool(last_ended[i]),
+                last_stack=last_stack[i].copy(), pending=pending[bounds[i] : bounds[i + 1]].copy())
+        return {"slots": slots, "tree_leaves": leaves, "blobs": blobs, "frame_spec": spec, "streams": streams,
+                "counters": (records_added, items_dropped, max_priority), "rng": _decode_rng(state["rng"])}
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _checked_array(parent: dict, name: str, dtype, shape) -> np.ndarray:
+    arr = parent[name]
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or (shape is not None and arr.shape != shape):
+        got = f"{arr.dtype}{list(arr.shape)}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        want = f"{np.dtype(dtype)}{list(shape) if shape is not None else '[...]'}"
+        raise SnapshotError(f"snapshot array {name}: expected {want}, got {got}")
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return arr
+
+
+#: Bit generators a snapshot may name (numpy's own; default_rng uses PCG64).
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "SFC64", "Philox", "MT19937")
+
+
+def _encode_rng_state(node):
+    """A bit generator's state with its 128-bit ints as hex strings (msgpack stops at 64 bits)."""
+    if isinstance(node, dict):
+        return {k: _encode_rng_state(v) for k, v in node.items()}
+    if isinstance(node, int) and not isinstance(node, bool):
+        return {"int": hex(node)}
+    return node
+
+
+def _decode_rng_state(node):
+    if isinstance(node, dict):
+        if set(node) == {"int"}:
+            return int(node["int"], 16)
+        return {k: _decode_rng_state(v) for k, v in node.items()}
+    return node
+
+
+def _decode_rng(encoded) -> np.random.Generator:
+    state = _decode_rng_state(encoded)
+    name = state["bit_generator"]
+    if name not in _BIT_GENERATORS:
+        raise SnapshotError(f"snapshot rng {name!r} is not one of {_BIT_GENERATORS}")
+    bit_generator = getattr(np.random, name)()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)

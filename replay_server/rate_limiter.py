@@ -55,3 +55,12 @@ class RateLimiter:
 
     def state(self) -> dict:
         return {"inserts": self.inserts, "samples": self.samples}
+
+    def load_state(self, state: dict) -> None:
+        """Restore the counters of :meth:`state` (the limits stay this limiter's own);
+        ValueError, changing nothing, unless both are ints >= 0."""
+        inserts, samples = state.get("inserts"), state.get("samples")
+        for name, value in (("inserts", inserts), ("samples", samples)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"rate limiter state: {name} must be an int >= 0, got {value!r}")
+        self.inserts, self.samples = inserts, samples

@@ -9,12 +9,15 @@ the Ray actor class from it at the use site, e.g.::
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 import numpy as np
 
 from common.messages import NO_ACTION, MessageError, SampleBatch, decode_step_batch
 from replay_server.buffer import ReplayBuffer
 from replay_server.rate_limiter import RateLimiter
+from replay_server.snapshot import SnapshotError, read_snapshot, write_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,57 @@ class ReplayServer:
 
     def ping(self) -> bool:
         return True
+
+    # ------------------------------------------------------------------ snapshots
+
+    def state_dict(self) -> dict:
+        """Buffer, rate limiter counters and this shell's counters (live arrays, see
+        ``ReplayBuffer.state_dict``)."""
+        return {"buffer": self.buffer.state_dict(), "limiter": self.limiter.state(),
+                "server": {"rejected": self.rejected, "batches_added": self.batches_added}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Become exactly the server ``state`` came from; SnapshotError changes nothing."""
+        try:
+            counters = state["server"]
+            rejected, batches_added = counters["rejected"], counters["batches_added"]
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (rejected, batches_added)):
+                raise ValueError(f"server counters {counters!r} are not ints >= 0")
+            probe = RateLimiter(None, 0, 0.0)
+            probe.load_state(state["limiter"])
+            buffer_state = state["buffer"]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise SnapshotError(f"malformed replay server state: {e}") from None
+        self.buffer.load_state_dict(buffer_state)  # checks everything before it changes anything
+        self.limiter.load_state(state["limiter"])
+        self.rejected, self.batches_added = rejected, batches_added
+
+    def save_snapshot(self, path: str) -> dict:
+        """Write the whole replay to ``path`` (on this process's machine) atomically.
+
+        Returns ``{path, bytes, items, records, seconds}``: items are the sampleable
+        transitions, records the frames stored.
+        """
+        start = time.perf_counter()
+        nbytes = write_snapshot(path, self.state_dict())
+        return {"path": os.fspath(path), "bytes": nbytes, "items": self.buffer.num_sampleable,
+                "records": len(self.buffer), "seconds": time.perf_counter() - start}
+
+    def load_snapshot(self, path: str) -> dict:
+        """Replace this replay's state with the snapshot at ``path``.
+
+        SnapshotError (naming the file and the problem), with this replay unchanged, when
+        the file is cut short, corrupted, or from a replay with other settings.
+        Returns ``{path, bytes, items, records, seconds}`` as :meth:`save_snapshot`.
+        """
+        start = time.perf_counter()
+        state = read_snapshot(path)
+        try:
+            self.load_state_dict(state)
+        except SnapshotError as e:
+            raise SnapshotError(f"{path}: {e}") from None
+        return {"path": os.fspath(path), "bytes": os.path.getsize(path), "items": self.buffer.num_sampleable,
+                "records": len(self.buffer), "seconds": time.perf_counter() - start}
 
 
 def make_replay_actor(**options):
