@@ -162,6 +162,7 @@ class ActorCore:
         n = env.num_envs
         self.stacker = FrameStacker(n, env.stack_size, env.frame_shape, env.frame_dtype)
         self.records = [_StreamRecords() for _ in range(n)]
+        self.sent = [0] * n  # records sent per stream: the next batch's seq
         self.scores = np.zeros(n, dtype=np.float64)
         self.lengths = np.zeros(n, dtype=np.int64)
         self.frames = env.reset()
@@ -311,6 +312,8 @@ class ActorCore:
             if not np.all(np.isfinite(priorities)):
                 # A diverged network: send none, so the replay falls back to its max priority.
                 priorities = None
+        seq = self.sent[i]
+        self.sent[i] += len(rec.frames)
         return StepBatch.from_frames(
             self.stream_ids[i],
             np.stack(rec.frames),
@@ -322,6 +325,7 @@ class ActorCore:
             first=np.asarray(rec.first, dtype=bool),
             policy_version=np.asarray(rec.versions, dtype=np.int64),
             priorities=priorities,
+            seq=seq,
         )
 
     def drain_episodes(self) -> list[EpisodeStats]:

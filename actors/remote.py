@@ -88,7 +88,11 @@ class ActorShell:
             if limited and allowance <= 0:
                 # The replay ratio is met: stop stepping (freeing the CPU) until the learner
                 # has sampled enough. Each actor takes its share of the global allowance.
-                allowance = ray.get(self.replay.insert_allowance.remote()) / self.cfg.actors.num_actors
+                try:
+                    allowance = ray.get(self.replay.insert_allowance.remote()) / self.cfg.actors.num_actors
+                except ray.exceptions.RayActorError:  # the replay is restarting: wait for it
+                    self._stop.wait(0.5)
+                    continue
                 if allowance <= 0:
                     # Send what is held first: the learner may be waiting for exactly these.
                     inflight += self._send(self.core.flush())

@@ -74,6 +74,7 @@ class ActorConfig:
 class ReplayConfig:
     replay_capacity: Optional[int] = _f(None, "transitions held in replay, FIFO (auto: 1,000,000 for Atari, 100,000 otherwise)")
     replay_shards: int = _f(1, "replay actors; actor i sends to shard i mod K and the learner samples shards in proportion to their sizes")
+    snapshot_interval: float = _f(600.0, "seconds between replay snapshots in the run dir (also written at every checkpoint; a restarted replay and --resume start from them). 0: at checkpoints only; -1: never")
     n_step: int = _f(3, "n of the n-step return")
     prioritized: bool = _f(True, "prioritized sampling (off: uniform)")
     priority_alpha: float = _f(0.6, "priority exponent alpha")
@@ -86,6 +87,7 @@ class ReplayConfig:
         if self.replay_capacity is not None:
             _require(self.replay_capacity >= 16, "replay_capacity", self.replay_capacity, "must be at least 16")
         _require(self.replay_shards >= 1, "replay_shards", self.replay_shards, "must be at least 1")
+        _require(self.snapshot_interval >= 0 or self.snapshot_interval == -1, "snapshot_interval", self.snapshot_interval, "must be >= 0, or -1 for never")
         _require(1 <= self.n_step <= 100, "n_step", self.n_step, "must be in 1..100")
         _require(0 <= self.priority_alpha <= 1, "priority_alpha", self.priority_alpha, "must be in [0, 1]")
         _require(0 <= self.priority_beta_start <= 1, "priority_beta_start", self.priority_beta_start, "must be in [0, 1]")

@@ -30,7 +30,7 @@ import lz4.block
 import msgpack
 import numpy as np
 
-STEP_BATCH_VERSION = 1
+STEP_BATCH_VERSION = 2  # 2: seq, so the replay can tell a gap in a stream
 #: Largest number of records one StepBatch may carry; anything above is treated as corrupt.
 MAX_RECORDS = 65_536
 #: Largest number of elements of one frame (84*84 images, or small flat vectors).
@@ -105,6 +105,10 @@ class StepBatch:
     first: np.ndarray  # bool[T]
     policy_version: np.ndarray  # int64[T], the weights' version that chose the action
     priorities: np.ndarray | None = None  # float32[T], optional initial priorities
+    #: position in its stream of this batch's first record (records the stream sent before).
+    #: A replay that finds a gap (it restarted from a snapshot, messages were lost) starts
+    #: a new segment there instead of splicing records that are not consecutive.
+    seq: int = 0
 
     def __len__(self) -> int:
         return len(self.frame_blobs)
@@ -141,6 +145,8 @@ class StepBatch:
             raise MessageError(f"bad frame shape {self.frame_shape}")
         if not 0 <= self.stream_id < 2**62:
             raise MessageError(f"stream_id {self.stream_id} out of range")
+        if not 0 <= self.seq < 2**62:
+            raise MessageError(f"seq {self.seq} out of range")
         for name, dtype in _ARRAY_FIELDS.items():
             arr = getattr(self, name)
             if arr is None and name == "priorities":
@@ -182,6 +188,7 @@ def encode_step_batch(batch: StepBatch) -> bytes:
     body = {
         "v": STEP_BATCH_VERSION,
         "stream_id": batch.stream_id,
+        "seq": batch.seq,
         "frame_shape": list(batch.frame_shape),
         "frame_dtype": batch.frame_dtype,
         "codec": batch.codec,
@@ -224,8 +231,11 @@ def decode_step_batch(data: bytes, check_frames: bool = True) -> StepBatch:
             raise MessageError(f"field frame_shape: expected a list of ints, got {shape!r}")
         if not isinstance(body["stream_id"], int) or not isinstance(body["frame_dtype"], str) or not isinstance(body["codec"], str):
             raise MessageError("fields stream_id, frame_dtype, codec: wrong types")
+        if type(body["seq"]) is not int:
+            raise MessageError(f"field seq: expected an int, got {type(body['seq']).__name__}")
         batch = StepBatch(
             stream_id=body["stream_id"],
+            seq=body["seq"],
             frame_shape=tuple(shape),
             frame_dtype=body["frame_dtype"],
             codec=body["codec"],

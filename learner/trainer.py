@@ -132,6 +132,10 @@ class Trainer:
         self.metrics = None
         self.tb = TensorBoardLogger(run_dir)
         self.actor_restarts = 0
+        self.replay_restarts = 0
+        self.replay_records_lost = 0
+        self.shard_stats: list[dict] = []
+        self.last_snapshot = time.monotonic()
         self.restart_counts: dict[int, int] = {}
         self.restarting: dict[int, tuple] = {}  # actor -> (stats probe, deadline)
         self.last_publish = time.monotonic()
@@ -197,12 +201,14 @@ class Trainer:
         # the learner's samples are the largest transfers in the system.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.replays = [
-            make_replay_actor(num_cpus=1, name=f"replay-{j}", scheduling_strategy=here).remote(
+            make_replay_actor(num_cpus=1, name=f"replay-{j}", scheduling_strategy=here, max_restarts=-1).remote(
                 capacity=-(-c.replay.replay_capacity // k), stack_size=self.env_info["stack_size"],
                 n_step=c.replay.n_step, gamma=c.learner.gamma, prioritized=c.replay.prioritized,
                 alpha=c.replay.priority_alpha, seed=c.run.seed * 7919 + j,
                 samples_per_insert=c.replay.replay_ratio or None, min_size=-(-c.replay.learning_starts // k),
                 tolerance=c.replay.replay_ratio_tolerance / k,
+                # A shard that Ray restarts after a crash, or a resumed run, starts from here.
+                snapshot_path=str(self.snapshot_path(j)) if c.replay.snapshot_interval >= 0 else None,
             )
             for j in range(k)
         ]
@@ -293,16 +299,51 @@ class Trainer:
                 self.actor_stats[i] = {k: v for k, v in stats.items() if k != "episodes"}
             except Exception as e:
                 log.warning("no stats from actor-%d: %s", i, type(e).__name__)
-        shards = ray.get(replay_refs, timeout=60)
+        shards = []
+        for j, ref in enumerate(replay_refs):
+            try:
+                sh = ray.get(ref, timeout=60)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+                log.warning("replay-%d unavailable (%s); the learner waits for it", j, type(e).__name__)
+                sh = dict(self.shard_stats[j], items_sampleable=0) if j < len(self.shard_stats) else None
+                if sh is None:
+                    raise
+            if j < len(self.shard_stats) and sh["records_added"] < self.shard_stats[j]["records_added"]:
+                lost = self.shard_stats[j]["records_added"] - sh["records_added"]
+                self.replay_restarts += 1
+                self.replay_records_lost += lost
+                log.warning("replay-%d restarted from its snapshot with %d records; %d records that arrived after "
+                            "the snapshot were lost", j, sh["restored_records"], lost)
+            shards.append(sh)
+        self.shard_stats = shards
         self.shard_sizes = np.array([sh["items_sampleable"] for sh in shards], dtype=np.float64)
         self.replay_stats = {key: sum(sh[key] for sh in shards) for key in shards[0] if isinstance(shards[0][key], (int, float))}
         if len(shards) > 1:
             self.replay_stats["shards"] = shards
 
     # ---- outputs -----------------------------------------------------------------------
+    def snapshot_path(self, shard: int) -> Path:
+        return self.run_dir / f"replay-{shard}.snapshot"
+
     def save(self) -> None:
+        """A checkpoint, then (unless snapshots are off) every replay shard's snapshot."""
         save_checkpoint(checkpoint_path(self.run_dir), self.learner.state_dict(),
                         self.counters.to_dict(self.wall_s()), self.signature, self.cfg.to_dict())
+        if self.cfg.replay.snapshot_interval >= 0:
+            self.save_snapshots(wait=True)
+
+    def save_snapshots(self, wait: bool) -> None:
+        """Each shard writes its own file (atomically); ``wait=False`` lets the learner go on."""
+        refs = [r.save_snapshot.remote(str(self.snapshot_path(j))) for j, r in enumerate(self.replays)]
+        self.last_snapshot = time.monotonic()
+        if not wait:
+            return
+        for j, ref in enumerate(refs):
+            try:
+                info = ray.get(ref, timeout=600)
+                log.info("replay-%d snapshot: %d records, %.0f MB in %.1f s", j, info["records"], info["bytes"] / 1e6, info["seconds"])
+            except Exception as e:  # the checkpoint is written; the previous snapshot stays
+                log.warning("replay-%d snapshot failed: %s", j, (str(e).strip().splitlines() or [type(e).__name__])[-1])
 
     def wall_s(self) -> float:
         return self.counters.wall_s + (time.monotonic() - self.t0)
@@ -372,6 +413,8 @@ class Trainer:
             "replay": self.replay_stats,
             "actors": self.actor_stats,
             "actor_restarts": self.actor_restarts,
+            "replay_restarts": self.replay_restarts,
+            "replay_records_lost_at_restarts": self.replay_records_lost,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
@@ -469,7 +512,11 @@ class Trainer:
                 shard = self.pick_shard()
                 pending.append((shard, self.replays[shard].sample.remote(B, beta)))
             shard, ref = pending.popleft()
-            batch = ray.get(ref)
+            try:
+                batch = ray.get(ref)
+            except ray.exceptions.RayActorError:  # the shard is restarting: wait, ask again
+                time.sleep(0.2)
+                continue
             if batch is None:  # the rate limiter holds the learner until actors catch up
                 time.sleep(0.002)
                 continue
@@ -483,6 +530,8 @@ class Trainer:
                 self.publish_weights()
             if steps % cfg.learner.checkpoint_period == 0:
                 self.save()
+            elif cfg.replay.snapshot_interval > 0 and time.monotonic() - self.last_snapshot >= cfg.replay.snapshot_interval:
+                self.save_snapshots(wait=False)
             if cfg.run.total_learner_steps and steps >= cfg.run.total_learner_steps:
                 self.stop_reason = "total_learner_steps"
                 break

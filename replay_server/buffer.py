@@ -73,6 +73,7 @@ class _StreamState:
     # int64[<= n]: uids of the open segment's tail whose n-step window is incomplete, in
     # time order. Evicted uids may linger at its front until the stream's next batch.
     pending: np.ndarray
+    next_seq: int = 0  # the seq the stream's next batch should carry; anything else is a gap
 
 
 class ReplayBuffer:
@@ -141,6 +142,7 @@ class ReplayBuffer:
         self._streams: dict[int, _StreamState] = {}
         self._records_added = 0
         self._items_dropped = 0
+        self._records_lost = 0  # records streams sent that never arrived (gaps in seq)
         self._max_priority = 1.0
         self._gamma_pow = self.gamma ** np.arange(self.n_step + 1, dtype=np.float64)
 
@@ -175,6 +177,7 @@ class ReplayBuffer:
             "capacity": self.capacity,
             "streams": len(self._streams),
             "items_dropped": self._items_dropped,
+            "records_lost": self._records_lost,
         }
 
     # ------------------------------------------------------------------ insertion
@@ -190,11 +193,27 @@ class ReplayBuffer:
         if self._frame_spec is not None and spec != self._frame_spec:
             raise MessageError(f"frames are {spec} (codec, shape, dtype) but this buffer stores {self._frame_spec}")
         state = self._streams.get(batch.stream_id)
+        next_seq = batch.seq + len(batch)
+        lost = 0
+        if (state.next_seq if state is not None else 0) != batch.seq and not (state is None and batch.first[0]):
+            # A gap: records of this stream never arrived (this replay came back from a
+            # snapshot, or messages were lost) or the actor started over. What follows
+            # cannot continue the stored segment, so it starts a new one here; a leading
+            # final-frame record belongs to an episode whose end is gone and is dropped.
+            lost = max(batch.seq - (state.next_seq if state is not None else 0), 0)
+            batch, dropped = _restart_segment(batch)
+            lost += dropped
+            if batch is None:
+                self._records_lost += lost
+                if state is not None:
+                    state.next_seq = next_seq
+                return 0
         final = batch.actions == NO_ACTION
         ended = batch.terminated | batch.truncated
         self._check_grammar(batch.stream_id, state, batch.first, final, ended)
         # Nothing is mutated above this line.
         self._frame_spec = spec
+        self._records_lost += lost
         m = len(batch)
         for lo in range(0, m, self.capacity):  # a batch longer than the buffer goes in pieces
             hi = min(lo + self.capacity, m)
@@ -209,6 +228,7 @@ class ReplayBuffer:
                 ended[lo:hi],
                 None if batch.priorities is None else batch.priorities[lo:hi],
             )
+        self._streams[batch.stream_id].next_seq = next_seq
         return m
 
     @staticmethod
@@ -483,6 +503,7 @@ class ReplayBuffer:
             "frame_spec": None if self._frame_spec is None else
             {"codec": self._frame_spec[0], "shape": list(self._frame_spec[1]), "dtype": self._frame_spec[2]},
             "counters": {"records_added": self._records_added, "items_dropped": self._items_dropped,
+                         "records_lost": self._records_lost,
                          "max_priority": self._max_priority},
             "rng": _encode_rng_state(self.rng.bit_generator.state),
             "slots": {name.lstrip("_"): getattr(self, name) for name in _SLOT_ARRAYS},
@@ -495,6 +516,7 @@ class ReplayBuffer:
                 "last_ended": np.fromiter((st.last_ended for _, st in streams), np.bool_, k),
                 "last_stack": np.stack([st.last_stack for _, st in streams]) if k else np.zeros((0, self.stack_size), np.int64),
                 "pending_len": np.fromiter((p.size for p in pending), np.int64, k),
+                "next_seq": np.fromiter((st.next_seq for _, st in streams), np.int64, k),
                 "pending": np.concatenate(pending) if k else np.zeros(0, np.int64),
             },
         }
@@ -521,7 +543,7 @@ class ReplayBuffer:
         self._tree = tree
         self._frame_spec = new["frame_spec"]
         self._streams = new["streams"]
-        self._records_added, self._items_dropped, self._max_priority = new["counters"]
+        self._records_added, self._items_dropped, self._records_lost, self._max_priority = new["counters"]
         self.rng = new["rng"]
 
     def _check_state(self, state: dict) -> dict:
@@ -544,8 +566,9 @@ class ReplayBuffer:
 
         counters = state["counters"]
         records_added, items_dropped = counters["records_added"], counters["items_dropped"]
+        records_lost = counters["records_lost"]
         max_priority = counters["max_priority"]
-        if not (_is_count(records_added) and _is_count(items_dropped)
+        if not (_is_count(records_added) and _is_count(items_dropped) and _is_count(records_lost)
                 and isinstance(max_priority, float) and np.isfinite(max_priority) and max_priority > 0):
             raise SnapshotError(f"snapshot counters {counters!r} are not valid")
 
@@ -570,10 +593,13 @@ class ReplayBuffer:
         last_ended = _checked_array(st, "last_ended", np.bool_, (k,))
         last_stack = _checked_array(st, "last_stack", np.int64, (k, s))
         pending_len = _checked_array(st, "pending_len", np.int64, (k,))
+        next_seq = _checked_array(st, "next_seq", np.int64, (k,))
         pending = _checked_array(st, "pending", np.int64, None)
         if pending.ndim != 1 or np.any(pending_len < 0) or np.any(pending_len > self.n_step) \
                 or int(pending_len.sum()) != pending.size or np.unique(sids).size != k:
             raise SnapshotError("snapshot stream states are inconsistent")
+        if np.any(next_seq < 0):
+            raise SnapshotError("snapshot stream states have a negative next_seq")
         if np.any(last_uid >= records_added) or np.any(pending >= records_added) or np.any(pending < 0):
             raise SnapshotError("snapshot stream states refer to records never added")
         streams = {}
@@ -581,9 +607,28 @@ class ReplayBuffer:
         for i in range(k):
             streams[int(sids[i])] = _StreamState(
                 last_uid=int(last_uid[i]), last_final=bool(last_final[i]), last_ended=bool(last_ended[i]),
-                last_stack=last_stack[i].copy(), pending=pending[bounds[i] : bounds[i + 1]].copy())
+                last_stack=last_stack[i].copy(), pending=pending[bounds[i] : bounds[i + 1]].copy(),
+                next_seq=int(next_seq[i]))
         return {"slots": slots, "tree_leaves": leaves, "blobs": blobs, "frame_spec": spec, "streams": streams,
-                "counters": (records_added, items_dropped, max_priority), "rng": _decode_rng(state["rng"])}
+                "counters": (records_added, items_dropped, records_lost, max_priority), "rng": _decode_rng(state["rng"])}
+
+
+def _restart_segment(batch: StepBatch) -> tuple[StepBatch | None, int]:
+    """``batch`` made to start a new segment (a leading final-frame record dropped, then
+    ``first[0] = True``; None if nothing is left) and the number of records dropped."""
+    dropped = 0
+    if batch.actions[0] == NO_ACTION:
+        dropped = 1
+        if len(batch) == 1:
+            return None, dropped
+        fields = {f: getattr(batch, f)[1:] for f in ("actions", "rewards", "terminated", "truncated", "first", "policy_version")}
+        fields["priorities"] = None if batch.priorities is None else batch.priorities[1:]
+        batch = dataclasses.replace(batch, frame_blobs=batch.frame_blobs[1:], seq=batch.seq + 1, **fields)
+    if not batch.first[0]:
+        first = batch.first.copy()
+        first[0] = True
+        batch = dataclasses.replace(batch, first=first)
+    return batch, dropped
 
 
 def _is_count(x) -> bool:

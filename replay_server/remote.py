@@ -44,12 +44,27 @@ class ReplayServer:
         samples_per_insert: float | None = None,
         min_size: int = 1,
         tolerance: float = 0.0,
+        snapshot_path: str | None = None,
     ):
         self.buffer = ReplayBuffer(capacity, stack_size, n_step, gamma, prioritized, alpha, priority_eps, seed)
         self.limiter = RateLimiter(samples_per_insert, min_size, tolerance)
         self.rejected = 0
         self.batches_added = 0
+        self.restored: dict | None = None
+        if snapshot_path is not None and os.path.exists(snapshot_path):
+            self._restore(snapshot_path)
 
+    def _restore(self, path: str) -> None:
+        """Come back from the snapshot at ``path`` (a resumed run, or Ray restarting this
+        actor after a crash). A bad snapshot is moved aside, never deleted, and the replay
+        starts empty: losing the replay must not stop the run."""
+        try:
+            self.restored = self.load_snapshot(path)
+            logger.warning("replay restored from %s: %d records", path, self.restored["records"])
+        except SnapshotError as e:
+            aside = f"{path}.bad-{int(time.time())}"
+            os.replace(path, aside)
+            logger.warning("replay starts empty: %s (moved to %s)", e, aside)
     def add(self, data: bytes) -> bool:
         """Decode and store one encoded StepBatch. A bad batch is counted, logged and dropped:
         one broken actor must not take the replay (and every other actor's data) down."""
@@ -80,7 +95,8 @@ class ReplayServer:
 
     def stats(self) -> dict:
         return {**self.buffer.stats(), "rejected": self.rejected, "batches_added": self.batches_added,
-                "transitions_inserted": self.limiter.inserts, "transitions_sampled": self.limiter.samples}
+                "transitions_inserted": self.limiter.inserts, "transitions_sampled": self.limiter.samples,
+                "restored_records": self.restored["records"] if self.restored else 0}
 
     def ping(self) -> bool:
         return True

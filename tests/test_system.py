@@ -44,6 +44,8 @@ def test_breakout_two_actors_trains_checkpoints_and_resumes(tmp_path):
     learner_main("--resume", run, "--total-learner-steps", 300, *common)
     second = summary(run)
     assert second["learner_steps"] == 300  # counters carry on from the checkpoint
+    # The replay came back as it was saved at the end of the first run, not empty.
+    assert second["replay"]["restored_records"] == first["replay"]["records_added"]
     assert second["env_frames"] > first["env_frames"]
     assert second["policy_version"] > first["policy_version"]
     assert second["episodes"] >= first["episodes"]

@@ -43,7 +43,8 @@ def envelope(batch, **changes):
 
 
 @pytest.mark.parametrize("change,needle", [
-    (dict(v=2), "schema version"),
+    (dict(v=1), "schema version"),  # an actor of the previous schema
+    (dict(v=3), "schema version"),
     (dict(actions=b"\x00" * 3), "field actions"),
     (dict(frame_dtype="float64"), "frame dtype"),
     (dict(frame_shape=[84, 85]), "frame bytes"),

@@ -28,8 +28,9 @@ def episode(rewards, end=None, first=True):
     return recs
 
 
-def make_batch(stream, start_step, recs, priorities=None, flat=False):
-    """A StepBatch of ``recs`` whose frames encode (stream, step)."""
+def make_batch(stream, start_step, recs, priorities=None, flat=False, seq=None):
+    """A StepBatch of ``recs`` whose frames encode (stream, step); ``start_step`` is also
+    the batch's position in its stream (``seq``) unless given."""
     t = len(recs)
     steps = np.arange(start_step, start_step + t)
     if flat:
@@ -52,6 +53,7 @@ def make_batch(stream, start_step, recs, priorities=None, flat=False):
         first=fi.astype(bool),
         policy_version=np.zeros(t, dtype=np.int64),
         priorities=None if priorities is None else np.asarray(priorities, dtype=np.float32),
+        seq=start_step if seq is None else seq,
     )
 
 
@@ -166,6 +168,43 @@ def test_restart_after_an_end_whose_final_frame_never_came():
     assert frame_keys(sb.obs[:, -1])[1].tolist() == [3]
     assert (sb.returns[0], sb.discounts[0], frame_keys(sb.next_obs[0, -1])[1]) == (24, 0.125, 6)
     assert buf.stats()["items_dropped"] == 3
+
+
+def test_gap_in_a_stream_starts_a_new_segment_and_counts_what_was_lost():
+    # The replay came back from an older snapshot, or messages were lost: the stream's next
+    # batch says seq 9 where 6 was due. Nothing may be spliced across the gap.
+    buf = ReplayBuffer(100, S, N, GAMMA)
+    buf.add(make_batch(4, 0, episode([1, 2, 4, 8, 16, 32])))  # steps 0..5, episode open
+    buf.add(make_batch(4, 9, episode([64, 128, 256, 512], first=False)))  # steps 9..12 of the same game
+    sb = buf.gather(buf.sampleable_ids())
+    _, steps = frame_keys(sb.obs)
+    assert steps.tolist() == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 2], [9, 9, 9, 9]]
+    assert (sb.returns[3], sb.discounts[3], frame_keys(sb.next_obs[3, -1])[1]) == (192, 0.125, 12)
+    stats = buf.stats()
+    assert stats["records_lost"] == 3 and stats["items_dropped"] == 3  # items 3, 4, 5 never complete
+
+
+def test_gap_before_a_final_frame_drops_it_and_later_batches_continue():
+    buf = ReplayBuffer(100, S, N, GAMMA)
+    buf.add(make_batch(5, 0, episode([1, 2])))
+    # seq 4: the end of that episode (steps 2, 3) never came; its final frame did.
+    buf.add(make_batch(5, 4, [(-1, 0.0, False, False, False)] + episode([1, 1, 1])))
+    buf.add(make_batch(5, 8, episode([1, 1], first=False)))  # no gap: the segment goes on
+    sb = buf.gather(buf.sampleable_ids())
+    _, steps = frame_keys(sb.obs)
+    assert steps[:, -1].tolist() == [5, 6]  # items of the new segment, continued across batches
+    assert steps[1].tolist() == [5, 5, 5, 6]
+    assert buf.stats()["records_lost"] == 3  # steps 2, 3 and the orphaned final frame
+
+
+def test_unknown_stream_mid_way_and_actor_restart():
+    buf = ReplayBuffer(100, S, N, GAMMA)
+    # A stream this replay never saw (it was restored from a snapshot older than the stream).
+    assert buf.add(make_batch(6, 50, episode([1, 1, 1, 1], first=False))) == 4
+    assert buf.stats()["records_lost"] == 50
+    # An actor that restarts sends seq 0 and first=True again: not a loss.
+    assert buf.add(make_batch(6, 0, episode([1, 1, 1, 1]))) == 4
+    assert buf.stats()["records_lost"] == 50
 
 
 def test_episode_start_stacks_repeat_the_first_frame():

@@ -84,6 +84,7 @@ class RandomStream:
         self.id, self.rng = stream_id, rng
         self.p_end, self.p_restart, self.p_lost_final = p_end, p_restart, p_lost_final
         self.state = "start"  # start | running | ended | final
+        self.seq = 0  # records sent so far: the next batch's seq
 
     def record(self, at_batch_start):
         """(action, reward, terminated, truncated, first) of the next record."""
@@ -99,7 +100,9 @@ class RandomStream:
         return (int(rng.integers(0, 4)), float(rng.integers(-1, 3)), term, end and not term, first)
 
     def batch(self, length):
-        return [self.record(i == 0) for i in range(length)]
+        """(records, seq of the first one)."""
+        seq, self.seq = self.seq, self.seq + length
+        return [self.record(i == 0) for i in range(length)], seq
 
 
 def run_regression(seed, capacity, stack_size, n_step, gamma, flat, n_streams=4, n_batches=120, prioritized=True):
@@ -110,7 +113,7 @@ def run_regression(seed, capacity, stack_size, n_step, gamma, flat, n_streams=4,
     checked = 0
     for b in range(n_batches):
         st = streams[int(rng.integers(n_streams))]
-        recs = st.batch(int(rng.integers(1, 9)))
+        recs, seq = st.batch(int(rng.integers(1, 9)))
         t = len(recs)
         if flat:
             frames = rng.standard_normal((t, 3)).astype(np.float32)
@@ -120,7 +123,7 @@ def run_regression(seed, capacity, stack_size, n_step, gamma, flat, n_streams=4,
         fields = dict(actions=a.astype(np.int32), rewards=r.astype(np.float32), terminated=te.astype(bool),
                       truncated=tr.astype(bool), first=fi.astype(bool), policy_version=np.zeros(t, dtype=np.int64))
         prio = rng.random(t).astype(np.float32) * 3 if rng.random() < 0.3 else None
-        buf.add(StepBatch.from_frames(st.id, frames, "raw" if flat else "lz4", priorities=prio, **fields))
+        buf.add(StepBatch.from_frames(st.id, frames, "raw" if flat else "lz4", priorities=prio, seq=seq, **fields))
         ref.add(st.id, frames, **{k: v for k, v in fields.items() if k != "policy_version"})
 
         expected = ref.transitions()

@@ -31,7 +31,11 @@ BIG = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 # --------------------------------------------------------------------------- valid messages
 
 
-def records_to_batch(stream_id, recs, priorities=None, flat=False):
+#: records the preloaded server already holds per stream: a continuing batch's seq
+PRELOADED = {1: 10, 2: 3}
+
+
+def records_to_batch(stream_id, recs, priorities=None, flat=False, seq=0):
     t = len(recs)
     a, r, te, tr, fi = (np.array(col) for col in zip(*recs))
     if flat:
@@ -42,7 +46,7 @@ def records_to_batch(stream_id, recs, priorities=None, flat=False):
         stream_id, frames, "raw" if flat else "lz4",
         actions=a.astype(np.int32), rewards=r.astype(np.float32), terminated=te.astype(bool),
         truncated=tr.astype(bool), first=fi.astype(bool), policy_version=np.zeros(t, np.int64),
-        priorities=None if priorities is None else np.asarray(priorities[:t], np.float32))
+        priorities=None if priorities is None else np.asarray(priorities[:t], np.float32), seq=seq)
 
 
 @st.composite
@@ -63,7 +67,7 @@ def valid_batches(draw):
         if end is not None:
             recs.append((NO_ACTION, 0.0, False, False, False))
     prio = draw(st.none() | st.lists(st.floats(0, 10, width=32), min_size=len(recs), max_size=len(recs)))
-    return records_to_batch(stream_id, recs, prio)
+    return records_to_batch(stream_id, recs, prio, seq=PRELOADED.get(stream_id, 0))
 
 
 def preloaded_server():

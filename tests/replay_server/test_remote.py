@@ -8,7 +8,7 @@ from common.messages import SampleBatch, StepBatch, encode_step_batch
 from replay_server.remote import ReplayServer
 
 
-def encoded_batch(stream, t, first=True):
+def encoded_batch(stream, t, first=True, seq=0):
     frames = np.arange(t * 4, dtype=np.uint8).reshape(t, 2, 2)
     firsts = np.zeros(t, dtype=bool)
     firsts[0] = first
@@ -17,7 +17,7 @@ def encoded_batch(stream, t, first=True):
             stream, frames, "lz4",
             actions=np.ones(t, dtype=np.int32), rewards=np.ones(t, dtype=np.float32),
             terminated=np.zeros(t, dtype=bool), truncated=np.zeros(t, dtype=bool),
-            first=firsts, policy_version=np.zeros(t, dtype=np.int64),
+            first=firsts, policy_version=np.zeros(t, dtype=np.int64), seq=seq,
         )
     )
 
@@ -33,7 +33,7 @@ def test_shell_adds_samples_and_rejects_bad_batches(caplog):
         assert server.add("not bytes") is False
     assert len(caplog.records) == 3 and all("rejected step batch" in r.getMessage() for r in caplog.records)
     assert "never seen" in caplog.records[1].getMessage()
-    assert server.add(encoded_batch(0, 5, first=False))
+    assert server.add(encoded_batch(0, 5, first=False, seq=5))
     sb = server.sample(4, beta=0.5)
     assert isinstance(sb, SampleBatch) and sb.obs.shape == (4, 4, 2, 2)
     assert server.update_priorities(sb.ids, np.full(4, 2.0)) == 4

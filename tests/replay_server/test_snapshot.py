@@ -55,7 +55,7 @@ class StreamGen:
         return encode_step_batch(StepBatch.from_frames(
             self.sid, frames, codec, actions=a.astype(np.int32), rewards=r.astype(np.float32),
             terminated=te.astype(bool), truncated=tr.astype(bool), first=fi.astype(bool),
-            policy_version=np.zeros(t, np.int64), priorities=prio))
+            policy_version=np.zeros(t, np.int64), priorities=prio, seq=self.step - t))
 
 
 def traffic(seed, rounds, flat=False, streams=3):
