@@ -102,3 +102,80 @@ def test_killed_replay_comes_back_from_its_snapshot(tmp_path):
     assert s["replay"]["restored_records"] > 0
     steps = learner_steps(run)
     assert steps[-1] > steps_at_kill + 100  # training went on with the restored replay
+
+
+def test_killed_learner_resumes_from_checkpoint_with_replay(tmp_path):
+    """SIGKILL of the driver (no chance to save): --resume picks up the last checkpoint
+    and the replay snapshot written with it; counters carry on from there."""
+    run = tmp_path / "learner-crash"
+    proc = subprocess.Popen([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--num-actors", "2",
+                             "--envs-per-actor", "2", "--num-cpus", "4", "--time-limit", "120", "--log-interval", "1",
+                             "--checkpoint-period", "200", "--run-dir", str(run)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: (run / "checkpoint.pt").exists() and (run / "replay-0.snapshot").exists()
+                 and max(learner_steps(run), default=0) > 300, 120, "a checkpoint with its snapshot")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL) if _group_alive(proc.pid) else None
+    assert not (run / "summary.json").exists()  # it really died without finishing
+    import torch
+
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)["counters"]
+    assert saved["learner_steps"] >= 200 and saved["learner_steps"] % 200 == 0
+    out = subprocess.run([sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "15",
+                          "--num-cpus", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["learner_steps"] > saved["learner_steps"] and s["env_frames"] > saved["env_frames"]
+    assert s["episodes"] >= saved["episodes"]
+    assert s["replay"]["restored_records"] > 0  # the replay came back, not empty
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_removed_worker_node_actors_come_back_on_the_remaining_nodes(tmp_path):
+    """A multi-node Ray cluster on this machine; the node holding an actor is removed."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    worker = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    run = tmp_path / "node-loss"
+    proc = subprocess.Popen([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--num-actors", "2",
+                             "--envs-per-actor", "2", "--time-limit", "60", "--log-interval", "1",
+                             "--address", cluster.address, "--run-dir", str(run)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ray.init(address=cluster.address)
+        wait_for(lambda: max(learner_steps(run), default=0) > 50, 120, "training")
+        from ray.util.state import list_actors
+
+        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+        on_worker = [a.name for a in actors if a.node_id == worker.node_id and (a.name or "").startswith("actor-")]
+        assert on_worker, [(a.name, a.node_id) for a in actors]  # SPREAD put an actor on the worker
+        steps_at_loss = max(learner_steps(run))
+        cluster.remove_node(worker)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ray.shutdown()
+        cluster.shutdown()
+    assert proc.returncode == 0, out[-3000:]
+    s = json.loads((run / "summary.json").read_text())
+    log = "\n".join(l for l in out.splitlines() if "raydqn" in l)
+    assert s["stop_reason"] == "time_limit" and s["actor_restarts"] >= len(on_worker), log
+    for name in on_worker:
+        assert f"{name} restarted" in out
+    assert max(learner_steps(run)) > steps_at_loss + 100

@@ -1,0 +1,139 @@
+"""Soak: a long run with 2 actors, watched for leaks.
+
+    python -m benchmarks.soak --minutes 30 --out-dir runs/soak
+
+Starts ``python -m learner.main`` (Breakout, 2 actors, a replay small enough to fill and
+wrap early), and every ``--every`` seconds records the resident memory of every process
+of the run (the driver and each Ray worker, by name), the object store in use, and the
+Ray tasks not yet finished (the actors' messages queued at the replay, samples queued
+for the learner). At the end it fits a line to each series after the warm-up
+(``--warmup-minutes``, by then the replay is full and evicting) and prints the slopes:
+flat memory and a bounded queue are what "no leak" means. Samples go to soak.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+
+def process_name(p: psutil.Process) -> str:
+    try:
+        cmd = p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
+    if cmd and cmd[0].startswith("ray::"):
+        return cmd[0]  # ray::ActorShell, ray::ReplayServer, ray::IDLE
+    text = " ".join(cmd)
+    for key in ("learner.main", "raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "plasma"):
+        if key in text:
+            return key
+    return p.name()
+
+
+def snapshot_processes(root_pid: int) -> dict[str, float]:
+    """RSS in MB of each process under the driver, keyed name#pid."""
+    out = {}
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return out
+    for p in procs:
+        try:
+            out[f"{process_name(p)}#{p.pid}"] = p.memory_info().rss / 2**20
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def ray_state(address: str, namespace: str) -> dict:
+    """Object store bytes in use and unfinished tasks, asked of the run's Ray instance."""
+    code = (
+        "import ray, json\n"
+        f"ray.init(address={address!r}, namespace={namespace!r}, logging_level='ERROR', log_to_driver=False)\n"
+        "from ray.util.state import list_tasks, list_objects\n"
+        "objs = list_objects(limit=10000, raise_on_missing_output=False)\n"
+        "used = sum((o.object_size or 0) for o in objs)\n"
+        "tasks = list_tasks(filters=[('state', '!=', 'FINISHED')], limit=10000, raise_on_missing_output=False)\n"
+        "print(json.dumps({'object_store_mb': used / 2**20, 'objects': len(objs), 'unfinished_tasks': len(tasks)}))\n"
+    )
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except Exception:  # the run may be between states; a missing sample is not a failure
+        return {}
+
+
+def slope_per_hour(t_s: np.ndarray, y: np.ndarray) -> float:
+    if len(t_s) < 3:
+        return float("nan")
+    return float(np.polyfit(t_s / 3600.0, y, 1)[0])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--warmup-minutes", type=float, default=8.0)
+    ap.add_argument("--every", type=float, default=30.0, help="seconds between samples (each asks Ray for its state: a short extra driver)")
+    ap.add_argument("--out-dir", default="runs/soak")
+    ap.add_argument("--env", default="ALE/Breakout-v5")
+    ap.add_argument("--replay-capacity", type=int, default=200_000)
+    args = ap.parse_args(argv)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    cmd = [sys.executable, "-m", "learner.main", "--env", args.env, "--num-actors", "2", "--envs-per-actor", "4",
+           "--batch-size", "32", "--replay-capacity", str(args.replay_capacity), "--learning-starts", "20000",
+           "--time-limit", str(args.minutes * 60), "--log-interval", "30", "--run-dir", str(run)]
+    print("soak:", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=open(out / "learner.log", "w"), stderr=subprocess.STDOUT)
+    rows = []
+    t0 = time.monotonic()
+    info = None
+    while proc.poll() is None:
+        time.sleep(args.every)
+        t = time.monotonic() - t0
+        if info is None and (run / "ray.json").exists():
+            info = json.loads((run / "ray.json").read_text())
+        mem = snapshot_processes(proc.pid)
+        state = ray_state("auto", info["namespace"]) if info else {}
+        rows.append({"t_s": round(t, 1), **{f"rss_mb:{k}": round(v, 1) for k, v in mem.items()}, **state})
+        total = sum(mem.values())
+        print(f"[{t:6.0f}s] processes {len(mem)}  rss {total:,.0f} MB  object store {state.get('object_store_mb', float('nan')):.1f} MB"
+              f"  unfinished tasks {state.get('unfinished_tasks', '-')}", flush=True)
+    keys = sorted({k for r in rows for k in r})
+    with open(out / "soak.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    t = np.array([r["t_s"] for r in rows])
+    after = t >= args.warmup_minutes * 60
+    print(f"\nslopes after {args.warmup_minutes:g} min of warm-up ({after.sum()} samples):")
+    result = {}
+    for k in keys:
+        if k == "t_s":
+            continue
+        mask = after & np.array([k in r for r in rows])
+        y = np.array([r[k] for r, m in zip(rows, mask) if m], dtype=float)
+        if len(y) < 3:
+            continue
+        s = slope_per_hour(t[mask], y)
+        result[k] = {"first": float(y[0]), "last": float(y[-1]), "max": float(y.max()), "slope_per_hour": s}
+        print(f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f}/h")
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    print(json.dumps({"soak": result, "run": str(run), "exit_code": proc.returncode,
+                      "env_frames": summary.get("env_frames"), "learner_steps": summary.get("learner_steps")}))
+    return 0 if proc.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
