@@ -1,66 +1,37 @@
 """The Ray dashboard shows every part by name and our metrics, read over its HTTP API."""
 
-import json
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from live_run import alive_actors, dashboard_get, finish, ray_info, start_run, summary, wait_for
+
 pytestmark = pytest.mark.ray
-
-
-def get(url, token):
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    return urllib.request.urlopen(req, timeout=10).read().decode()
-
-
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # not up yet
-            last = e
-        time.sleep(1)
-    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
 
 
 def test_parts_are_named_and_metrics_exported(tmp_path):
     run = tmp_path / "watched"
-    proc = subprocess.Popen([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--num-actors", "2",
-                             "--envs-per-actor", "2", "--num-cpus", "4", "--time-limit", "90", "--log-interval", "1",
-                             "--run-dir", str(run)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_run(run, "--num-cpus", 4, "--time-limit", 90)
     try:
-        info = wait_for(lambda: json.loads((run / "ray.json").read_text()), 60, "ray.json")
+        info = ray_info(run)
         assert info["dashboard_url"], info
-        token_file = Path.home() / ".ray" / "auth_token"
-        token = token_file.read_text().strip() if token_file.exists() else None
 
         def named_alive():
-            body = json.loads(get(f"{info['dashboard_url']}/api/v0/actors?limit=1000", token))
-            names = {a.get("name") for a in body["data"]["result"]["result"]
-                     if a.get("state") == "ALIVE" and a.get("ray_namespace") == info["namespace"]}
+            names = {a.get("name") for a in alive_actors(info)}
             return names if {"replay-0", "actor-0", "actor-1"} <= names else None
 
         wait_for(named_alive, 60, "named actors replay-0, actor-0, actor-1")
 
         def our_metrics():
-            text = "".join(get(f"http://127.0.0.1:{p}/metrics", None) for p in info["metrics_export_ports"])
-            wanted = ("raydqn_agent_steps_per_s", "raydqn_replay_size", "raydqn_actor_agent_steps")
-            return all(w in text for w in wanted) and text
+            text = "".join(dashboard_get(f"http://127.0.0.1:{p}/metrics") for p in info["metrics_export_ports"])
+            # the driver's gauges, and each actor's own, tagged with its name
+            actor_lines = [line for line in text.splitlines() if line.startswith("ray_raydqn_actor_agent_steps{")]
+            tagged = all(any(f'actor="actor-{i}"' in line for line in actor_lines) for i in (0, 1))
+            return "ray_raydqn_agent_steps_per_s" in text and "ray_raydqn_replay_size" in text and tagged
 
-        text = wait_for(our_metrics, 60, "raydqn metrics on the Prometheus endpoint")
-        assert 'actor="actor-1"' in text
+        wait_for(our_metrics, 60, "raydqn metrics on the Prometheus endpoint")
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=120)
+    out = finish(proc, 120)
     # SIGTERM, like Ctrl-C, ends the run with a checkpoint and a summary.
     assert proc.returncode == 0, out[-2000:]
-    assert (run / "checkpoint.pt").exists() and json.loads((run / "summary.json").read_text())["stop_reason"] == "interrupted"
+    assert (run / "checkpoint.pt").exists() and summary(run)["stop_reason"] == "interrupted"

@@ -1,69 +1,28 @@
-"""Runs survive crashed parts: an actor process killed mid-run comes back with current weights."""
+"""Runs survive crashed parts: actors, the replay, the learner, a whole node."""
 
-import csv
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from live_run import ROOT, actor_pid, finish, learner_steps, ray_info, start_run, summary, wait_for
+
 pytestmark = pytest.mark.ray
-
-
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # not there yet
-            last = e
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
-
-
-def actor_pid(info, name):
-    token_file = Path.home() / ".ray" / "auth_token"
-    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file.exists() else {}
-    req = urllib.request.Request(f"{info['dashboard_url']}/api/v0/actors?limit=1000&detail=1", headers=headers)
-    body = json.loads(urllib.request.urlopen(req, timeout=10).read())
-    for a in body["data"]["result"]["result"]:
-        if a.get("name") == name and a.get("state") == "ALIVE" and a.get("ray_namespace") == info["namespace"]:
-            return a.get("pid")
-    return None
-
-
-def learner_steps(run):
-    with open(run / "metrics.csv") as f:
-        return [int(r["learner_steps"]) for r in csv.DictReader(f)]
 
 
 def test_killed_actor_restarts_and_the_learner_never_stops(tmp_path):
     run = tmp_path / "crash"
-    proc = subprocess.Popen([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--num-actors", "2",
-                             "--envs-per-actor", "2", "--num-cpus", "4", "--time-limit", "45", "--log-interval", "1",
-                             "--publish-period", "20", "--run-dir", str(run)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        info = wait_for(lambda: json.loads((run / "ray.json").read_text()), 60, "ray.json")
-        wait_for(lambda: max(learner_steps(run), default=0) > 50, 90, "training")
-        pid = wait_for(lambda: actor_pid(info, "actor-1"), 30, "actor-1's pid")
-        steps_at_kill = max(learner_steps(run))
-        os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_run(run, "--num-cpus", 4, "--time-limit", 45, "--publish-period", 20)
+    info = ray_info(run)
+    wait_for(lambda: max(learner_steps(run), default=0) > 50, 90, "training")
+    pid = wait_for(lambda: actor_pid(info, "actor-1"), 30, "actor-1's pid")
+    steps_at_kill = max(learner_steps(run))
+    os.kill(pid, signal.SIGKILL)
+    out = finish(proc, 180)
     assert proc.returncode == 0, out[-3000:]
-    s = json.loads((run / "summary.json").read_text())
+    s = summary(run)
     log = "\n".join(l for l in out.splitlines() if "WARNING raydqn" in l or "stop_reason" in l)
     assert s["stop_reason"] == "time_limit" and s["actor_restarts"] >= 1, log
     assert "actor-1 restarted" in out
@@ -78,22 +37,15 @@ def test_killed_actor_restarts_and_the_learner_never_stops(tmp_path):
 
 def test_killed_replay_comes_back_from_its_snapshot(tmp_path):
     run = tmp_path / "replay-crash"
-    proc = subprocess.Popen([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--num-actors", "2",
-                             "--envs-per-actor", "2", "--num-cpus", "4", "--time-limit", "50", "--log-interval", "1",
-                             "--snapshot-interval", "3", "--run-dir", str(run)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        info = wait_for(lambda: json.loads((run / "ray.json").read_text()), 60, "ray.json")
-        wait_for(lambda: max(learner_steps(run), default=0) > 50 and (run / "replay-0.snapshot").exists(), 90, "a snapshot")
-        pid = wait_for(lambda: actor_pid(info, "replay-0"), 30, "replay-0's pid")
-        steps_at_kill = max(learner_steps(run))
-        os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_run(run, "--num-cpus", 4, "--time-limit", 50, "--snapshot-interval", 3)
+    info = ray_info(run)
+    wait_for(lambda: max(learner_steps(run), default=0) > 50 and (run / "replay-0.snapshot").exists(), 90, "a snapshot")
+    pid = wait_for(lambda: actor_pid(info, "replay-0"), 30, "replay-0's pid")
+    steps_at_kill = max(learner_steps(run))
+    os.kill(pid, signal.SIGKILL)
+    out = finish(proc, 180)
     assert proc.returncode == 0, out[-3000:]
-    s = json.loads((run / "summary.json").read_text())
+    s = summary(run)
     log = "\n".join(l for l in out.splitlines() if "raydqn" in l or "replay" in l)
     assert s["stop_reason"] == "time_limit" and s["replay_restarts"] >= 1, log
     # What was lost is what arrived after the last snapshot (3 s at most of ~1-2K records/s), and it is reported.
@@ -108,10 +60,7 @@ def test_killed_learner_resumes_from_checkpoint_with_replay(tmp_path):
     """SIGKILL of the driver (no chance to save): --resume picks up the last checkpoint
     and the replay snapshot written with it; counters carry on from there."""
     run = tmp_path / "learner-crash"
-    proc = subprocess.Popen([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--num-actors", "2",
-                             "--envs-per-actor", "2", "--num-cpus", "4", "--time-limit", "120", "--log-interval", "1",
-                             "--checkpoint-period", "200", "--run-dir", str(run)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = start_run(run, "--num-cpus", 4, "--time-limit", 120, "--checkpoint-period", 200, start_new_session=True)
     try:
         wait_for(lambda: (run / "checkpoint.pt").exists() and (run / "replay-0.snapshot").exists()
                  and max(learner_steps(run), default=0) > 300, 120, "a checkpoint with its snapshot")
@@ -129,7 +78,7 @@ def test_killed_learner_resumes_from_checkpoint_with_replay(tmp_path):
     out = subprocess.run([sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "15",
                           "--num-cpus", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    s = json.loads((run / "summary.json").read_text())
+    s = summary(run)
     assert s["learner_steps"] > saved["learner_steps"] and s["env_frames"] > saved["env_frames"]
     assert s["episodes"] >= saved["episodes"]
     assert s["replay"]["restored_records"] > 0  # the replay came back, not empty
@@ -152,10 +101,7 @@ def test_removed_worker_node_actors_come_back_on_the_remaining_nodes(tmp_path):
     worker = cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     run = tmp_path / "node-loss"
-    proc = subprocess.Popen([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--num-actors", "2",
-                             "--envs-per-actor", "2", "--time-limit", "60", "--log-interval", "1",
-                             "--address", cluster.address, "--run-dir", str(run)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_run(run, "--time-limit", 60, "--address", cluster.address)
     try:
         ray.init(address=cluster.address)
         wait_for(lambda: max(learner_steps(run), default=0) > 50, 120, "training")
@@ -166,14 +112,14 @@ def test_removed_worker_node_actors_come_back_on_the_remaining_nodes(tmp_path):
         assert on_worker, [(a.name, a.node_id) for a in actors]  # SPREAD put an actor on the worker
         steps_at_loss = max(learner_steps(run))
         cluster.remove_node(worker)
-        out, _ = proc.communicate(timeout=240)
+        out = finish(proc, 240)
     finally:
         if proc.poll() is None:
             proc.kill()
         ray.shutdown()
         cluster.shutdown()
     assert proc.returncode == 0, out[-3000:]
-    s = json.loads((run / "summary.json").read_text())
+    s = summary(run)
     log = "\n".join(l for l in out.splitlines() if "raydqn" in l)
     assert s["stop_reason"] == "time_limit" and s["actor_restarts"] >= len(on_worker), log
     for name in on_worker:
