@@ -242,9 +242,11 @@ def build_arg_parser(prog: str = "python -m learner.main", description: str = ""
         group = parser.add_argument_group(section)
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            kwargs = dict(dest=f"{section}.{f.name}", type=_field_parser(f, hints[f.name]), default=f.default, help=f.metadata["help"])
+            kwargs = dict(dest=f"{section}.{f.name}", type=_field_parser(f, hints[f.name]), default=f.default,
+                          help=f.metadata["help"], metavar=_flag(f)[2:].replace("-", "_").upper())
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
+                kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
             group.add_argument(_flag(f), **kwargs)
     return parser
 

@@ -18,6 +18,9 @@ from pathlib import Path
 from common.config import Config, ConfigError, build_arg_parser, config_from_args, dumps, explicit_overrides, resolve
 
 USAGE_ERROR = 2
+DESCRIPTION = ("Train a distributed DQN (Ape-X family) on an Atari game or a flat-vector gymnasium env. "
+               "Starts a local Ray instance unless --address names a cluster. Values shown as None are "
+               "'auto': filled for the env and device, and recorded in the run's config.json.")
 
 
 class UsageError(Exception):
@@ -31,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse(argv: list[str]) -> tuple[Config, Path | None]:
     """The requested config (before 'auto' values are resolved) and the run to resume."""
-    parser = build_arg_parser(description=__doc__.splitlines()[0], parser_class=_Parser)
+    parser = build_arg_parser(description=DESCRIPTION, parser_class=_Parser)
     ns = parser.parse_args(argv)
     resume = getattr(ns, "run.resume")
     if resume is None:
