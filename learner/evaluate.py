@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from common.config import Config, ConfigError
+from common.progress import Status
 
 USAGE_ERROR = 2
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -237,7 +238,9 @@ def evaluate(checkpoint: str, episodes: int, epsilon: float = 0.0, seed: int = 1
         quota = [episodes // n + (i < episodes % n) for i in range(n)]
         per_env: list[list] = [[] for _ in range(n)]  # (score, agent_steps, emulator frames)
         counted = 0
+        status = Status()
         while counted < episodes:
+            status.update(f"evaluating {env_id}: {counted}/{episodes} games done, {core.agent_steps:,} agent steps")
             core.step()
             if recorder is not None:
                 recorder.end_step()
@@ -250,6 +253,7 @@ def evaluate(checkpoint: str, episodes: int, epsilon: float = 0.0, seed: int = 1
                 if keep:
                     per_env[i].append((ep.score, ep.agent_steps, frames))
                     counted += 1
+        status.done()
         games = [g for env_games in per_env for g in env_games]
         s = np.array([g[0] for g in games], dtype=np.float64)
         ref = reference_scores(env_id)

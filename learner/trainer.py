@@ -27,6 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.remote import make_actor_class
 from common.config import Config
 from common.networks import build_q_network
+from common.progress import Status
 from common.schedules import beta_schedule
 from learner.checkpoint import checkpoint_path, save_checkpoint
 from learner.dqn import DQNLearner
@@ -338,12 +339,15 @@ class Trainer:
         self.last_snapshot = time.monotonic()
         if not wait:
             return
+        status = Status()
         for j, ref in enumerate(refs):
+            status.update(f"writing replay snapshots: {j}/{len(refs)} shards done", force=True)
             try:
                 info = ray.get(ref, timeout=600)
                 log.info("replay-%d snapshot: %d records, %.0f MB in %.1f s", j, info["records"], info["bytes"] / 1e6, info["seconds"])
             except Exception as e:  # the checkpoint is written; the previous snapshot stays
                 log.warning("replay-%d snapshot failed: %s", j, (str(e).strip().splitlines() or [type(e).__name__])[-1])
+        status.done()
 
     def wall_s(self) -> float:
         return self.counters.wall_s + (time.monotonic() - self.t0)
