@@ -22,6 +22,7 @@ from common.networks import build_q_network
 from common.schedules import apex_epsilons, linear_epsilon
 
 log = logging.getLogger(__name__)
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.005, 0.05  # polling the replay while the rate limiter holds
 
 
 def stream_epsilons(cfg: Config, actor_index: int):
@@ -80,6 +81,7 @@ class ActorShell:
         limit = self.cfg.actors.max_inflight_batches
         limited = bool(self.cfg.replay.replay_ratio)
         allowance = 0.0
+        backoff = MIN_BACKOFF_S
         while not self._stop.is_set():
             with self._lock:
                 pending, self._weights = self._weights, None
@@ -96,8 +98,12 @@ class ActorShell:
                 if allowance <= 0:
                     # Send what is held first: the learner may be waiting for exactly these.
                     inflight += self._send(self.core.flush())
-                    self._stop.wait(0.005)
+                    # Back off while held: each poll is a round trip that wakes the replay
+                    # and preempts the learner's threads on shared cores.
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
                     continue
+                backoff = MIN_BACKOFF_S
             inflight += self._send(self.core.step())
             allowance -= self.core.env.num_envs
             if len(inflight) > limit:

@@ -110,7 +110,7 @@ class LearnerConfig:
     publish_period: int = _f(50, "updates between weight broadcasts to the actors (one ray.put each)")
     checkpoint_period: int = _f(5_000, "updates between checkpoints")
     device: str = _f("auto", "torch device for the learner: auto (cuda when available), cpu, cuda, cuda:N")
-    learner_threads: int = _f(0, "torch threads for a CPU learner (0: torch's default)")
+    learner_threads: int = _f(0, "torch threads for a CPU learner (0: the cores left after the local actors and replay, at least 1)")
     prefetch: int = _f(4, "sample requests kept in flight to the replay so the learner never waits on a round trip")
 
     def __post_init__(self):

@@ -100,6 +100,18 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def cpu_learner_threads(cfg: Config) -> int:
+    """Torch threads for a CPU learner: as asked, else the cores the local actors and
+    replay leave free. With OpenMP threads on cores the actors also use, each update cost
+    1.38x the CPU for no more updates/s (docs/benchmarks.md, learner efficiency)."""
+    if cfg.learner.learner_threads:
+        return cfg.learner.learner_threads
+    cores = os.cpu_count() or 1
+    if cfg.run.address is not None:  # actors live elsewhere on a cluster
+        return cores
+    return max(1, cores - cfg.actors.num_actors - cfg.replay.replay_shards)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,8 +125,8 @@ class Trainer:
         self.env_info = env_info
         self.signature = env_info["signature"]
         self.device = pick_device(cfg.learner.device)
-        if self.device.type == "cpu" and cfg.learner.learner_threads:
-            torch.set_num_threads(cfg.learner.learner_threads)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_learner_threads(cfg))
         torch.manual_seed(cfg.run.seed)
         network = build_q_network(env_info["frame_shape"], env_info["stack_size"], env_info["num_actions"])
         L = cfg.learner
@@ -150,11 +162,17 @@ class Trainer:
         # A namespace per run keeps the parts' names (replay-0, actor-7) apart on a shared cluster.
         kwargs = dict(address=r.address, namespace=f"raydqn-{self.run_dir.name}", logging_level=logging.WARNING, log_to_driver=True)
         if r.address is None:
-            # A local instance: as many logical CPUs as the run needs, so 16 actors on a
-            # 4-core laptop share the cores instead of waiting forever to be placed.
+            # Always a new local instance: address=None would join whatever Ray instance
+            # already runs on this machine (another run, a test) and then fail on num_cpus.
+            kwargs["address"] = "local"
+            # As many logical CPUs as the run needs, so 16 actors on a 4-core laptop share
+            # the cores instead of waiting forever to be placed.
             need = self.cfg.actors.num_actors + self.cfg.replay.replay_shards
             kwargs["num_cpus"] = r.num_cpus or max(os.cpu_count() or 1, need)
             kwargs["include_dashboard"] = None
+            # Ray starts workers at nice 15; on cores the learner (nice 0) shares with the
+            # actors, that starved the actors (measured: 0.23 of 2 cores while free-running).
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ctx = ray.init(**kwargs)
         self.describe_cluster(ctx.dashboard_url, kwargs["namespace"])
         return True

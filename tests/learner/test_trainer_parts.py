@@ -1,0 +1,36 @@
+import dataclasses
+import os
+
+from common.config import ActorConfig, Config, LearnerConfig, ReplayConfig, RunConfig
+from learner.trainer import Counters, cpu_learner_threads
+
+
+def test_cpu_learner_threads_leave_the_actors_their_cores():
+    cores = os.cpu_count() or 1
+    cfg = Config(actors=ActorConfig(num_actors=1), replay=ReplayConfig(replay_shards=1))
+    assert cpu_learner_threads(cfg) == max(1, cores - 2)
+    many = dataclasses.replace(cfg, actors=ActorConfig(num_actors=cores + 5))
+    assert cpu_learner_threads(many) == 1
+    asked = dataclasses.replace(cfg, learner=LearnerConfig(learner_threads=3))
+    assert cpu_learner_threads(asked) == 3
+    cluster = dataclasses.replace(many, run=RunConfig(address="auto"))
+    assert cpu_learner_threads(cluster) == cores  # the actors run on other nodes
+
+
+def stats(actor, steps, episodes=()):
+    return {"actor": actor, "agent_steps": steps, "env_frames": 4 * steps,
+            "episodes": [{"score": s, "epsilon": e, "agent_steps": 1, "stream_id": 0} for s, e in episodes]}
+
+
+def test_counters_add_deltas_and_survive_an_actor_restart():
+    c = Counters({"env_frames": 400, "agent_steps": 100, "episodes": 2})  # resumed run
+    c.add_actor_stats(stats(0, 50, [(3.0, 0.4), (7.0, 0.01)]))
+    c.add_actor_stats(stats(1, 20))
+    c.add_actor_stats(stats(0, 80))
+    assert (c.agent_steps, c.env_frames) == (100 + 80 + 20, 400 + 320 + 80)
+    c.add_actor_stats(stats(0, 5))  # actor 0 restarted: its count began again at 0
+    assert c.agent_steps == 100 + 80 + 20 + 5
+    assert c.episodes == 4 and c.mean_return_100() == 5.0
+    assert c.mean_return_greedy_20() == 7.0  # only streams with eps <= 0.05
+    saved = Counters(c.to_dict(wall_s=12.0))
+    assert saved.episodes == 4 and list(saved.recent) == [3.0, 7.0] and saved.wall_s == 12.0
