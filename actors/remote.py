@@ -142,4 +142,5 @@ class ActorShell:
 
 
 def make_actor_class(num_cpus: float = 1.0):
-    return ray.remote(num_cpus=num_cpus, max_concurrency=2, max_restarts=3)(ActorShell)
+    # No task events: each actor sends many small calls a second (see learner/trainer.py).
+    return ray.remote(num_cpus=num_cpus, max_concurrency=2, max_restarts=3, enable_task_events=False)(ActorShell)

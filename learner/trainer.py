@@ -219,8 +219,12 @@ class Trainer:
         # Replay shards sit beside the learner (the driver, on the GPU head of a cluster):
         # the learner's samples are the largest transfers in the system.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        # enable_task_events=False here and on the actors: Ray's GCS otherwise records an
+        # event for each of the hundreds of add/sample/priority calls a second and grew by
+        # 300 MB an hour in the soak (docs/benchmarks.md).
         self.replays = [
-            make_replay_actor(num_cpus=1, name=f"replay-{j}", scheduling_strategy=here, max_restarts=-1).remote(
+            make_replay_actor(num_cpus=1, name=f"replay-{j}", scheduling_strategy=here, max_restarts=-1,
+                              enable_task_events=False).remote(
                 capacity=-(-c.replay.replay_capacity // k), stack_size=self.env_info["stack_size"],
                 n_step=c.replay.n_step, gamma=c.learner.gamma, prioritized=c.replay.prioritized,
                 alpha=c.replay.priority_alpha, seed=c.run.seed * 7919 + j,
