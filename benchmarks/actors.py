@@ -1,0 +1,323 @@
+"""Actor efficiency: agent steps/s of the actor fleet against the bare emulator, same run.
+
+    python -m benchmarks.actors                  # N = 1, 2 on this machine (about 3-4 min)
+    python -m benchmarks.actors --quick          # smoke check, under a minute
+    python -m benchmarks.actors --max-actors 14  # on a 16-core machine: N = 1, 2, 4, 8, 14
+
+efficiency(N) = fleet agent steps/s / (emulator agent steps/s per core x min(N, cores))
+
+* Emulator (the denominator): one process stepping ``make_vector_env(env, E, seed)``, the
+  actors' own env code (ALE, frame skip 4 with max-pooling, 84x84 gray, no-op starts,
+  FIRE, episodic life), random actions, no network, no compression, no Ray. Measured
+  before and after the fleet runs; their mean is the baseline (both are printed: the
+  machine is shared, so the spread shows the noise).
+* Actor core, no Ray: ``actors.remote.build_actor_core`` in this process (1 torch thread,
+  as an actor) stepping with its eps-greedy network, initial priorities and StepBatch
+  building (lz4), plus the msgpack encoding the shell does: what one actor could do alone.
+* Fleet: the real system, ``python -m learner.main --num-actors N --replay-ratio 0
+  --learning-starts <capacity>`` so the learner never trains: N Ray actors (ActorShell)
+  sending to a real ReplayServer actor. Agent steps/s from ``metrics.csv`` (cumulative
+  counters, over a window after warm-up). CPU seconds of each process class over the
+  same window come from psutil, so the table also shows where the CPU went (actors,
+  replay, driver, Ray's daemons) and the agent steps per actor CPU-second, which the
+  machine's other load does not change.
+
+The marginal efficiency of added actors is (rate(N_k) - rate(N_k-1)) / (baseline per core
+x (cores(N_k) - cores(N_k-1))). ``--profile`` adds a cProfile split of the actor core's loop
+and, if py-spy is installed, py-spy samples of a live fleet actor (taken after the
+measurement window, so they do not perturb it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a file: the project's packages must win over this folder's names
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+from benchmarks import _common as C  # noqa: E402
+
+TARGET = 0.5
+
+
+# --------------------------------------------------------------------------- in-process parts
+
+
+def emulator_rate(env_id: str, num_envs: int, seconds: float, seed: int) -> dict:
+    """Agent steps/s of one process stepping the env with random actions (no network)."""
+    from common.envs import make_vector_env
+
+    env = make_vector_env(env_id, num_envs, seed)
+    env.reset()
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        env.step(rng.integers(0, env.num_actions, num_envs))
+    steps = 0
+    foreign = C.ForeignLoad()
+    t0, c0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            env.step(rng.integers(0, env.num_actions, num_envs))
+        steps += 10 * num_envs
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    env.close()
+    return {"agent_steps_per_s": steps / wall, "agent_steps_per_cpu_s": steps / cpu, "cpu_per_wall": cpu / wall,
+            "foreign_cores": foreign.cores(cpu)}
+
+
+def actor_config(env_id: str, num_envs: int, num_actors: int, seed: int):
+    from common.config import ActorConfig, Config, EnvConfig, RunConfig, resolve
+
+    cfg = Config(env=EnvConfig(env_id=env_id, envs_per_actor=num_envs), actors=ActorConfig(num_actors=num_actors),
+                 run=RunConfig(seed=seed))
+    return resolve(cfg, atari=env_id.startswith("ALE/"), cuda=False)
+
+
+def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profile: bool = False) -> dict:
+    """Agent steps/s of ``build_actor_core`` + message encoding in this process (no Ray)."""
+    import torch
+
+    from actors.remote import build_actor_core
+    from common.messages import encode_step_batch
+
+    cfg = actor_config(env_id, num_envs, 1, seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.actors.actor_threads)
+    try:
+        core = build_actor_core(cfg, 0)
+        for _ in range(20):
+            for b in core.step():
+                encode_step_batch(b)
+        prof = cProfile.Profile() if profile else None
+        steps0, nbytes = core.agent_steps, 0
+        foreign = C.ForeignLoad()
+        t0, c0 = time.perf_counter(), time.process_time()
+        if prof:
+            prof.enable()
+        while time.perf_counter() - t0 < seconds:
+            for b in core.step():
+                nbytes += len(encode_step_batch(b))
+        if prof:
+            prof.disable()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        steps = core.agent_steps - steps0
+        out = {"agent_steps_per_s": steps / wall, "agent_steps_per_cpu_s": steps / cpu, "cpu_per_wall": cpu / wall,
+               "message_bytes_per_step": nbytes / max(steps, 1), "foreign_cores": foreign.cores(cpu),
+               "profiled": bool(prof)}
+        if prof:
+            out["profile"] = core_profile_split(prof)
+        core.env.close()
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+# (label, function name, file suffix) for the cProfile split of the actor loop; cumulative times.
+CORE_PARTS = [
+    ("emulator + preprocessing (AleVectorEnv.step)", "step", "common/envs.py"),
+    ("inference (ActorCore._q_values)", "_q_values", "actors/actor.py"),
+    ("initial priorities (ActorCore._resolve)", "_resolve", "actors/actor.py"),
+    ("StepBatch building + lz4 (ActorCore._batch)", "_batch", "actors/actor.py"),
+    ("  of which lz4 compress_frame", "compress_frame", "common/messages.py"),
+    ("msgpack encoding (encode_step_batch)", "encode_step_batch", "common/messages.py"),
+    ("frame stacking (FrameStacker.push/start)", "push", "common/stacking.py"),
+]
+
+
+def core_profile_split(prof: cProfile.Profile) -> dict:
+    stats = pstats.Stats(prof)
+    total = max(stats.total_tt, 1e-9)  # type: ignore[attr-defined]
+    out = {}
+    for label, func, path in CORE_PARTS:
+        cum = 0.0
+        for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+            if name == func and file.replace(os.sep, "/").endswith(path):
+                cum += ct
+        if func == "push":  # start() too
+            for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+                if name == "start" and file.replace(os.sep, "/").endswith(path):
+                    cum += ct
+        out[label] = cum / total
+    return out
+
+
+# --------------------------------------------------------------------------- the fleet
+
+
+def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
+    argv = ["--env", args.env, "--num-actors", n, "--envs-per-actor", args.envs_per_actor, "--replay-ratio", 0,
+            "--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity,
+            "--log-interval", 1, "--seed", args.seed, "--device", "cpu",
+            "--time-limit", args.warmup + args.window + 120 + (args.spy_seconds if profile else 0)]
+    run = C.SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
+    out: dict = {"num_actors": n, "command": run.command}
+    try:
+        if not run.watch(lambda r: r.first_row(lambda x: x["agent_steps"] > 0) is not None, timeout=180):
+            raise RuntimeError(f"the system did not start stepping:\n{run.log_tail()}")
+        t_first = run.first_row(lambda x: x["agent_steps"] > 0)["t_local"]
+        t0, t1 = t_first + args.warmup, t_first + args.warmup + args.window
+        if not run.watch(lambda r: r.rows and r.rows[-1]["t_local"] >= t1, timeout=args.warmup + args.window + 60):
+            raise RuntimeError(f"the run ended before the window did:\n{run.log_tail()}")
+        a, b = C.window_bounds(run.rows, t0, t1)
+        steps_per_s = C.window_rate(run.rows, "agent_steps", t0, t1)
+        s0, s1 = C.sample_near(run.samples, a), C.sample_near(run.samples, b)
+        dt = max(s1["t"] - s0["t"], 1e-9)
+        cpu = {
+            "actors": C.cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
+            "replay": C.cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
+            "driver": C.cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
+            "ray_system": C.cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
+            "other_workers": C.cpu_delta(s0, s1, lambda p: p["category"] == "worker" and "ActorShell" not in p["label"] and "ReplayServer" not in p["label"]) / dt,
+        }
+        out.update(agent_steps_per_s=steps_per_s, window_s=b - a, cpu_cores=cpu, foreign_cores=C.foreign_cores(s0, s1),
+                   replay_size_end=run.rows[-1]["replay_size"], loadavg_end=C.loadavg())
+        if profile:
+            out["py_spy"] = spy_actor(run, args.spy_seconds, run_dir)
+    finally:
+        rc = run.stop()
+    out["exit_code"] = rc
+    return out
+
+
+def spy_actor(run: C.SystemRun, seconds: float, run_dir) -> dict:
+    """py-spy of actor-0's stepping thread and of the replay, after the measurement window."""
+    pids = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
+    replay = run.sampler.pids("ReplayServer")
+    return C.spy_processes(run, {
+        "actor": (pids[0] if pids else None, C.ACTOR_KEEP, C.ACTOR_CATEGORIES),
+        "replay": (replay[0] if replay else None, None, C.REPLAY_CATEGORIES),
+    }, seconds, run_dir.parent / run_dir.name)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def actor_counts(args) -> list[int]:
+    if args.actor_counts:
+        return [int(x) for x in args.actor_counts.split(",")]
+    counts, n = [], 1
+    while n < args.max_actors:
+        counts.append(n)
+        n *= 2
+    return counts + [args.max_actors]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--env", default="ALE/Breakout-v5")
+    p.add_argument("--envs-per-actor", type=int, default=8, help="E: envs per actor, and per baseline process")
+    p.add_argument("--max-actors", type=int, default=None, help="largest N (default: cores); N runs 1, 2, 4, ... up to it")
+    p.add_argument("--actor-counts", default=None, help="explicit list of N, e.g. 1,2,3")
+    p.add_argument("--baseline-seconds", type=float, default=20.0, help="each emulator baseline (run before and after the fleet)")
+    p.add_argument("--core-seconds", type=float, default=20.0, help="the in-process actor core measurement")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds discarded after the fleet's first steps")
+    p.add_argument("--window", type=float, default=40.0, help="seconds measured per fleet size")
+    p.add_argument("--replay-capacity", type=int, default=1_000_000, help="also --learning-starts, so the learner never trains")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker-niceness", type=int, default=None, help="RAY_worker_niceness for Ray's workers (default: Ray's, 15)")
+    p.add_argument("--quiet-wait", type=float, default=120.0, help="before each phase, wait up to this long for other "
+                   "work on the (shared) machine to drop under 0.25 cores")
+    p.add_argument("--profile", action="store_true", help="cProfile split of the actor core, py-spy of a live actor (N=1)")
+    p.add_argument("--spy-seconds", type=float, default=15.0)
+    p.add_argument("--quick", action="store_true", help="smoke check: short windows, N=1 only")
+    p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
+    args = p.parse_args(argv)
+    cores = os.cpu_count() or 1
+    if args.quick:
+        args.baseline_seconds, args.core_seconds, args.warmup, args.window = 4.0, 5.0, 3.0, 8.0
+        args.actor_counts = args.actor_counts or "1"
+        args.spy_seconds = min(args.spy_seconds, 5.0)
+        args.quiet_wait = min(args.quiet_wait, 10.0)
+    if args.max_actors is None:
+        args.max_actors = max(1, min(cores, 2) if cores <= 2 else cores - 2)
+    out_dir = C.Path(args.out_dir) if args.out_dir else C.tmp_dir("bench-actors-")
+    m = C.machine()
+    print(C.describe_machine(m), flush=True)
+    counts = actor_counts(args)
+    print(f"env {args.env}, {args.envs_per_actor} envs per actor, fleets N = {counts}, run dirs under {out_dir}", flush=True)
+
+    C.wait_quiet(timeout=args.quiet_wait)
+    base1 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed)
+    print(f"emulator baseline (before): {base1['agent_steps_per_s']:,.0f} agent steps/s "
+          f"({base1['cpu_per_wall']:.2f} CPU-s per s)", flush=True)
+    C.wait_quiet(timeout=args.quiet_wait)
+    core = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed)
+    if args.profile:  # a separate pass: cProfile slows the loop, so it never feeds the figures
+        core["profile"] = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, profile=True)["profile"]
+    print(f"actor core, no Ray: {core['agent_steps_per_s']:,.0f} agent steps/s, "
+          f"{core['message_bytes_per_step']:.0f} message bytes per agent step", flush=True)
+    fleets = []
+    for n in counts:
+        run_dir = out_dir / f"fleet-{n}"
+        C.wait_quiet(timeout=args.quiet_wait)
+        f = fleet_rate(args, n, run_dir, profile=args.profile and n == counts[0])
+        fleets.append(f)
+        print(f"fleet N={n}: {f['agent_steps_per_s']:,.0f} agent steps/s over {f['window_s']:.0f} s; CPU cores used: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_cores"].items()), flush=True)
+    C.wait_quiet(timeout=args.quiet_wait)
+    base2 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed + 1)
+    print(f"emulator baseline (after): {base2['agent_steps_per_s']:,.0f} agent steps/s", flush=True)
+
+    per_core = (base1["agent_steps_per_s"] + base2["agent_steps_per_s"]) / 2
+    per_cpu_s = (base1["agent_steps_per_cpu_s"] + base2["agent_steps_per_cpu_s"]) / 2
+    rows, prev = [], None
+    rows.append(["emulator only, 1 process", per_core, per_core, 1.0, None, None, None,
+                 (base1["foreign_cores"] + base2["foreign_cores"]) / 2, per_cpu_s, 1.0, ""])
+    rows.append(["actor core, no Ray, 1 process", core["agent_steps_per_s"], core["agent_steps_per_s"],
+                 core["agent_steps_per_s"] / per_core, None, None, None, core["foreign_cores"], core["agent_steps_per_cpu_s"],
+                 core["agent_steps_per_cpu_s"] / per_cpu_s, ""])
+    for f in fleets:
+        n = f["num_actors"]
+        used = min(n, cores)
+        eff = f["agent_steps_per_s"] / (per_core * used)
+        marginal = None
+        if prev is not None:
+            extra = used - min(prev["num_actors"], cores)
+            marginal = (f["agent_steps_per_s"] - prev["agent_steps_per_s"]) / (per_core * extra) if extra > 0 else None
+        per_actor_cpu = f["agent_steps_per_s"] / max(f["cpu_cores"]["actors"], 1e-9)
+        f.update(cores_used=used, efficiency=eff, marginal_efficiency=marginal,
+                 agent_steps_per_actor_cpu_s=per_actor_cpu, cpu_efficiency=per_actor_cpu / per_cpu_s)
+        others = f["cpu_cores"]["replay"] + f["cpu_cores"]["driver"] + f["cpu_cores"]["ray_system"] + f["cpu_cores"]["other_workers"]
+        rows.append([f"fleet N={n} (cores used {used})", f["agent_steps_per_s"], f["agent_steps_per_s"] / used, eff, marginal,
+                     f["cpu_cores"]["actors"], others, f["foreign_cores"], per_actor_cpu, f["cpu_efficiency"],
+                     C.verdict(eff, TARGET)])
+        prev = f
+    print()
+    print(C.table(["what", "agent steps/s", "per core", "efficiency", "marginal", "actor CPU", "system CPU",
+                   "foreign CPU", "steps/actor-CPU-s", "CPU eff.", f"target >= {TARGET}"], rows,
+                  title=f"Actor efficiency ({args.env}, E={args.envs_per_actor}); baseline = mean of "
+                        f"{base1['agent_steps_per_s']:,.0f} (before) and {base2['agent_steps_per_s']:,.0f} (after) steps/s"))
+    print("efficiency = agent steps/s / (emulator steps/s per core x cores used); CPU eff. = agent steps per actor "
+          "CPU-second / emulator steps per CPU-second (insensitive to the machine's other load); "
+          "'actor CPU', 'system CPU' (replay + driver + Ray daemons) and 'foreign CPU' (everything else on this "
+          "shared machine, measured over the same interval) in cores.")
+    if args.profile:
+        print()
+        print(C.table(["part of the actor core loop (cProfile, cumulative)", "share of loop time"],
+                      [[k, v] for k, v in core["profile"].items()]))
+        spy = fleets[0].get("py_spy", {})
+        print()
+        C.print_spy(f"live actor-0 (N={fleets[0]['num_actors']}), py-spy, its stepping thread", spy.get("actor", {}))
+        print()
+        C.print_spy("live replay server, py-spy, all threads (idle included)", spy.get("replay", {}))
+    print(f"load average at the end: {C.loadavg()} (the machine is shared; compare ratios, not absolute figures)")
+    C.final_json({
+        "benchmark": "actors", "machine": m, "env": args.env, "envs_per_actor": args.envs_per_actor,
+        "baseline_before": base1, "baseline_after": base2, "baseline_per_core": per_core,
+        "baseline_per_cpu_s": per_cpu_s, "actor_core": core, "fleets": fleets, "target": TARGET,
+        "met": {f"N={f['num_actors']}": f["efficiency"] >= TARGET for f in fleets},
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

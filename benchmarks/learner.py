@@ -1,0 +1,230 @@
+"""Learner efficiency: updates/s inside the running system against a standalone update loop.
+
+    python -m benchmarks.learner              # B=32, R=8, 2 actors (about 3 min here)
+    python -m benchmarks.learner --quick      # smoke check, under a minute
+    python -m benchmarks.learner --batch-size 512 --device cuda --replay-ratio 0   # on a GPU machine
+
+efficiency = updates/s in the system / updates/s of the standalone loop (same batch size,
+same torch threads, same device, same run). Target >= 0.9.
+
+* Standalone: ``learner.dqn.DQNLearner`` with the system's network (dueling Nature CNN) and
+  settings, updating on random ``uint8[B, 4, 84, 84]`` batches already in memory (a pool of
+  8, cycled), for ``--standalone-seconds``; run before and after the system, mean used.
+* In the system: ``python -m learner.main --num-actors N --batch-size B --replay-ratio R
+  --learner-threads T ...``; updates/s from ``metrics.csv`` (cumulative counters) over a
+  window that starts ``--warmup`` seconds after the first update.
+
+Also printed: CPU cores each process class used during the window (psutil), and the
+updates per learner-CPU-second against the standalone's, which separates "the learner was
+starved of CPU by actors/replay on the same cores" from "the learner loop itself wastes
+time". ``--profile`` adds py-spy samples of the driver's loop and the replay (after the
+window, so they do not perturb it): how much of the loop is the update, waiting for a
+sample, stats polling, weight publishing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a file: the project's packages must win over this folder's names
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
+from benchmarks import _common as C  # noqa: E402
+
+TARGET = 0.9
+
+
+def standalone_rate(batch_size: int, threads: int, seconds: float, device: str = "cpu", seed: int = 0,
+                    num_actions: int = 4, warmup_updates: int = 5) -> dict:
+    """updates/s of DQNLearner.update on random batches already in memory."""
+    import torch
+
+    from common.config import LearnerConfig
+    from common.messages import SampleBatch
+    from common.networks import build_q_network
+    from learner.dqn import DQNLearner
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        L = LearnerConfig()
+        learner = DQNLearner(build_q_network((84, 84), 4, num_actions), 1e-4, L.adam_eps, L.grad_clip, 2_500, device)
+        rng = np.random.default_rng(seed)
+        pool = [SampleBatch(
+            ids=np.arange(batch_size, dtype=np.int64),
+            obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+            actions=rng.integers(0, num_actions, batch_size).astype(np.int64),
+            returns=rng.normal(size=batch_size).astype(np.float32),
+            discounts=np.full(batch_size, 0.99**3, np.float32),
+            next_obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+            weights=np.ones(batch_size, np.float32),
+        ) for _ in range(8)]
+        for i in range(warmup_updates):
+            learner.update(pool[i % len(pool)])
+        n = 0
+        foreign = C.ForeignLoad()
+        t0, c0 = time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds:
+            learner.update(pool[n % len(pool)])  # returns priorities on the CPU: the device syncs
+            n += 1
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return {"updates_per_s": n / wall, "updates_per_cpu_s": n / cpu if cpu > 0 else float("nan"),
+                "cpu_per_wall": cpu / wall, "foreign_cores": foreign.cores(cpu), "updates": n, "threads": threads, "batch_size": batch_size, "device": device}
+    finally:
+        torch.set_num_threads(before)
+
+
+def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None) -> dict:
+    """Updates/s (and agent steps/s, CPU per process class) of the real system after learning starts."""
+    ratio = args.replay_ratio if replay_ratio is None else replay_ratio
+    argv = ["--env", args.env, "--num-actors", args.num_actors, "--envs-per-actor", args.envs_per_actor,
+            "--batch-size", args.batch_size, "--replay-ratio", ratio, "--replay-capacity", args.replay_capacity,
+            "--learning-starts", args.learning_starts, "--learner-threads", args.threads, "--device", args.device,
+            "--replay-shards", args.replay_shards,
+            "--log-interval", 1, "--seed", args.seed,
+            "--time-limit", 180 + args.warmup + args.window + (args.spy_seconds if profile else 0)]
+    run = C.SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
+    out: dict = {"command": ("" if args.worker_niceness is None else f"RAY_worker_niceness={args.worker_niceness} ") + run.command,
+                 "replay_ratio": ratio}
+    try:
+        if not run.watch(lambda r: r.first_row(lambda x: x["learner_steps"] > 0) is not None, timeout=240):
+            raise RuntimeError(f"the system did not start learning:\n{run.log_tail()}")
+        t_learn = run.first_row(lambda x: x["learner_steps"] > 0)["t_local"]
+        t0, t1 = t_learn + args.warmup, t_learn + args.warmup + args.window
+        if not run.watch(lambda r: r.rows and r.rows[-1]["t_local"] >= t1, timeout=args.warmup + args.window + 60):
+            raise RuntimeError(f"the run ended before the window did:\n{run.log_tail()}")
+        a, b = C.window_bounds(run.rows, t0, t1)
+        s0, s1 = C.sample_near(run.samples, a), C.sample_near(run.samples, b)
+        dt = max(s1["t"] - s0["t"], 1e-9)
+        cpu = {
+            "learner (driver)": C.cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
+            "actors": C.cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
+            "replay": C.cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
+            "ray daemons": C.cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
+        }
+        ups = C.window_rate(run.rows, "learner_steps", t0, t1)
+        last = run.rows[-1]
+        out.update(
+            updates_per_s=ups, agent_steps_per_s=C.window_rate(run.rows, "agent_steps", t0, t1),
+            trained_samples_per_s=ups * args.batch_size, window_s=b - a, cpu_cores=cpu, foreign_cores=C.foreign_cores(s0, s1),
+            updates_per_learner_cpu_s=ups / max(cpu["learner (driver)"], 1e-9),
+            replay_ratio_measured=last.get("replay_ratio"), replay_size_end=last.get("replay_size"), learning_started_s=t_learn - run.t_start,
+            memory_peak_mb={k: v / C.MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
+            loadavg_end=C.loadavg(),
+        )
+        if profile:
+            driver = run.proc.pid
+            replay = run.sampler.pids("ReplayServer")
+            actor = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
+            out["py_spy"] = C.spy_processes(run, {
+                "driver": (driver, C.DRIVER_KEEP, C.DRIVER_CATEGORIES),
+                "replay": (replay[0] if replay else None, None, C.REPLAY_CATEGORIES),
+                "actor": (actor[0] if actor else None, C.ACTOR_KEEP, C.ACTOR_CATEGORIES),
+            }, args.spy_seconds, run_dir.parent / run_dir.name)
+        out["memory_projection"] = C.memory_projection(run, "replay_size", ("replay",), t_learn, args.replay_capacity)
+    finally:
+        out["exit_code"] = run.stop()
+    return out
+
+
+def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ratio: float = 8.0) -> None:
+    import torch
+
+    p.add_argument("--env", default="ALE/Breakout-v5")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--replay-ratio", type=float, default=replay_ratio, help="samples trained per transition inserted (0: actors run free)")
+    p.add_argument("--num-actors", type=int, default=2)
+    p.add_argument("--envs-per-actor", type=int, default=8)
+    p.add_argument("--replay-capacity", type=int, default=100_000)
+    p.add_argument("--replay-shards", type=int, default=1, help="replay actors (learner.main --replay-shards)")
+    p.add_argument("--learning-starts", type=int, default=10_000)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of the learner (standalone and --learner-threads)")
+    p.add_argument("--device", default="cpu", help="learner device (cpu, cuda)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=float, default=20.0, help="seconds discarded after the first update (the rate "
+                   "limiter's tolerance lets the learner run ahead of the actors for a while after learning starts)")
+    p.add_argument("--window", type=float, default=60.0, help="seconds measured")
+    p.add_argument("--standalone-seconds", type=float, default=20.0, help="each standalone measurement (before and after)")
+    p.add_argument("--quiet-wait", type=float, default=120.0, help="before each phase, wait up to this long for other "
+                   "work on the (shared) machine to drop under 0.25 cores")
+    p.add_argument("--worker-niceness", type=int, default=None, help="RAY_worker_niceness for the system's Ray workers "
+                   "(actors, replay); Ray's default is 15 while the learner (the driver) runs at 0")
+    p.add_argument("--profile", action="store_true", help="py-spy the driver, replay and an actor after the window")
+    p.add_argument("--spy-seconds", type=float, default=15.0)
+    p.add_argument("--quick", action="store_true", help="smoke check: short windows, learning from 2,000")
+    p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
+
+
+def apply_quick(args) -> None:
+    if args.quick:
+        args.warmup, args.window, args.standalone_seconds = 3.0, 10.0, 4.0
+        args.quiet_wait = min(args.quiet_wait, 10.0)
+        args.learning_starts = min(args.learning_starts, 2_000)
+        args.spy_seconds = min(args.spy_seconds, 5.0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_system_flags(p)
+    args = p.parse_args(argv)
+    apply_quick(args)
+    out_dir = C.Path(args.out_dir) if args.out_dir else C.tmp_dir("bench-learner-")
+    m = C.machine()
+    print(C.describe_machine(m), flush=True)
+    print(f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
+          f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness "
+          f"{'15 (Ray default)' if args.worker_niceness is None else args.worker_niceness}; run dirs under {out_dir}", flush=True)
+
+    C.wait_quiet(timeout=args.quiet_wait)
+    s1 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed)
+    print(f"standalone (before): {s1['updates_per_s']:.1f} updates/s ({s1['cpu_per_wall']:.2f} CPU-s per s)", flush=True)
+    C.wait_quiet(timeout=args.quiet_wait)
+    sysr = system_rate(args, out_dir / "system", args.profile)
+    print(f"in the system: {sysr['updates_per_s']:.1f} updates/s, {sysr['agent_steps_per_s']:,.0f} agent steps/s over "
+          f"{sysr['window_s']:.0f} s; CPU cores: " + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items()), flush=True)
+    C.wait_quiet(timeout=args.quiet_wait)
+    s2 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
+    print(f"standalone (after): {s2['updates_per_s']:.1f} updates/s", flush=True)
+
+    alone = (s1["updates_per_s"] + s2["updates_per_s"]) / 2
+    alone_cpu = (s1["updates_per_cpu_s"] + s2["updates_per_cpu_s"]) / 2
+    ratio = sysr["updates_per_s"] / alone
+    cpu_ratio = sysr["updates_per_learner_cpu_s"] / alone_cpu
+    print()
+    print(C.table(
+        ["what", "updates/s", "samples/s", "learner CPU", "updates/CPU-s", "foreign CPU", "ratio", f"target >= {TARGET}"],
+        [["standalone (mean of before/after)", alone, alone * args.batch_size, (s1["cpu_per_wall"] + s2["cpu_per_wall"]) / 2,
+          alone_cpu, (s1["foreign_cores"] + s2["foreign_cores"]) / 2, 1.0, ""],
+         ["in the system", sysr["updates_per_s"], sysr["trained_samples_per_s"], sysr["cpu_cores"]["learner (driver)"],
+          sysr["updates_per_learner_cpu_s"], sysr["foreign_cores"], ratio, C.verdict(ratio, TARGET)]],
+        title=f"Learner efficiency (batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} threads, {args.device}); "
+              f"standalone before {s1['updates_per_s']:.1f}, after {s2['updates_per_s']:.1f} updates/s"))
+    print(f"per learner CPU-second the system does {cpu_ratio:.2f}x the standalone's updates "
+          f"(near 1: the learner loop adds little; the gap in updates/s is then CPU taken by the other processes)")
+    print("CPU in cores; 'foreign CPU': everything else on this shared machine over the same interval. "
+          "CPU cores used in the window: " + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items())
+          + f" (machine: {m['cores']} cores; load average now {C.loadavg()})")
+    if args.profile and "py_spy" in sysr:
+        for name, title in (("driver", "learner driver's _loop, py-spy"), ("replay", "replay server, py-spy (idle included)"),
+                            ("actor", "actor-0's stepping thread, py-spy")):
+            print()
+            C.print_spy(title, sysr["py_spy"].get(name, {}))
+    C.final_json({
+        "benchmark": "learner", "machine": m, "batch_size": args.batch_size, "replay_ratio": args.replay_ratio,
+        "threads": args.threads, "device": args.device, "standalone_before": s1, "standalone_after": s2,
+        "standalone_updates_per_s": alone, "system": sysr, "efficiency": ratio, "cpu_efficiency": cpu_ratio,
+        "target": TARGET, "met": ratio >= TARGET,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
