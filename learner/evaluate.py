@@ -22,7 +22,6 @@ prefer mp4 for long games). Videos need an ALE game.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import math
@@ -34,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import USAGE_ERROR, OneLineParser
 from common.config import Config, ConfigError
 from common.progress import Status
 
-USAGE_ERROR = 2
 VIDEO_SUFFIXES = (".mp4", ".gif")
 MP4_FPS = 60.0  # the ALE emulator's frame rate (NTSC)
 GIF_STRIDE = 3  # every 3rd emulator frame ...
@@ -301,14 +300,8 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr, exit 2, no usage block
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(USAGE_ERROR)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m learner.evaluate", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m learner.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="path to a checkpoint.pt")
     parser.add_argument("--episodes", type=int, default=10, help="whole games to play")
     parser.add_argument("--epsilon", type=float, default=0.0, help="probability of a random action")

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-USAGE_ERROR = 2
+from common.cli import USAGE_ERROR, OneLineParser
+
 ROLLING_EPISODES = 100
 METRICS_REQUIRED = ("wall_s", "env_frames")
 EPISODES_REQUIRED = ("wall_s", "env_frames", "score")
@@ -193,14 +194,8 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr, exit 2, no usage block
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(USAGE_ERROR)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m learner.plot", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m learner.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with a metrics.csv)")
     parser.add_argument("--out", required=True, help="image to write: .png (or .pdf, .svg)")
     parser.add_argument("--size", type=_parse_size, default=(1600, 1000), help="image size in pixels, WIDTHxHEIGHT (at --dpi)")
