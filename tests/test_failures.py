@@ -107,7 +107,7 @@ def test_removed_worker_node_actors_come_back_on_the_remaining_nodes(tmp_path):
         wait_for(lambda: max(learner_steps(run), default=0) > 50, 120, "training")
         from ray.util.state import list_actors
 
-        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+        actors = list_actors(address=cluster.address, filters=[("state", "=", "ALIVE")], detail=True)
         on_worker = [a.name for a in actors if a.node_id == worker.node_id and (a.name or "").startswith("actor-")]
         assert on_worker, [(a.name, a.node_id) for a in actors]  # SPREAD put an actor on the worker
         steps_at_loss = max(learner_steps(run))
