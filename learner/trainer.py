@@ -474,6 +474,8 @@ class Trainer:
             from learner.ray_metrics import DriverMetrics
 
             self.metrics = DriverMetrics(self.run_dir.name)
+            print(f"starting {self.cfg.actors.num_actors} actors and {self.cfg.replay.replay_shards} replay shard(s); "
+                  f"training begins once the replay holds {self.cfg.replay.learning_starts:,} transitions", flush=True)
             self.start_parts()
             self._loop(tty)
         except KeyboardInterrupt:
