@@ -129,7 +129,8 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
                 "replay": (replay[0] if replay else None, None, C.REPLAY_CATEGORIES),
                 "actor": (actor[0] if actor else None, C.ACTOR_KEEP, C.ACTOR_CATEGORIES),
             }, args.spy_seconds, run_dir.parent / run_dir.name)
-        out["memory_projection"] = C.memory_projection(run, "replay_size", ("replay",), t_learn, args.replay_capacity)
+        t_fill = run.first_row(lambda x: x["replay_size"] > 0)["t_local"]  # the warm-up fills the replay: fit from there
+        out["memory_projection"] = C.memory_projection(run, "replay_size", ("replay",), t_fill, args.replay_capacity)
     finally:
         out["exit_code"] = run.stop()
     return out

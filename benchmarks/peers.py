@@ -287,7 +287,9 @@ def run_rllib(args, python: str, run_dir) -> dict:
             foreign_cores=C.foreign_cores(s0, s1) if s0 and s1 else None,
             memory_peak_mb={k: v / C.MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
             replay_steps_end=rows[-1]["agent_steps"],
-            memory_projection=C.memory_projection(run, "agent_steps", ("driver",), t_learn, 100_000, size_cap=100_000),
+            # fitted from the first rows on: the warm-up fills 10K steps, enough to fit
+            memory_projection=C.memory_projection(run, "agent_steps", ("driver",), rows[0]["t_local"] + 5, 100_000,
+                                                  size_cap=100_000),
         )
     finally:
         out["exit_code"] = run.stop()
