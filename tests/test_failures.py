@@ -92,6 +92,13 @@ def _group_alive(pgid):
         return False
 
 
+def _other_ray_running() -> bool:
+    """Another Ray instance on this machine (a second test run, a benchmark) confuses the
+    multi-node cluster utilities: seen twice as failures that had nothing to do with us."""
+    return subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(_other_ray_running(), reason="another Ray instance runs on this machine")
 def test_removed_worker_node_actors_come_back_on_the_remaining_nodes(tmp_path):
     """A multi-node Ray cluster on this machine; the node holding an actor is removed."""
     import ray
