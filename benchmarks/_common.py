@@ -633,8 +633,10 @@ def memory_projection(run: SystemRun, size_key: str, kinds: tuple[str, ...], t_f
     if len(xs) < 5 or max(xs) - min(xs) < 1000:
         return {"error": "too little replay growth to fit"}
     slope, _ = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
-    last = run.samples[-1]
-    size_now = xs[-1]
+    last = [s for s in run.samples if s["ours_rss"] > 0][-1]  # not a sample taken as the run exited
+    size_now = value_at(run.rows, size_key, last["t"])
+    if size_cap:
+        size_now = min(size_now, size_cap)
     ours_now = last["ours_rss"] / MB
     return {"mb_per_1k_items": slope * 1000, "fitted_from_items": min(xs), "fitted_to_items": max(xs),
             "ours_rss_now_mb": ours_now, "items_now": size_now,

@@ -223,7 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=float, default=40.0, help="seconds measured per fleet size")
     p.add_argument("--replay-capacity", type=int, default=1_000_000, help="also --learning-starts, so the learner never trains")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--worker-niceness", type=int, default=None, help="RAY_worker_niceness for Ray's workers (default: Ray's, 15)")
+    p.add_argument("--worker-niceness", type=int, default=None, help="RAY_worker_niceness for Ray's workers "
+                   "(default: learner.main's, 0; Ray's own default is 15)")
     p.add_argument("--quiet-wait", type=float, default=120.0, help="before each phase, wait up to this long for other "
                    "work on the (shared) machine to drop under 0.25 cores")
     p.add_argument("--profile", action="store_true", help="cProfile split of the actor core, py-spy of a live actor (N=1)")

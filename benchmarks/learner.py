@@ -147,7 +147,9 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
     p.add_argument("--replay-capacity", type=int, default=100_000)
     p.add_argument("--replay-shards", type=int, default=1, help="replay actors (learner.main --replay-shards)")
     p.add_argument("--learning-starts", type=int, default=10_000)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of the learner (standalone and --learner-threads)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the learner, standalone and in the system "
+                   "(--learner-threads); default: what learner.main picks for a CPU learner (the cores the local actors and "
+                   "replay leave, at least 1), torch's default on a GPU")
     p.add_argument("--device", default="cpu", help="learner device (cpu, cuda)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=float, default=20.0, help="seconds discarded after the first update (the rate "
@@ -157,14 +159,36 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
     p.add_argument("--quiet-wait", type=float, default=120.0, help="before each phase, wait up to this long for other "
                    "work on the (shared) machine to drop under 0.25 cores")
     p.add_argument("--worker-niceness", type=int, default=None, help="RAY_worker_niceness for the system's Ray workers "
-                   "(actors, replay); Ray's default is 15 while the learner (the driver) runs at 0")
+                   "(actors, replay); default: learner.main's (0; Ray's own default is 15, the learner runs at 0)")
     p.add_argument("--profile", action="store_true", help="py-spy the driver, replay and an actor after the window")
     p.add_argument("--spy-seconds", type=float, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, learning from 2,000")
     p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
 
 
+def default_threads(args) -> int:
+    """The learner's torch threads when --threads is not given: learner.main's own choice."""
+    import torch
+
+    if not args.device.startswith("cpu"):
+        return torch.get_num_threads()
+    try:
+        from common.config import Config, config_from_args, build_arg_parser
+        from learner.trainer import cpu_learner_threads
+
+        ns = build_arg_parser().parse_args(["--num-actors", str(args.num_actors), "--replay-shards", str(args.replay_shards)])
+        return cpu_learner_threads(config_from_args(ns))
+    except (ImportError, AttributeError, SystemExit):  # an older learner without that rule: torch's default
+        return torch.get_num_threads()
+
+
+def niceness_text(args) -> str:
+    return "learner.main's default" if args.worker_niceness is None else str(args.worker_niceness)
+
+
 def apply_quick(args) -> None:
+    if args.threads is None:
+        args.threads = default_threads(args)
     if args.quick:
         args.warmup, args.window, args.standalone_seconds = 3.0, 10.0, 4.0
         args.quiet_wait = min(args.quiet_wait, 10.0)
@@ -181,8 +205,8 @@ def main(argv=None) -> int:
     m = C.machine()
     print(C.describe_machine(m), flush=True)
     print(f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
-          f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness "
-          f"{'15 (Ray default)' if args.worker_niceness is None else args.worker_niceness}; run dirs under {out_dir}", flush=True)
+          f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}; "
+          f"run dirs under {out_dir}", flush=True)
 
     C.wait_quiet(timeout=args.quiet_wait)
     s1 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed)

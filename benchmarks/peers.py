@@ -1,6 +1,6 @@
 """Against peers, same machine, same game, same settings, same run.
 
-    python -m benchmarks.peers                                   # about 5-6 min here
+    python -m benchmarks.peers                                   # about 5 min here
     python -m benchmarks.peers --rllib-python /path/to/python    # + RLlib's DQN, measured (about 4 min more)
     python -m benchmarks.peers --quick                           # smoke check, about a minute
 
@@ -304,7 +304,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     L.add_system_flags(p, batch_size=32, replay_ratio=8.0)
-    p.set_defaults(envs_per_actor=1, warmup=10.0, window=45.0)
+    p.set_defaults(envs_per_actor=1, warmup=10.0, window=40.0, standalone_seconds=10.0)
     p.add_argument("--rllib-python", default=None, help="an interpreter with ray[rllib] 2.60 (and this project) "
                    "to run RLlib's DQN with; 'off' to use DESIGN.md's recorded figures (default: this one if it has RLlib)")
     p.add_argument("--rllib-seconds", type=float, default=240.0, help="RLlib's whole run, start-up and warm-up included")
@@ -329,13 +329,15 @@ def main(argv=None) -> int:
         print("QUICK MODE: short windows and learning from 2,000 (not the settings of the targets)", flush=True)
     print(f"Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g}, capacity {args.replay_capacity:,}, "
           f"learning from {args.learning_starts:,}; raydqn {args.num_actors} actors x {args.envs_per_actor} envs, "
-          f"{args.threads} learner threads, Ray worker niceness "
-          f"{'15 (Ray default)' if args.worker_niceness is None else args.worker_niceness}; run dirs under {out_dir}", flush=True)
+          f"{args.threads} learner threads, Ray worker niceness {L.niceness_text(args)}; run dirs under {out_dir}", flush=True)
 
     C.wait_quiet(timeout=args.quiet_wait)
+    import torch
+
+    loop_threads = torch.get_num_threads()  # the single-process loop has the machine to itself: torch's default
     alone1 = L.standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed)
     print(f"standalone raydqn update loop (before): {alone1['updates_per_s']:.1f} updates/s", flush=True)
-    clean1 = cleanrl_update_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed)
+    clean1 = cleanrl_update_rate(args.batch_size, loop_threads, args.standalone_seconds, args.device, args.seed)
     print(f"standalone CleanRL update loop (before): {clean1['updates_per_s']:.1f} updates/s", flush=True)
     C.wait_quiet(timeout=args.quiet_wait)
     loop = run_cleanrl_child(args)
@@ -354,7 +356,7 @@ def main(argv=None) -> int:
     C.wait_quiet(timeout=args.quiet_wait)
     alone2 = L.standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone raydqn update loop (after): {alone2['updates_per_s']:.1f} updates/s", flush=True)
-    clean2 = cleanrl_update_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
+    clean2 = cleanrl_update_rate(args.batch_size, loop_threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone CleanRL update loop (after): {clean2['updates_per_s']:.1f} updates/s", flush=True)
     alone = (alone1["updates_per_s"] + alone2["updates_per_s"]) / 2
     clean_alone = (clean1["updates_per_s"] + clean2["updates_per_s"]) / 2
