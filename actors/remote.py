@@ -16,7 +16,7 @@ import torch
 
 from actors.actor import ActorCore
 from common.config import Config
-from common.envs import is_atari, make_vector_env
+from common.envs import make_vector_env
 from common.messages import encode_step_batch
 from common.networks import build_q_network
 from common.schedules import apex_epsilons, linear_epsilon
@@ -44,13 +44,12 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
                           noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
     torch.manual_seed(seed)
     network = build_q_network(env.frame_shape, env.stack_size, env.num_actions)
-    atari = is_atari(cfg.env.env_id)
     return ActorCore(
         env, network, stream_epsilons(cfg, actor_index),
         stream_ids=[actor_index * per + j for j in range(per)],
         steps_per_batch=cfg.actors.steps_per_batch,
-        frames_per_step=4 if atari else 1,
-        clip_rewards=atari,
+        frames_per_step=env.frames_per_step,
+        clip_rewards=env.clip_rewards,
         seed=seed,
         record=record,
         initial_priorities=cfg.actors.actor_priorities and cfg.replay.prioritized and record,

@@ -52,6 +52,8 @@ import warnings
 import cv2
 import numpy as np
 
+from common.env_spec import EnvSpec
+
 ATARI_PREFIX = "ALE/"
 ATARI_FRAME_SHAPE = (84, 84)
 ATARI_FRAME_SKIP = 4
@@ -91,6 +93,9 @@ class VectorEnv(abc.ABC):
     frame_dtype: np.dtype
     stack_size: int  # frames the actor stacks: 4 for Atari, 1 for flat vectors
     codec: str  # frame codec for StepBatch: "lz4" for uint8 images, "raw" for float32 vectors
+    frames_per_step: int  # emulator frames per agent step (the frame skip)
+    clip_rewards: bool  # whether the learner should see sign(reward)
+    atari: bool
 
     @abc.abstractmethod
     def reset(self) -> np.ndarray:
@@ -231,6 +236,22 @@ def make_vector_env(
     return GymVectorEnv(env_id, num_envs, seed)
 
 
+def spec_of(env: VectorEnv, env_id: str) -> EnvSpec:
+    """The :class:`EnvSpec` of a built vector env."""
+    return EnvSpec(
+        env_id=env_id, frame_shape=tuple(env.frame_shape), frame_dtype=np.dtype(env.frame_dtype).name,
+        stack_size=env.stack_size, num_actions=env.num_actions, frames_per_step=env.frames_per_step,
+        codec=env.codec, clip_rewards=env.clip_rewards, atari=env.atari,
+    )
+
+
+def describe_env(env_id: str) -> EnvSpec:
+    """Build one copy of ``env_id`` to read its :class:`EnvSpec`; EnvSpecError if we cannot run it."""
+    check_env_id(env_id)
+    with make_vector_env(env_id, 1, 0) as probe:
+        return spec_of(probe, env_id)
+
+
 # --------------------------------------------------------------------------- Atari
 
 
@@ -255,6 +276,9 @@ class AleVectorEnv(VectorEnv):
     frame_dtype = np.dtype(np.uint8)
     stack_size = ATARI_STACK_SIZE
     codec = "lz4"
+    frames_per_step = ATARI_FRAME_SKIP
+    clip_rewards = True
+    atari = True
 
     def __init__(
         self,
@@ -462,6 +486,9 @@ class GymVectorEnv(VectorEnv):
     frame_dtype = np.dtype(np.float32)
     stack_size = 1
     codec = "raw"
+    frames_per_step = 1
+    clip_rewards = False
+    atari = False
 
     def __init__(self, env_id: str, num_envs: int, seed: int):
         self.env_id = env_id
