@@ -16,9 +16,9 @@ import torch
 
 from actors.actor import ActorCore
 from common.config import Config
-from common.envs import make_vector_env
+from common.envs import make_vector_env, spec_of
 from common.messages import encode_step_batch
-from common.networks import build_q_network
+from common.networks import q_network_for
 from common.schedules import apex_epsilons, linear_epsilon
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
     env = make_vector_env(cfg.env.env_id, per, seed, episodic_life=cfg.env.episodic_life,
                           noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
     torch.manual_seed(seed)
-    network = build_q_network(env.frame_shape, env.stack_size, env.num_actions)
+    network = q_network_for(spec_of(env, cfg.env.env_id), cfg.learner)
     return ActorCore(
         env, network, stream_epsilons(cfg, actor_index),
         stream_ids=[actor_index * per + j for j in range(per)],

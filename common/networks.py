@@ -68,3 +68,16 @@ def build_q_network(frame_shape: tuple[int, ...], stack_size: int, num_actions: 
 def network_signature(frame_shape, stack_size: int, num_actions: int) -> dict:
     """What a checkpoint must match to be loaded into this network."""
     return {"frame_shape": list(frame_shape), "stack_size": int(stack_size), "num_actions": int(num_actions)}
+
+
+def q_network_for(spec, learner_cfg=None) -> nn.Module:
+    """The Q-network for an :class:`~common.env_spec.EnvSpec` with the learner's settings.
+
+    The one place the trainer, the actors and the evaluator build a network from, so all
+    three always build the same one (``learner_cfg`` is a ``LearnerConfig`` or None)."""
+    return build_q_network(spec.frame_shape, spec.stack_size, spec.num_actions)
+
+
+def signature_for(spec, learner_cfg=None) -> dict:
+    """The signature a checkpoint of :func:`q_network_for`'s network carries."""
+    return network_signature(spec.frame_shape, spec.stack_size, spec.num_actions)

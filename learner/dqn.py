@@ -111,3 +111,12 @@ class DQNLearner:
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.learner_steps = int(state["learner_steps"])
+
+
+def build_learner(cfg, spec, device: torch.device | str) -> "DQNLearner":
+    """The learner for a resolved ``Config`` and an ``EnvSpec``: the one place where the
+    config tree is turned into the plain values :class:`DQNLearner` takes."""
+    from common.networks import q_network_for
+
+    L = cfg.learner
+    return DQNLearner(q_network_for(spec, L), L.lr, L.adam_eps, L.grad_clip, L.target_update_period, device)
