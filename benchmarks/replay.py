@@ -1,6 +1,6 @@
 """Replay benchmark: memory, insert, sample, priority-update and snapshot figures at 1M.
 
-A program, not a test: ``python -m replay_server.bench`` (``--transitions 100000`` for a
+A program, not a test: ``python -m benchmarks.replay`` (``--transitions 100000`` for a
 quick run). Per game it
 
 1. plays the real ALE game with random actions through ``common.envs.make_vector_env`` and
@@ -278,7 +278,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if len(args.games) > 1:
         for game in args.games:  # one process per game: memory figures stay separate
-            cmd = [sys.executable, "-m", "replay_server.bench", *(argv if argv is not None else sys.argv[1:])]
+            cmd = [sys.executable, "-m", "benchmarks.replay", *(argv if argv is not None else sys.argv[1:])]
             i = cmd.index("--games") if "--games" in cmd else None
             if i is not None:
                 j = i + 1
