@@ -15,6 +15,7 @@ import ray
 import torch
 
 from actors.actor import ActorCore
+from actors.metrics import ActorMetrics
 from common.config import Config
 from common.envs import make_vector_env, spec_of
 from common.messages import encode_step_batch
@@ -69,10 +70,10 @@ class ActorShell:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.batches_sent = 0
-        from learner.ray_metrics import ActorMetrics
-
         self.metrics = ActorMetrics(f"actor-{actor_index}")
         self.recent_scores: list[float] = []
+        #: (the run's agent steps at the last publish, this actor's steps per stream then)
+        self.run_agent_steps = (0, 0)
 
     def run(self) -> int:
         """Step until stop(); returns the agent steps taken. Sends batches with back-pressure."""
@@ -108,6 +109,12 @@ class ActorShell:
             if len(inflight) > limit:
                 # Wait for the oldest messages only: the replay sets the pace, queues stay bounded.
                 _, inflight = ray.wait(inflight, num_returns=len(inflight) - limit)
+        # A clean stop sends what the streams still hold, and waits for the replay to take it.
+        inflight += self._send(self.core.flush())
+        try:
+            ray.wait(inflight, num_returns=len(inflight), timeout=10)
+        except ray.exceptions.RayActorError:
+            pass
         return self.core.agent_steps
 
     def _send(self, batches) -> list:
@@ -115,10 +122,13 @@ class ActorShell:
         self.batches_sent += len(refs)
         return refs
 
-    def set_weights(self, weights: dict, version: int) -> None:
-        """Called with the learner's one ray.put of the weights; resolved in this thread."""
+    def set_weights(self, weights: dict, version: int, run_agent_steps: int | None = None) -> None:
+        """Called with the learner's one ray.put of the weights; resolved in this thread.
+        ``run_agent_steps``: the whole run's agent steps when the weights were published."""
         with self._lock:
             self._weights = (weights, version)
+            if run_agent_steps is not None:
+                self.run_agent_steps = (int(run_agent_steps), self.core.steps_per_stream)
 
     def stats(self) -> dict:
         episodes = [e.__dict__ for e in self.core.drain_episodes()]
@@ -141,5 +151,5 @@ class ActorShell:
 
 
 def make_actor_class(num_cpus: float = 1.0):
-    # No task events: each actor sends many small calls a second (see learner/trainer.py).
+    # No task events: each actor sends many small calls a second (see learner/fleet.py).
     return ray.remote(num_cpus=num_cpus, max_concurrency=2, max_restarts=3, enable_task_events=False)(ActorShell)

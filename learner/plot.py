@@ -1,7 +1,7 @@
 """Learning curves: ``python -m learner.plot RUN_DIR [RUN_DIR...] --out curve.png``.
 
 Reads each run's ``metrics.csv`` (one row per log interval, columns ``METRIC_FIELDS`` of
-``learner/trainer.py``) and, where the run has one, ``episodes.csv`` (one row per finished
+``learner/run_log.py``) and, where the run has one, ``episodes.csv`` (one row per finished
 game: ``wall_s, env_frames, score, agent_steps, epsilon``), and draws four panels, the runs
 over each other, labelled by run directory name:
 

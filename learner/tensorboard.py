@@ -4,7 +4,7 @@ Every scalar is logged against one step axis, env frames (emulator frames), so r
 different numbers of actors, envs or frame skips line up. Tags are namespaced as in
 CleanRL: ``charts/`` (scores, episodes), ``losses/``, ``throughput/``, ``replay/``,
 ``progress/`` (counters). :func:`tags_from_metrics` maps a row of the trainer's
-``metrics.csv`` (``METRIC_FIELDS``) to tags; :func:`tags_from_episode` one finished game
+``metrics.csv`` (``learner.run_log.METRIC_FIELDS``) to tags; :func:`tags_from_episode` one finished game
 (the columns of ``episodes.csv``).
 
 The writer is tensorboardX: it needs only numpy, protobuf and packaging (all already here
@@ -37,6 +37,9 @@ METRIC_TAGS = {
     "replay_size": "replay/size",
     "replay_sampleable": "replay/sampleable",
     "replay_rejected": "replay/rejected",
+    "replay_ratio": "replay/ratio",
+    "policy_lag": "progress/policy_lag",
+    "weight_sync_age_s": "progress/weight_sync_age_s",
     "wall_s": "progress/wall_s",
     "agent_steps": "progress/agent_steps",
     "learner_steps": "progress/learner_steps",

@@ -14,16 +14,10 @@ import pytest
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (a matplotlib dependency)
 
+from learner.run_log import EPISODE_FIELDS, METRIC_FIELDS  # noqa: E402
 from learner.plot import load_run, main, read_csv_columns, rolling_mean, run_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-# learner.trainer.METRIC_FIELDS, written out: importing the trainer would import Ray.
-METRIC_FIELDS = [
-    "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
-    "mean_return_100", "mean_return_greedy_20", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
-    "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
-]
-EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon"]
 
 
 def make_run(d: Path, rows: int = 40, episodes: int | None = 300, seed: int = 0, partial_last_line: bool = False) -> Path:

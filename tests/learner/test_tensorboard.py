@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from learner.run_log import METRIC_FIELDS
 from learner.tensorboard import METRIC_TAGS, TensorBoardLogger, tags_from_episode, tags_from_metrics
 
-# learner.trainer.METRIC_FIELDS, written out: importing the trainer would import Ray.
-METRIC_FIELDS = [
-    "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
-    "mean_return_100", "mean_return_greedy_20", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
-    "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
-]
 
 
 def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:

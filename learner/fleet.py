@@ -1,0 +1,373 @@
+"""The fleet: every Ray call the driver makes, and nothing else.
+
+A :class:`Fleet` starts (or joins) Ray, places the replay shards beside the learner and
+spreads the actors, keeps ``prefetch`` sample requests in flight, routes priorities back
+to the shard a batch came from, publishes weights with one ``ray.put``, brings back actors
+that Ray restarts, triggers replay snapshots and reports what it polled as a
+:class:`FleetPoll`. It writes no file but ``ray.json`` (where to watch the run); the
+trainer turns what it reports into counters and the run log.
+
+The trainer talks to it through a small interface (``start``, ``next_batch``,
+``update_priorities``, ``publish``, ``poll``, ``save_snapshots``, ``stop``), which
+``tests/learner/fake_fleet.py`` implements over an in-process replay to test the loop
+without Ray.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.remote import make_actor_class
+from common.config import Config
+from common.env_spec import EnvSpec
+from common.progress import Status
+from replay_server.remote import make_replay_actor
+
+log = logging.getLogger("raydqn")
+ACTOR_RESTART_TIMEOUT_S = 120.0
+MAX_ACTOR_RESTARTS = 3  # per actor, as Ray's max_restarts for its process
+
+
+class PlacementError(RuntimeError):
+    """The cluster cannot hold the run (too few CPUs, even after asking the autoscaler)."""
+
+
+@dataclasses.dataclass
+class FleetPoll:
+    """What one poll saw. ``actor_stats``: each answering actor's cumulative stats (with
+    the games it finished since the last poll); ``replay``: the shards' counters summed
+    (and per shard under ``shards`` when there are several)."""
+
+    actor_stats: list[dict]
+    replay: dict
+    actors_alive: int
+    actors_restarting: int
+
+
+def snapshot_path(run_dir: Path, shard: int) -> Path:
+    return Path(run_dir) / f"replay-{shard}.snapshot"
+
+
+def _last_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1]
+
+
+class Fleet:
+    def __init__(self, cfg: Config, spec: EnvSpec, run_dir: Path):
+        self.cfg = cfg
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.namespace = f"raydqn-{self.run_dir.name}"
+        self.started_ray = False
+        self.replays: list = []
+        self.actors: dict[int, object] = {}
+        self.run_refs: dict[int, ray.ObjectRef] = {}
+        self.restarting: dict[int, tuple] = {}  # actor -> (stats probe, deadline)
+        self.restart_counts: dict[int, int] = {}
+        self.pending: collections.deque = collections.deque()  # (shard, sample ref)
+        self.shard_stats: list[dict] = []
+        self.shard_sizes = np.zeros(cfg.replay.replay_shards)
+        self.rng = np.random.default_rng(cfg.run.seed)
+        self.weights_ref = None
+        self.policy_version = 0
+        self.global_agent_steps = 0
+        self.actor_restarts = 0
+        self.replay_restarts = 0
+        self.replay_records_lost = 0
+        self.last_snapshot = time.monotonic()
+        self.gauges = None
+
+    # ---- start ---------------------------------------------------------------------
+    def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
+        """Ray, placement, the replay shards and the actors (acting with ``weights``)."""
+        self._start_ray()
+        self._check_placement(can_grow=self.cfg.run.address is not None)
+        from learner.ray_metrics import DriverMetrics
+
+        self.gauges = DriverMetrics(self.run_dir.name)
+        c = self.cfg
+        print(f"starting {c.actors.num_actors} actors and {c.replay.replay_shards} replay shard(s); "
+              f"training begins once the replay holds {c.replay.learning_starts:,} transitions", flush=True)
+        self.replays = [self._start_shard(j) for j in range(c.replay.replay_shards)]
+        Actor = make_actor_class(num_cpus=1)
+        cfg_dict = c.to_dict()
+        k = len(self.replays)
+        # Actors spread over the nodes: each one is CPU-bound on its own envs.
+        self.actors = {i: Actor.options(name=f"actor-{i}", scheduling_strategy="SPREAD").remote(cfg_dict, i, self.replays[i % k])
+                       for i in range(c.actors.num_actors)}
+        self.publish(weights, policy_version, agent_steps)
+        self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
+
+    def _start_ray(self) -> None:
+        if ray.is_initialized():
+            return
+        r = self.cfg.run
+        # A namespace per run keeps the parts' names (replay-0, actor-7) apart on a shared cluster.
+        kwargs = dict(address=r.address, namespace=self.namespace, logging_level=logging.WARNING, log_to_driver=True)
+        if r.address is None:
+            # Always a new local instance: address=None would join whatever Ray instance
+            # already runs on this machine (another run, a test) and then fail on num_cpus.
+            kwargs["address"] = "local"
+            # As many logical CPUs as the run needs, so 16 actors on a 4-core laptop share
+            # the cores instead of waiting forever to be placed.
+            kwargs["num_cpus"] = r.num_cpus or max(os.cpu_count() or 1, self._cpus_needed())
+            kwargs["include_dashboard"] = None
+            # Ray starts workers at nice 15; on cores the learner (nice 0) shares with the
+            # actors, that starved the actors (measured: 0.23 of 2 cores while free-running).
+            os.environ.setdefault("RAY_worker_niceness", "0")
+        ctx = ray.init(**kwargs)
+        self.started_ray = True
+        self._describe_cluster(ctx.dashboard_url)
+
+    def _describe_cluster(self, dashboard_url: str | None) -> None:
+        """ray.json in the run dir: where to watch this run (dashboard, Prometheus endpoint)."""
+        ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")})
+        info = {"namespace": self.namespace, "dashboard_url": f"http://{dashboard_url}" if dashboard_url else None,
+                "metrics_export_ports": ports}
+        (self.run_dir / "ray.json").write_text(json.dumps(info, indent=2))
+        if dashboard_url:
+            print(f"dashboard: http://{dashboard_url} (parts named replay-K and actor-N, namespace {self.namespace})", flush=True)
+
+    def _cpus_needed(self) -> int:
+        return self.cfg.actors.num_actors + self.cfg.replay.replay_shards
+
+    def _check_placement(self, can_grow: bool) -> None:
+        """Ask the autoscaler for what the run needs; fail clearly if it never comes."""
+        c, need = self.cfg, self._cpus_needed()
+        parts = f"{c.actors.num_actors} actors and {c.replay.replay_shards} replay shards need {need}"
+        have = ray.cluster_resources().get("CPU", 0)
+        if have >= need:
+            return
+        if not can_grow:
+            raise PlacementError(f"cannot place the run: this Ray instance has {have:g} CPUs; {parts} "
+                                 f"(raise --num-cpus or lower --num-actors)")
+        from ray.autoscaler.sdk import request_resources
+
+        print(f"waiting up to {c.run.placement_timeout:g}s for the cluster to grow from {have:g} to {need} CPUs "
+              f"({c.actors.num_actors} actors + {c.replay.replay_shards} replay shards)", flush=True)
+        request_resources(num_cpus=need)
+        deadline = time.monotonic() + c.run.placement_timeout
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            have = ray.cluster_resources().get("CPU", 0)
+            if have >= need:
+                return
+        raise PlacementError(f"cannot place the run: the Ray cluster has {have:g} CPUs after {c.run.placement_timeout:g}s; "
+                             f"{parts} (lower --num-actors or add worker nodes)")
+
+    def _start_shard(self, j: int):
+        """Shard j holds 1/K of the replay and applies the ratio to its own share. Shards sit
+        beside the learner (the driver, on the GPU head of a cluster): the learner's samples
+        are the largest transfers in the system."""
+        c, k = self.cfg, self.cfg.replay.replay_shards
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        # enable_task_events=False here and on the actors: Ray's GCS otherwise records an
+        # event for each of the hundreds of add/sample/priority calls a second and grew by
+        # 300 MB an hour in the soak (docs/benchmarks.md).
+        return make_replay_actor(num_cpus=1, name=f"replay-{j}", scheduling_strategy=here, max_restarts=-1,
+                                 enable_task_events=False).remote(
+            capacity=-(-c.replay.replay_capacity // k), stack_size=self.spec.stack_size,
+            n_step=c.replay.n_step, gamma=c.learner.gamma, prioritized=c.replay.prioritized,
+            alpha=c.replay.priority_alpha, seed=c.run.seed * 7919 + j,
+            samples_per_insert=c.replay.replay_ratio or None, min_size=-(-c.replay.learning_starts // k),
+            tolerance=c.replay.replay_ratio_tolerance / k,
+            # A shard that Ray restarts after a crash, or a resumed run, starts from here.
+            snapshot_path=str(snapshot_path(self.run_dir, j)) if c.replay.snapshot_interval >= 0 else None,
+        )
+
+    # ---- the learner's side ------------------------------------------------------------
+    def next_batch(self, batch_size: int, beta: float):
+        """``(shard, SampleBatch)``, or None when there is nothing to train on yet (the rate
+        limiter holds the learner, or the shard is restarting). Keeps ``prefetch`` requests
+        in flight, so the learner rarely waits on a round trip."""
+        while len(self.pending) < self.cfg.learner.prefetch:
+            shard = self._pick_shard()
+            self.pending.append((shard, self.replays[shard].sample.remote(batch_size, beta)))
+        shard, ref = self.pending.popleft()
+        try:
+            batch = ray.get(ref)
+        except ray.exceptions.RayActorError:  # the shard is restarting: wait, ask again
+            time.sleep(0.2)
+            return None
+        if batch is None:  # the rate limiter holds the learner until actors catch up
+            time.sleep(0.002)
+            return None
+        return shard, batch
+
+    def _pick_shard(self) -> int:
+        """A shard drawn in proportion to its sampleable items (uniform before any stats)."""
+        total = self.shard_sizes.sum()
+        if len(self.shard_sizes) == 1 or total <= 0:
+            return int(self.rng.integers(len(self.shard_sizes)))
+        return int(self.rng.choice(len(self.shard_sizes), p=self.shard_sizes / total))
+
+    def update_priorities(self, shard: int, ids: np.ndarray, priorities: np.ndarray) -> None:
+        self.replays[shard].update_priorities.remote(ids, priorities)
+
+    def publish(self, weights: dict, policy_version: int, agent_steps: int) -> None:
+        """One ray.put of the weights; every actor gets the same object reference, with the
+        run's agent-step count (a restarted actor's ε schedule carries on from it)."""
+        self.weights_ref = ray.put(weights)
+        self.policy_version, self.global_agent_steps = policy_version, agent_steps
+        for a in self.actors.values():
+            a.set_weights.remote(self.weights_ref, policy_version, agent_steps)
+
+    def save_snapshots(self, wait: bool) -> None:
+        """Each shard writes its own file (atomically); ``wait=False`` lets the learner go on."""
+        refs = [r.save_snapshot.remote(str(snapshot_path(self.run_dir, j))) for j, r in enumerate(self.replays)]
+        self.last_snapshot = time.monotonic()
+        if not wait:
+            return
+        status = Status()
+        for j, ref in enumerate(refs):
+            status.update(f"writing replay snapshots: {j}/{len(refs)} shards done", force=True)
+            try:
+                info = ray.get(ref, timeout=600)
+                log.info("replay-%d snapshot: %d records, %.0f MB in %.1f s", j, info["records"], info["bytes"] / 1e6, info["seconds"])
+            except Exception as e:  # the checkpoint is written; the previous snapshot stays
+                log.warning("replay-%d snapshot failed: %s", j, _last_line(e))
+        status.done()
+
+    # ---- polling -------------------------------------------------------------------------
+    def poll(self) -> FleetPoll:
+        """Stats of the actors and shards, and any actor brought back since the last poll."""
+        stats = self._poll_actors()
+        replay = self._poll_replays()
+        stats += self._check_actors()
+        return FleetPoll(stats, replay, len(self.run_refs), len(self.restarting))
+
+    def _poll_actors(self) -> list[dict]:
+        refs = {i: self.actors[i].stats.remote() for i in self.run_refs}
+        out = []
+        for i, ref in refs.items():
+            try:
+                out.append(ray.get(ref, timeout=30))
+            except Exception as e:
+                log.warning("no stats from actor-%d: %s", i, type(e).__name__)
+        return out
+
+    def _poll_replays(self) -> dict:
+        refs = [r.stats.remote() for r in self.replays]
+        shards = [self._shard_stats(j, ref) for j, ref in enumerate(refs)]
+        self.shard_stats = shards
+        self.shard_sizes = np.array([sh["items_sampleable"] for sh in shards], dtype=np.float64)
+        totals = {key: sum(sh[key] for sh in shards) for key in shards[0] if isinstance(shards[0][key], (int, float))}
+        if len(shards) > 1:
+            totals["shards"] = shards
+        return totals
+
+    def _shard_stats(self, j: int, ref) -> dict:
+        """Shard j's stats; its last known stats (nothing sampleable) while it restarts."""
+        try:
+            sh = ray.get(ref, timeout=60)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+            log.warning("replay-%d unavailable (%s); the learner waits for it", j, type(e).__name__)
+            if j >= len(self.shard_stats):
+                raise
+            return dict(self.shard_stats[j], items_sampleable=0)
+        if j < len(self.shard_stats) and sh["records_added"] < self.shard_stats[j]["records_added"]:
+            lost = self.shard_stats[j]["records_added"] - sh["records_added"]
+            self.replay_restarts += 1
+            self.replay_records_lost += lost
+            log.warning("replay-%d restarted from its snapshot with %d records; %d records that arrived after "
+                        "the snapshot were lost", j, sh["restored_records"], lost)
+        return sh
+
+    # ---- supervision -----------------------------------------------------------------------
+    def _check_actors(self) -> list[dict]:
+        """Notice actors whose loop ended, and bring back the ones Ray restarts; returns the
+        stats of those that came back.
+
+        Never blocks the learner: a restarting actor is probed once per poll until it
+        answers (then it gets the current weights and its loop again), until Ray says it is
+        dead for good, or until ACTOR_RESTART_TIMEOUT_S passes (then the run goes on with
+        fewer actors and says so).
+        """
+        self._notice_ended_loops()
+        back = []
+        for i, (probe, deadline) in list(self.restarting.items()):
+            stats = self._probe(i, probe, deadline)
+            if stats is None:
+                continue
+            del self.restarting[i]
+            back.append(stats)
+            self.actors[i].set_weights.remote(self.weights_ref, self.policy_version, self.global_agent_steps)
+            self.run_refs[i] = self.actors[i].run.remote()
+            self.actor_restarts += 1
+            log.warning("actor-%d restarted with policy version %d", i, self.policy_version)
+        return back
+
+    def _notice_ended_loops(self) -> None:
+        if not self.run_refs:
+            return
+        done, _ = ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=0)
+        for i in [i for i, ref in self.run_refs.items() if ref in done]:
+            ref = self.run_refs.pop(i)
+            try:
+                ray.get(ref)
+                log.warning("actor-%d's loop ended on its own", i)
+            except ray.exceptions.RayActorError as e:
+                log.warning("actor-%d died (%s); waiting for Ray to restart it", i, type(e).__name__)
+            except Exception as e:  # the loop raised: the process lives, the loop is started again
+                log.warning("actor-%d failed: %s", i, _last_line(e))
+            self.restart_counts[i] = self.restart_counts.get(i, 0) + 1
+            if self.restart_counts[i] > MAX_ACTOR_RESTARTS:
+                self._drop_actor(i, f"it failed {self.restart_counts[i]} times")
+                continue
+            self.restarting[i] = (self.actors[i].stats.remote(), time.monotonic() + ACTOR_RESTART_TIMEOUT_S)
+
+    def _probe(self, i: int, probe, deadline: float) -> dict | None:
+        """The restarting actor's stats once it answers; None while it has not (yet)."""
+        ready, _ = ray.wait([probe], timeout=0)
+        if not ready:
+            if time.monotonic() > deadline:
+                self._drop_actor(i, "it did not come back in time")
+            return None
+        try:
+            return ray.get(probe)
+        except ray.exceptions.ActorDiedError as e:
+            self._drop_actor(i, f"Ray gave up on it ({type(e).__name__})")
+        except Exception:  # still restarting (ActorUnavailableError and the like)
+            if time.monotonic() > deadline:
+                self._drop_actor(i, "it did not come back in time")
+            else:
+                self.restarting[i] = (self.actors[i].stats.remote(), deadline)
+        return None
+
+    def _drop_actor(self, i: int, why: str) -> None:
+        self.restarting.pop(i, None)
+        del self.actors[i]
+        log.warning("actor-%d is gone (%s); continuing with %d actors", i, why, len(self.actors))
+
+    # ---- stop ------------------------------------------------------------------------------
+    def stop(self) -> FleetPoll | None:
+        """Stop the actors (each flushes what it holds), let them finish, poll once more."""
+        if not self.actors:
+            return None
+        for a in self.actors.values():
+            a.stop.remote()
+        try:
+            if self.run_refs:
+                ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=10)
+            return FleetPoll(self._poll_actors(), self._poll_replays(), 0, 0)
+        except Exception as e:  # the summary still gets written from what is known
+            log.warning("final stats incomplete: %s", type(e).__name__)
+            return None
+
+    @property
+    def started(self) -> bool:
+        return bool(self.replays)
+
+    def shutdown(self) -> None:
+        if self.started_ray:
+            ray.shutdown()

@@ -1,0 +1,115 @@
+"""Everything a run writes about itself, and the schemas of what it writes. No Ray here.
+
+``metrics.csv`` (one row of :data:`METRIC_FIELDS` per log interval), ``episodes.csv``
+(one row of :data:`EPISODE_FIELDS` per finished game), TensorBoard event files, the
+progress line and ``summary.json``. The trainer hands over plain rows; gauges for Ray's
+metrics come in as any object with ``update(row)``, so this module can be used (and
+tested) without a cluster. ``learner.plot``, the TensorBoard mapping and the tests read
+the schemas from here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from learner.tensorboard import TensorBoardLogger, tags_from_episode
+
+METRIC_FIELDS = [
+    "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
+    "mean_return_100", "mean_return_greedy_20", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
+    "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
+    "replay_ratio", "policy_lag", "weight_sync_age_s",
+]
+EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon", "stream_id"]
+SUMMARY_FIELDS = [
+    "env", "env_frames", "agent_steps", "learner_steps", "episodes", "mean_return_100", "mean_return_greedy_20",
+    "policy_version", "wall_s", "stop_reason", "replay", "actors", "actor_restarts", "replay_restarts",
+    "replay_records_lost_at_restarts",
+]
+
+
+def _append_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def progress_line(row: dict, phase: str) -> str:
+    """The one line a person watching the run reads, from a metrics row."""
+    score = row.get("mean_return_100")
+    return (f"[{row['wall_s']:7.0f}s] {phase:8s} frames {row['env_frames']:,} ({row['env_frames_per_s']:,.0f}/s) | "
+            f"updates {row['learner_steps']:,} ({row['updates_per_s']:.1f}/s) | "
+            f"replay {row['replay_size']:,} | episodes {row['episodes']:,} | "
+            f"score100 {'-' if score is None else f'{score:.1f}'} | loss {row['loss']:.4f}")
+
+
+class RunLog:
+    """Writes a run's outputs into ``run_dir``. ``gauges``: optional ``update(row)`` sink
+    (the Ray metrics of the driver); ``stream``: where progress lines go."""
+
+    def __init__(self, run_dir: str | Path, gauges=None, stream=None, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.gauges = gauges
+        self.stream = stream or sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tb = TensorBoardLogger(self.run_dir) if tensorboard else None
+        self._line_open = False
+
+    def episodes(self, episodes: list[dict], wall_s: float, env_frames: int) -> None:
+        """episodes.csv and TensorBoard: one row per finished game (raw score)."""
+        if not episodes:
+            return
+        rows = [{"wall_s": round(wall_s, 2), "env_frames": env_frames, "score": ep["score"],
+                 "agent_steps": ep["agent_steps"], "epsilon": round(ep["epsilon"], 5), "stream_id": ep["stream_id"]}
+                for ep in episodes]
+        if self.tb is not None:
+            for ep in episodes:
+                self.tb.log(env_frames, tags_from_episode(ep))
+        _append_rows(self.run_dir / "episodes.csv", EPISODE_FIELDS, rows)
+
+    def metrics(self, row: dict, phase: str) -> None:
+        """metrics.csv, TensorBoard, the gauges and the progress line for one interval."""
+        unknown = set(row) - set(METRIC_FIELDS)
+        if unknown:
+            raise ValueError(f"metrics row has fields outside METRIC_FIELDS: {sorted(unknown)}")
+        if self.gauges is not None:
+            self.gauges.update(row)
+        if self.tb is not None:
+            self.tb.log_metrics(row)
+        _append_rows(self.run_dir / "metrics.csv", METRIC_FIELDS, [row])
+        line = progress_line(row, phase)
+        # On a terminal the line is redrawn in place; in a log each interval is a line.
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+        self._line_open = self.tty
+
+    def message(self, text: str) -> None:
+        """A line of its own (ends a progress line drawn in place first)."""
+        self.end_line()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end_line(self) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
+
+    def summary(self, summary: dict) -> dict:
+        """summary.json: what the run did, written at its end."""
+        missing = [k for k in SUMMARY_FIELDS if k not in summary]
+        if missing:
+            raise ValueError(f"summary lacks {missing}")
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def close(self) -> None:
+        self.end_line()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,81 @@
+"""A fleet without Ray: one in-process actor core and one in-process replay server.
+
+It implements what :class:`learner.trainer.Trainer` uses of :class:`learner.fleet.Fleet`
+and records every call, so the loop's stop conditions and cadences can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import time
+
+from actors.remote import build_actor_core
+from common.messages import encode_step_batch
+from learner.fleet import FleetPoll
+from replay_server.remote import ReplayServer
+
+
+class FakeFleet:
+    def __init__(self, cfg, spec, steps_per_poll: int = 16):
+        self.cfg, self.spec = cfg, spec
+        self.steps_per_poll = steps_per_poll
+        self.core = None
+        self.server = None
+        self.published: list[tuple[int, int]] = []  # (policy_version, run agent steps)
+        self.snapshots: list[bool] = []  # the wait flag of each save_snapshots call
+        self.samples = self.empty_samples = 0
+        self.priority_updates = 0
+        self.alive = True
+        self.stopped = False
+        self.last_snapshot = time.monotonic()
+        self.actor_restarts = self.replay_restarts = self.replay_records_lost = 0
+
+    def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
+        c = self.cfg
+        self.server = ReplayServer(
+            capacity=c.replay.replay_capacity, stack_size=self.spec.stack_size, n_step=c.replay.n_step,
+            gamma=c.learner.gamma, prioritized=c.replay.prioritized, alpha=c.replay.priority_alpha, seed=c.run.seed,
+            samples_per_insert=c.replay.replay_ratio or None, min_size=c.replay.learning_starts,
+            tolerance=c.replay.replay_ratio_tolerance)
+        self.core = build_actor_core(c, 0)
+        self.publish(weights, policy_version, agent_steps)
+
+    @property
+    def started(self) -> bool:
+        return self.server is not None
+
+    def poll(self) -> FleetPoll:
+        """Steps the actor ``steps_per_poll`` times (while it is 'alive'), then reports."""
+        for _ in range(self.steps_per_poll if self.alive else 0):
+            for batch in self.core.step():
+                self.server.add(encode_step_batch(batch))
+        stats = {"actor": 0, "agent_steps": self.core.agent_steps, "env_frames": self.core.env_frames,
+                 "policy_version": self.core.policy_version,
+                 "episodes": [e.__dict__ for e in self.core.drain_episodes()]}
+        return FleetPoll([stats], self.server.stats(), int(self.alive), 0)
+
+    def next_batch(self, batch_size: int, beta: float):
+        batch = self.server.sample(batch_size, beta)
+        if batch is None:
+            self.empty_samples += 1
+            return None
+        self.samples += 1
+        return 0, batch
+
+    def update_priorities(self, shard: int, ids, priorities) -> None:
+        self.priority_updates += 1
+        self.server.update_priorities(ids, priorities)
+
+    def publish(self, weights: dict, policy_version: int, agent_steps: int) -> None:
+        self.core.set_weights(weights, policy_version)
+        self.published.append((policy_version, agent_steps))
+
+    def save_snapshots(self, wait: bool) -> None:
+        self.snapshots.append(wait)
+        self.last_snapshot = time.monotonic()
+
+    def stop(self):
+        self.stopped = True
+        return None
+
+    def shutdown(self) -> None:
+        pass

@@ -1,0 +1,110 @@
+"""The learner's loop, driven in-process: a fake fleet over a real replay and a real
+actor core on CartPole, a real learner, real files. No Ray."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+
+import pytest
+
+from common.config import ActorConfig, Config, EnvConfig, LearnerConfig, ReplayConfig, RunConfig, resolve
+from common.envs import describe_env
+from common.networks import signature_for
+from learner.checkpoint import checkpoint_path, load_checkpoint
+from learner.dqn import build_learner
+from learner.run_log import METRIC_FIELDS, RunLog
+from learner.trainer import Counters, Trainer
+from tests.learner.fake_fleet import FakeFleet
+
+SPEC = describe_env("CartPole-v1")
+
+
+def make(tmp_path, counters=None, steps_per_poll=16, **sections):
+    base = Config(
+        env=EnvConfig(env_id="CartPole-v1", envs_per_actor=4),
+        actors=ActorConfig(num_actors=1),
+        replay=ReplayConfig(replay_capacity=5_000, learning_starts=64, replay_ratio=0.0),
+        learner=LearnerConfig(batch_size=16, publish_period=10, checkpoint_period=20, learner_threads=1),
+        run=RunConfig(log_interval=0.05, total_env_frames=10**9, time_limit=60.0),
+    )
+    cfg = resolve(dataclasses.replace(base, **{k: dataclasses.replace(getattr(base, k), **v) for k, v in sections.items()}),
+                  atari=False, cuda=False)
+    fleet = FakeFleet(cfg, SPEC, steps_per_poll)
+    log = RunLog(tmp_path, stream=io.StringIO())
+    trainer = Trainer(cfg, tmp_path, build_learner(cfg, SPEC, "cpu"), fleet, log, counters or Counters(),
+                      signature_for(SPEC, cfg.learner))
+    return trainer, fleet
+
+
+def test_stops_at_the_update_limit_with_publish_and_checkpoint_cadence(tmp_path):
+    trainer, fleet = make(tmp_path, run={"total_learner_steps": 45})
+    summary = trainer.run()
+    assert summary["stop_reason"] == "total_learner_steps" and summary["learner_steps"] == 45
+    assert fleet.samples == 45 and fleet.priority_updates == 45
+    # Version 0 at start, then one every 10 updates, each with the run's agent steps.
+    assert [v for v, _ in fleet.published] == [0, 1, 2, 3, 4]
+    assert all(steps > 0 for _, steps in fleet.published[1:])
+    # Checkpoints at update 20, 40 and at the end, each followed by a blocking snapshot.
+    assert fleet.snapshots == [True, True, True]
+    payload = load_checkpoint(checkpoint_path(tmp_path), signature_for(SPEC, trainer.cfg.learner))
+    assert payload["counters"]["learner_steps"] == 45 and payload["counters"]["policy_version"] == 4
+    assert fleet.stopped
+
+
+def test_no_update_before_learning_starts_and_none_samples_are_skipped(tmp_path):
+    # A replay ratio of 1 with a small tolerance: the learner outruns the actor and the
+    # replay answers None until the actor inserts more.
+    trainer, fleet = make(tmp_path, steps_per_poll=2, replay={"replay_ratio": 1.0, "replay_ratio_tolerance": 32.0},
+                          run={"time_limit": 3.0})
+    summary = trainer.run()
+    assert summary["stop_reason"] == "time_limit"
+    assert fleet.empty_samples > 0
+    stats = fleet.server.stats()
+    # Never more samples than the ratio and its tolerance allow past learning_starts.
+    assert stats["transitions_sampled"] <= 1.0 * stats["transitions_inserted"] + 32 + 16
+    assert summary["learner_steps"] == fleet.samples
+
+
+@pytest.mark.parametrize("run,reason", [
+    ({"total_env_frames": 500}, "total_env_frames"),
+    ({"time_limit": 1.0}, "time_limit"),
+    ({"stop_return": 5.0}, "stop_return"),
+])
+def test_stop_conditions(tmp_path, run, reason):
+    trainer, _ = make(tmp_path, run=run)
+    summary = trainer.run()
+    assert summary["stop_reason"] == reason
+    if reason == "total_env_frames":
+        assert summary["env_frames"] >= 500
+    if reason == "stop_return":
+        assert summary["mean_return_greedy_20"] >= 5.0
+
+
+def test_a_run_without_actors_stops(tmp_path):
+    trainer, fleet = make(tmp_path)
+    fleet.alive = False
+    assert trainer.run()["stop_reason"] == "no actors left"
+
+
+def test_beta_follows_the_whole_run_after_a_resume(tmp_path):
+    # Half the run's frames already done before the resume: beta is half-way, not back at the start.
+    trainer, _ = make(tmp_path, counters=Counters({"env_frames": 5_000}), run={"total_env_frames": 10_000},
+                      replay={"priority_beta_start": 0.4})
+    assert trainer.beta() == pytest.approx(0.7)
+    fresh, _ = make(tmp_path / "b", run={"total_env_frames": 10_000}, replay={"priority_beta_start": 0.4})
+    assert fresh.beta() == pytest.approx(0.4)
+
+
+def test_outputs_follow_the_run_log_schema(tmp_path):
+    trainer, _ = make(tmp_path, run={"total_learner_steps": 30})
+    summary = trainer.run()
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0]) == METRIC_FIELDS
+    assert int(rows[-1]["learner_steps"]) <= 30
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    with open(tmp_path / "episodes.csv") as f:
+        assert sum(1 for _ in csv.DictReader(f)) == summary["episodes"]
