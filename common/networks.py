@@ -1,4 +1,5 @@
-"""Q-networks: a dueling Nature CNN for Atari frames, a dueling MLP for flat vectors.
+"""Q-networks: the Nature CNN for Atari frames, an MLP for flat vectors, each with a
+dueling head (Wang et al. 2016, Ape-X) or the plain one of Nature DQN (Mnih et al. 2015).
 
 Both take the stacked observation as it comes from the replay or the actor's stacker
 (``uint8[B, 4, 84, 84]`` or ``float32[B, 1, D]``) and return ``float32[B, num_actions]``.
@@ -25,10 +26,17 @@ class DuelingHead(nn.Module):
         return self.value(x) + adv - adv.mean(dim=1, keepdim=True)
 
 
-class NatureDuelingCNN(nn.Module):
-    """The Nature DQN torso (Mnih et al. 2015) with a dueling head. Input uint8[B, S, 84, 84]."""
+def q_head(in_features: int, num_actions: int, hidden: int, dueling: bool) -> nn.Module:
+    """The dueling head, or Nature's plain one: Linear(in, hidden)-ReLU-Linear(hidden, A)."""
+    if dueling:
+        return DuelingHead(in_features, num_actions, hidden)
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
 
-    def __init__(self, stack_size: int, num_actions: int):
+
+class NatureCNN(nn.Module):
+    """The Nature DQN torso (Mnih et al. 2015) and a 512-unit head. Input uint8[B, S, 84, 84]."""
+
+    def __init__(self, stack_size: int, num_actions: int, dueling: bool = True):
         super().__init__()
         self.torso = nn.Sequential(
             nn.Conv2d(stack_size, 32, 8, stride=4), nn.ReLU(),
@@ -36,48 +44,60 @@ class NatureDuelingCNN(nn.Module):
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
             nn.Flatten(),
         )
-        self.head = DuelingHead(64 * 7 * 7, num_actions, 512)
+        self.head = q_head(64 * 7 * 7, num_actions, 512, dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.torso(obs.float() / 255.0))
 
 
-class DuelingMLP(nn.Module):
-    """Two hidden layers and a dueling head. Input float32[B, S, D]."""
+class MLP(nn.Module):
+    """Two hidden layers and a head. Input float32[B, S, D]."""
 
-    def __init__(self, in_features: int, num_actions: int, hidden: int = 128):
+    def __init__(self, in_features: int, num_actions: int, hidden: int = 128, dueling: bool = True):
         super().__init__()
         self.torso = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.head = DuelingHead(hidden, num_actions, hidden)
+        self.head = q_head(hidden, num_actions, hidden, dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.torso(obs.float()))
 
 
-def build_q_network(frame_shape: tuple[int, ...], stack_size: int, num_actions: int) -> nn.Module:
+def build_q_network(frame_shape: tuple[int, ...], stack_size: int, num_actions: int, dueling: bool = True) -> nn.Module:
     """The network for this observation: CNN for 84x84 frames, MLP for flat vectors."""
     if len(frame_shape) == 2:
         if tuple(frame_shape) != (84, 84):
             raise ValueError(f"the Nature CNN needs 84x84 frames, got {frame_shape}")
-        return NatureDuelingCNN(stack_size, num_actions)
+        return NatureCNN(stack_size, num_actions, dueling)
     if len(frame_shape) == 1:
-        return DuelingMLP(stack_size * frame_shape[0], num_actions)
+        return MLP(stack_size * frame_shape[0], num_actions, dueling=dueling)
     raise ValueError(f"no Q-network for frames of shape {frame_shape}")
 
 
-def network_signature(frame_shape, stack_size: int, num_actions: int) -> dict:
+def network_signature(frame_shape, stack_size: int, num_actions: int, dueling: bool = True) -> dict:
     """What a checkpoint must match to be loaded into this network."""
-    return {"frame_shape": list(frame_shape), "stack_size": int(stack_size), "num_actions": int(num_actions)}
+    return {"frame_shape": list(frame_shape), "stack_size": int(stack_size), "num_actions": int(num_actions),
+            "dueling": bool(dueling)}
+
+
+def upgrade_signature(signature: dict) -> dict:
+    """A signature in today's form: checkpoints written before the head was a setting have
+    no ``dueling`` key, and all of them had the dueling head."""
+    return {"dueling": True, **signature}
+
+
+def _dueling(learner_cfg) -> bool:
+    # None (no config, or one not yet resolved) is the default preset's head: dueling.
+    return learner_cfg is None or learner_cfg.dueling is not False
 
 
 def q_network_for(spec, learner_cfg=None) -> nn.Module:
     """The Q-network for an :class:`~common.env_spec.EnvSpec` with the learner's settings.
 
     The one place the trainer, the actors and the evaluator build a network from, so all
-    three always build the same one (``learner_cfg`` is a ``LearnerConfig`` or None)."""
-    return build_q_network(spec.frame_shape, spec.stack_size, spec.num_actions)
+    three always build the same one (``learner_cfg`` is a resolved ``LearnerConfig`` or None)."""
+    return build_q_network(spec.frame_shape, spec.stack_size, spec.num_actions, _dueling(learner_cfg))
 
 
 def signature_for(spec, learner_cfg=None) -> dict:
     """The signature a checkpoint of :func:`q_network_for`'s network carries."""
-    return network_signature(spec.frame_shape, spec.stack_size, spec.num_actions)
+    return network_signature(spec.frame_shape, spec.stack_size, spec.num_actions, _dueling(learner_cfg))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from common.networks import upgrade_signature
+
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("version", "learner", "counters", "signature", "config")
@@ -64,6 +66,6 @@ def load_checkpoint(path: str | Path, signature: dict | None = None) -> dict:
         raise CheckpointError(f"{path} is not a raydqn checkpoint (missing {[k for k in _REQUIRED if not isinstance(payload, dict) or k not in payload]})")
     if payload["version"] != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload['version']}, expected {CHECKPOINT_VERSION}")
-    if signature is not None and payload["signature"] != signature:
-        raise CheckpointError(f"{path} was trained on {payload['signature']}, this environment needs {signature}")
+    if signature is not None and upgrade_signature(payload["signature"]) != upgrade_signature(signature):
+        raise CheckpointError(f"{path} was trained on {upgrade_signature(payload['signature'])}, this run needs {signature}")
     return payload

@@ -48,3 +48,16 @@ def test_checkpoint_with_code_is_not_executed(tmp_path):
     (tmp_path / "e.pt").write_bytes(pickle.dumps(Evil()))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "e.pt")
+
+
+def test_head_is_part_of_the_signature_and_old_checkpoints_were_dueling(tmp_path):
+    learner = DQNLearner(build_q_network((4,), 1, 2), 1e-3, 1e-8, 10, 5)
+    old = {k: v for k, v in network_signature((4,), 1, 2).items() if k != "dueling"}  # before the setting
+    save_checkpoint(tmp_path / "old.pt", learner.state_dict(), {}, old, {"env": {}})
+    assert load_checkpoint(tmp_path / "old.pt", network_signature((4,), 1, 2, dueling=True))
+    with pytest.raises(CheckpointError, match="'dueling': True.*'dueling': False"):
+        load_checkpoint(tmp_path / "old.pt", network_signature((4,), 1, 2, dueling=False))
+    plain = DQNLearner(build_q_network((4,), 1, 2, dueling=False), 1e-3, 1e-8, 10, 5)
+    save_checkpoint(tmp_path / "plain.pt", plain.state_dict(), {}, network_signature((4,), 1, 2, dueling=False), {"env": {}})
+    with pytest.raises(CheckpointError, match="trained on"):
+        load_checkpoint(tmp_path / "plain.pt", network_signature((4,), 1, 2))
