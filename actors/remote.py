@@ -14,49 +14,13 @@ import numpy as np
 import ray
 import torch
 
-from actors.actor import ActorCore
+from actors.builder import build_actor_core
 from actors.metrics import ActorMetrics
 from common.config import Config
-from common.envs import make_vector_env, spec_of
 from common.messages import encode_step_batch
-from common.networks import q_network_for
-from common.schedules import apex_epsilons, linear_epsilon
 
 log = logging.getLogger(__name__)
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.005, 0.05  # polling the replay while the rate limiter holds
-
-
-def stream_epsilons(cfg: Config, actor_index: int):
-    """The eps function for this actor's streams (see ``common.schedules``)."""
-    a, per = cfg.actors, cfg.env.envs_per_actor
-    total = a.num_actors * per
-    if a.epsilon_schedule == "apex":
-        fixed = apex_epsilons(total, a.epsilon_base, a.epsilon_alpha)[actor_index * per:(actor_index + 1) * per]
-        return lambda steps_per_stream: fixed
-    # Linear decay over all streams' agent steps; each stream's own count times the number
-    # of streams estimates that, as all streams step at about the same rate.
-    return lambda steps_per_stream: np.full(per, linear_epsilon(steps_per_stream * total, a.epsilon_decay_agent_steps, 1.0, a.epsilon_final))
-
-
-def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> ActorCore:
-    per = cfg.env.envs_per_actor
-    seed = cfg.run.seed * 1_000_003 + actor_index * per
-    env = make_vector_env(cfg.env.env_id, per, seed, episodic_life=cfg.env.episodic_life,
-                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
-    torch.manual_seed(seed)
-    network = q_network_for(spec_of(env, cfg.env.env_id), cfg.learner)
-    return ActorCore(
-        env, network, stream_epsilons(cfg, actor_index),
-        stream_ids=[actor_index * per + j for j in range(per)],
-        steps_per_batch=cfg.actors.steps_per_batch,
-        frames_per_step=env.frames_per_step,
-        clip_rewards=env.clip_rewards,
-        seed=seed,
-        record=record,
-        initial_priorities=cfg.actors.actor_priorities and cfg.replay.prioritized and record,
-        n_step=cfg.replay.n_step,
-        gamma=cfg.learner.gamma,
-    )
 
 
 class ActorShell:
@@ -72,8 +36,6 @@ class ActorShell:
         self.batches_sent = 0
         self.metrics = ActorMetrics(f"actor-{actor_index}")
         self.recent_scores: list[float] = []
-        #: (the run's agent steps at the last publish, this actor's steps per stream then)
-        self.run_agent_steps = (0, 0)
 
     def run(self) -> int:
         """Step until stop(); returns the agent steps taken. Sends batches with back-pressure."""
@@ -128,7 +90,7 @@ class ActorShell:
         with self._lock:
             self._weights = (weights, version)
             if run_agent_steps is not None:
-                self.run_agent_steps = (int(run_agent_steps), self.core.steps_per_stream)
+                self.core.epsilons.anchor(run_agent_steps, self.core.steps_per_stream)
 
     def stats(self) -> dict:
         episodes = [e.__dict__ for e in self.core.drain_episodes()]

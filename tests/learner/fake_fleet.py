@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from actors.remote import build_actor_core
+from actors.builder import build_actor_core
 from common.messages import encode_step_batch
 from learner.fleet import FleetPoll
 from replay_server.remote import ReplayServer
