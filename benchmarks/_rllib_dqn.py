@@ -18,7 +18,7 @@ Two choices DESIGN.md does not state: the network is the Nature CNN
 systems; and ``min_sample_timesteps_per_iteration`` is 100 (RLlib's default 1000 would
 make one ``train()`` call last a minute at RLlib's rate; it only sets how often results
 are reported). Writes ``metrics.csv`` (wall_s, agent_steps, learner_steps, ...) after every
-``train()`` call, in the columns ``benchmarks._common.SystemRun`` reads.
+``train()`` call, in the columns ``benchmarks.system_run.SystemRun`` reads.
 """
 
 from __future__ import annotations

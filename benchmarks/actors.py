@@ -23,7 +23,7 @@ efficiency(N) = fleet agent steps/s / (emulator agent steps/s per core x min(N, 
   machine's other load does not change.
 
 The marginal efficiency of added actors is (rate(N_k) - rate(N_k-1)) / (baseline per core
-x (cores(N_k) - cores(N_k-1))). ``--profile`` adds a cProfile split of the actor core's loop
+x (cores(N_k) - cores(N_k-1))). ``--profile`` adds where the actor core's loop spends its time (stack samples, by module)
 and, if py-spy is installed, py-spy samples of a live fleet actor (taken after the
 measurement window, so they do not perturb it).
 """
@@ -31,20 +31,22 @@ measurement window, so they do not perturb it).
 from __future__ import annotations
 
 import argparse
-import cProfile
+import contextlib
 import os
-import pstats
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a file: the project's packages must win over this folder's names
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-from benchmarks import _common as C  # noqa: E402
+from benchmarks.machine import ForeignLoad, describe_machine, loadavg, machine, wait_quiet
+from benchmarks.procs import cpu_delta, foreign_cores, sample_near
+from benchmarks.profiling import (
+    ACTOR_CATEGORIES, ACTOR_KEEP, CORE_CATEGORIES, REPLAY_CATEGORIES, ThreadSampler, print_spy, spy_processes,
+    stack_shares,
+)
+from benchmarks.report import final_json, table, verdict
+from benchmarks.system_run import SystemRun, tmp_dir, window_bounds, window_rate
 
 TARGET = 0.5
 
@@ -62,7 +64,7 @@ def emulator_rate(env_id: str, num_envs: int, seconds: float, seed: int) -> dict
     for _ in range(20):
         env.step(rng.integers(0, env.num_actions, num_envs))
     steps = 0
-    foreign = C.ForeignLoad()
+    foreign = ForeignLoad()
     t0, c0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         for _ in range(10):
@@ -97,57 +99,25 @@ def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profi
         for _ in range(20):
             for b in core.step():
                 encode_step_batch(b)
-        prof = cProfile.Profile() if profile else None
+        sampler = ThreadSampler() if profile else contextlib.nullcontext()
         steps0, nbytes = core.agent_steps, 0
-        foreign = C.ForeignLoad()
+        foreign = ForeignLoad()
         t0, c0 = time.perf_counter(), time.process_time()
-        if prof:
-            prof.enable()
-        while time.perf_counter() - t0 < seconds:
-            for b in core.step():
-                nbytes += len(encode_step_batch(b))
-        if prof:
-            prof.disable()
+        with sampler:
+            while time.perf_counter() - t0 < seconds:
+                for b in core.step():
+                    nbytes += len(encode_step_batch(b))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         steps = core.agent_steps - steps0
         out = {"agent_steps_per_s": steps / wall, "agent_steps_per_cpu_s": steps / cpu, "cpu_per_wall": cpu / wall,
                "message_bytes_per_step": nbytes / max(steps, 1), "foreign_cores": foreign.cores(cpu),
-               "profiled": bool(prof)}
-        if prof:
-            out["profile"] = core_profile_split(prof)
+               "profiled": profile}
+        if profile:
+            out["profile"] = stack_shares(sampler.stacks, None, CORE_CATEGORIES)[0]
         core.env.close()
         return out
     finally:
         torch.set_num_threads(threads)
-
-
-# (label, function name, file suffix) for the cProfile split of the actor loop; cumulative times.
-CORE_PARTS = [
-    ("emulator + preprocessing (AleVectorEnv.step)", "step", "common/envs.py"),
-    ("inference (ActorCore._q_values)", "_q_values", "actors/actor.py"),
-    ("initial priorities (ActorCore._resolve)", "_resolve", "actors/actor.py"),
-    ("StepBatch building + lz4 (ActorCore._batch)", "_batch", "actors/actor.py"),
-    ("  of which lz4 compress_frame", "compress_frame", "common/messages.py"),
-    ("msgpack encoding (encode_step_batch)", "encode_step_batch", "common/messages.py"),
-    ("frame stacking (FrameStacker.push/start)", "push", "common/stacking.py"),
-]
-
-
-def core_profile_split(prof: cProfile.Profile) -> dict:
-    stats = pstats.Stats(prof)
-    total = max(stats.total_tt, 1e-9)  # type: ignore[attr-defined]
-    out = {}
-    for label, func, path in CORE_PARTS:
-        cum = 0.0
-        for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-            if name == func and file.replace(os.sep, "/").endswith(path):
-                cum += ct
-        if func == "push":  # start() too
-            for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-                if name == "start" and file.replace(os.sep, "/").endswith(path):
-                    cum += ct
-        out[label] = cum / total
-    return out
 
 
 # --------------------------------------------------------------------------- the fleet
@@ -158,7 +128,7 @@ def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
             "--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity,
             "--log-interval", 1, "--seed", args.seed, "--device", "cpu",
             "--time-limit", args.warmup + args.window + 120 + (args.spy_seconds if profile else 0)]
-    run = C.SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
+    run = SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
     out: dict = {"num_actors": n, "command": run.command}
     try:
         if not run.watch(lambda r: r.first_row(lambda x: x["agent_steps"] > 0) is not None, timeout=180):
@@ -167,19 +137,19 @@ def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
         t0, t1 = t_first + args.warmup, t_first + args.warmup + args.window
         if not run.watch(lambda r: r.rows and r.rows[-1]["t_local"] >= t1, timeout=args.warmup + args.window + 60):
             raise RuntimeError(f"the run ended before the window did:\n{run.log_tail()}")
-        a, b = C.window_bounds(run.rows, t0, t1)
-        steps_per_s = C.window_rate(run.rows, "agent_steps", t0, t1)
-        s0, s1 = C.sample_near(run.samples, a), C.sample_near(run.samples, b)
+        a, b = window_bounds(run.rows, t0, t1)
+        steps_per_s = window_rate(run.rows, "agent_steps", t0, t1)
+        s0, s1 = sample_near(run.samples, a), sample_near(run.samples, b)
         dt = max(s1["t"] - s0["t"], 1e-9)
         cpu = {
-            "actors": C.cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
-            "replay": C.cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
-            "driver": C.cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
-            "ray_system": C.cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
-            "other_workers": C.cpu_delta(s0, s1, lambda p: p["category"] == "worker" and "ActorShell" not in p["label"] and "ReplayServer" not in p["label"]) / dt,
+            "actors": cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
+            "replay": cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
+            "driver": cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
+            "ray_system": cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
+            "other_workers": cpu_delta(s0, s1, lambda p: p["category"] == "worker" and "ActorShell" not in p["label"] and "ReplayServer" not in p["label"]) / dt,
         }
-        out.update(agent_steps_per_s=steps_per_s, window_s=b - a, cpu_cores=cpu, foreign_cores=C.foreign_cores(s0, s1),
-                   replay_size_end=run.rows[-1]["replay_size"], loadavg_end=C.loadavg())
+        out.update(agent_steps_per_s=steps_per_s, window_s=b - a, cpu_cores=cpu, foreign_cores=foreign_cores(s0, s1),
+                   replay_size_end=run.rows[-1]["replay_size"], loadavg_end=loadavg())
         if profile:
             out["py_spy"] = spy_actor(run, args.spy_seconds, run_dir)
     finally:
@@ -188,13 +158,13 @@ def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
     return out
 
 
-def spy_actor(run: C.SystemRun, seconds: float, run_dir) -> dict:
+def spy_actor(run: SystemRun, seconds: float, run_dir) -> dict:
     """py-spy of actor-0's stepping thread and of the replay, after the measurement window."""
     pids = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
     replay = run.sampler.pids("ReplayServer")
-    return C.spy_processes(run, {
-        "actor": (pids[0] if pids else None, C.ACTOR_KEEP, C.ACTOR_CATEGORIES),
-        "replay": (replay[0] if replay else None, None, C.REPLAY_CATEGORIES),
+    return spy_processes(run, {
+        "actor": (pids[0] if pids else None, ACTOR_KEEP, ACTOR_CATEGORIES),
+        "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
     }, seconds, run_dir.parent / run_dir.name)
 
 
@@ -227,7 +197,7 @@ def main(argv=None) -> int:
                    "(default: learner.main's, 0; Ray's own default is 15)")
     p.add_argument("--quiet-wait", type=float, default=120.0, help="before each phase, wait up to this long for other "
                    "work on the (shared) machine to drop under 0.25 cores")
-    p.add_argument("--profile", action="store_true", help="cProfile split of the actor core, py-spy of a live actor (N=1)")
+    p.add_argument("--profile", action="store_true", help="where the actor core's loop spends its time, by module; py-spy of a live actor (N=1)")
     p.add_argument("--spy-seconds", type=float, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, N=1 only")
     p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
@@ -240,31 +210,31 @@ def main(argv=None) -> int:
         args.quiet_wait = min(args.quiet_wait, 10.0)
     if args.max_actors is None:
         args.max_actors = max(1, min(cores, 2) if cores <= 2 else cores - 2)
-    out_dir = C.Path(args.out_dir) if args.out_dir else C.tmp_dir("bench-actors-")
-    m = C.machine()
-    print(C.describe_machine(m), flush=True)
+    out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-actors-")
+    m = machine()
+    print(describe_machine(m), flush=True)
     counts = actor_counts(args)
     print(f"env {args.env}, {args.envs_per_actor} envs per actor, fleets N = {counts}, run dirs under {out_dir}", flush=True)
 
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     base1 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed)
     print(f"emulator baseline (before): {base1['agent_steps_per_s']:,.0f} agent steps/s "
           f"({base1['cpu_per_wall']:.2f} CPU-s per s)", flush=True)
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     core = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed)
-    if args.profile:  # a separate pass: cProfile slows the loop, so it never feeds the figures
+    if args.profile:  # a separate pass: the sampler takes the GIL, so it never feeds the figures
         core["profile"] = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, profile=True)["profile"]
     print(f"actor core, no Ray: {core['agent_steps_per_s']:,.0f} agent steps/s, "
           f"{core['message_bytes_per_step']:.0f} message bytes per agent step", flush=True)
     fleets = []
     for n in counts:
         run_dir = out_dir / f"fleet-{n}"
-        C.wait_quiet(timeout=args.quiet_wait)
+        wait_quiet(timeout=args.quiet_wait)
         f = fleet_rate(args, n, run_dir, profile=args.profile and n == counts[0])
         fleets.append(f)
         print(f"fleet N={n}: {f['agent_steps_per_s']:,.0f} agent steps/s over {f['window_s']:.0f} s; CPU cores used: "
               + ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_cores"].items()), flush=True)
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     base2 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed + 1)
     print(f"emulator baseline (after): {base2['agent_steps_per_s']:,.0f} agent steps/s", flush=True)
 
@@ -290,10 +260,10 @@ def main(argv=None) -> int:
         others = f["cpu_cores"]["replay"] + f["cpu_cores"]["driver"] + f["cpu_cores"]["ray_system"] + f["cpu_cores"]["other_workers"]
         rows.append([f"fleet N={n} (cores used {used})", f["agent_steps_per_s"], f["agent_steps_per_s"] / used, eff, marginal,
                      f["cpu_cores"]["actors"], others, f["foreign_cores"], per_actor_cpu, f["cpu_efficiency"],
-                     C.verdict(eff, TARGET)])
+                     verdict(eff, TARGET)])
         prev = f
     print()
-    print(C.table(["what", "agent steps/s", "per core", "efficiency", "marginal", "actor CPU", "system CPU",
+    print(table(["what", "agent steps/s", "per core", "efficiency", "marginal", "actor CPU", "system CPU",
                    "foreign CPU", "steps/actor-CPU-s", "CPU eff.", f"target >= {TARGET}"], rows,
                   title=f"Actor efficiency ({args.env}, E={args.envs_per_actor}); baseline = mean of "
                         f"{base1['agent_steps_per_s']:,.0f} (before) and {base2['agent_steps_per_s']:,.0f} (after) steps/s"))
@@ -303,15 +273,15 @@ def main(argv=None) -> int:
           "shared machine, measured over the same interval) in cores.")
     if args.profile:
         print()
-        print(C.table(["part of the actor core loop (cProfile, cumulative)", "share of loop time"],
+        print(table(["part of the actor core loop (stack samples, by module)", "share of samples"],
                       [[k, v] for k, v in core["profile"].items()]))
         spy = fleets[0].get("py_spy", {})
         print()
-        C.print_spy(f"live actor-0 (N={fleets[0]['num_actors']}), py-spy, its stepping thread", spy.get("actor", {}))
+        print_spy(f"live actor-0 (N={fleets[0]['num_actors']}), py-spy, its stepping thread", spy.get("actor", {}))
         print()
-        C.print_spy("live replay server, py-spy, all threads (idle included)", spy.get("replay", {}))
-    print(f"load average at the end: {C.loadavg()} (the machine is shared; compare ratios, not absolute figures)")
-    C.final_json({
+        print_spy("live replay server, py-spy, all threads (idle included)", spy.get("replay", {}))
+    print(f"load average at the end: {loadavg()} (the machine is shared; compare ratios, not absolute figures)")
+    final_json({
         "benchmark": "actors", "machine": m, "env": args.env, "envs_per_actor": args.envs_per_actor,
         "baseline_before": base1, "baseline_after": base2, "baseline_per_core": per_core,
         "baseline_per_cpu_s": per_cpu_s, "actor_core": core, "fleets": fleets, "target": TARGET,

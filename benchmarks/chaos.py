@@ -29,9 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from live_run import actor_pid, learner_steps, ray_info, summary, wait_for  # noqa: E402
+from benchmarks.system_run import ROOT
+from tests.live_run import actor_pid, learner_steps, ray_info, summary, wait_for
 
 
 class LogWatcher:

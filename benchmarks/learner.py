@@ -25,18 +25,19 @@ sample, stats polling, weight publishing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a file: the project's packages must win over this folder's names
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-from benchmarks import _common as C  # noqa: E402
+from benchmarks.machine import ForeignLoad, describe_machine, loadavg, machine, wait_quiet
+from benchmarks.procs import MB, cpu_delta, foreign_cores, sample_near
+from benchmarks.profiling import (
+    ACTOR_CATEGORIES, ACTOR_KEEP, DRIVER_CATEGORIES, DRIVER_KEEP, REPLAY_CATEGORIES, print_spy, spy_processes,
+)
+from benchmarks.report import final_json, table, verdict
+from benchmarks.system_run import SystemRun, memory_projection, tmp_dir, window_bounds, window_rate
 
 TARGET = 0.9
 
@@ -70,7 +71,7 @@ def standalone_rate(batch_size: int, threads: int, seconds: float, device: str =
         for i in range(warmup_updates):
             learner.update(pool[i % len(pool)])
         n = 0
-        foreign = C.ForeignLoad()
+        foreign = ForeignLoad()
         t0, c0 = time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             learner.update(pool[n % len(pool)])  # returns priorities on the CPU: the device syncs
@@ -91,7 +92,7 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
             "--replay-shards", args.replay_shards,
             "--log-interval", 1, "--seed", args.seed,
             "--time-limit", 180 + args.warmup + args.window + (args.spy_seconds if profile else 0)]
-    run = C.SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
+    run = SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
     out: dict = {"command": ("" if args.worker_niceness is None else f"RAY_worker_niceness={args.worker_niceness} ") + run.command,
                  "replay_ratio": ratio}
     try:
@@ -101,36 +102,36 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
         t0, t1 = t_learn + args.warmup, t_learn + args.warmup + args.window
         if not run.watch(lambda r: r.rows and r.rows[-1]["t_local"] >= t1, timeout=args.warmup + args.window + 60):
             raise RuntimeError(f"the run ended before the window did:\n{run.log_tail()}")
-        a, b = C.window_bounds(run.rows, t0, t1)
-        s0, s1 = C.sample_near(run.samples, a), C.sample_near(run.samples, b)
+        a, b = window_bounds(run.rows, t0, t1)
+        s0, s1 = sample_near(run.samples, a), sample_near(run.samples, b)
         dt = max(s1["t"] - s0["t"], 1e-9)
         cpu = {
-            "learner (driver)": C.cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
-            "actors": C.cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
-            "replay": C.cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
-            "ray daemons": C.cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
+            "learner (driver)": cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
+            "actors": cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
+            "replay": cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
+            "ray daemons": cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
         }
-        ups = C.window_rate(run.rows, "learner_steps", t0, t1)
+        ups = window_rate(run.rows, "learner_steps", t0, t1)
         last = run.rows[-1]
         out.update(
-            updates_per_s=ups, agent_steps_per_s=C.window_rate(run.rows, "agent_steps", t0, t1),
-            trained_samples_per_s=ups * args.batch_size, window_s=b - a, cpu_cores=cpu, foreign_cores=C.foreign_cores(s0, s1),
+            updates_per_s=ups, agent_steps_per_s=window_rate(run.rows, "agent_steps", t0, t1),
+            trained_samples_per_s=ups * args.batch_size, window_s=b - a, cpu_cores=cpu, foreign_cores=foreign_cores(s0, s1),
             updates_per_learner_cpu_s=ups / max(cpu["learner (driver)"], 1e-9),
             replay_ratio_measured=last.get("replay_ratio"), replay_size_end=last.get("replay_size"), learning_started_s=t_learn - run.t_start,
-            memory_peak_mb={k: v / C.MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
-            loadavg_end=C.loadavg(),
+            memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
+            loadavg_end=loadavg(),
         )
         if profile:
             driver = run.proc.pid
             replay = run.sampler.pids("ReplayServer")
             actor = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
-            out["py_spy"] = C.spy_processes(run, {
-                "driver": (driver, C.DRIVER_KEEP, C.DRIVER_CATEGORIES),
-                "replay": (replay[0] if replay else None, None, C.REPLAY_CATEGORIES),
-                "actor": (actor[0] if actor else None, C.ACTOR_KEEP, C.ACTOR_CATEGORIES),
+            out["py_spy"] = spy_processes(run, {
+                "driver": (driver, DRIVER_KEEP, DRIVER_CATEGORIES),
+                "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
+                "actor": (actor[0] if actor else None, ACTOR_KEEP, ACTOR_CATEGORIES),
             }, args.spy_seconds, run_dir.parent / run_dir.name)
         t_fill = run.first_row(lambda x: x["replay_size"] > 0)["t_local"]  # the warm-up fills the replay: fit from there
-        out["memory_projection"] = C.memory_projection(run, "replay_size", ("replay",), t_fill, args.replay_capacity)
+        out["memory_projection"] = memory_projection(run, "replay_size", ("replay",), t_fill, args.replay_capacity)
     finally:
         out["exit_code"] = run.stop()
     return out
@@ -201,21 +202,21 @@ def main(argv=None) -> int:
     add_system_flags(p)
     args = p.parse_args(argv)
     apply_quick(args)
-    out_dir = C.Path(args.out_dir) if args.out_dir else C.tmp_dir("bench-learner-")
-    m = C.machine()
-    print(C.describe_machine(m), flush=True)
+    out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-learner-")
+    m = machine()
+    print(describe_machine(m), flush=True)
     print(f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
           f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}; "
           f"run dirs under {out_dir}", flush=True)
 
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     s1 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed)
     print(f"standalone (before): {s1['updates_per_s']:.1f} updates/s ({s1['cpu_per_wall']:.2f} CPU-s per s)", flush=True)
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     sysr = system_rate(args, out_dir / "system", args.profile)
     print(f"in the system: {sysr['updates_per_s']:.1f} updates/s, {sysr['agent_steps_per_s']:,.0f} agent steps/s over "
           f"{sysr['window_s']:.0f} s; CPU cores: " + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items()), flush=True)
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     s2 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone (after): {s2['updates_per_s']:.1f} updates/s", flush=True)
 
@@ -224,25 +225,25 @@ def main(argv=None) -> int:
     ratio = sysr["updates_per_s"] / alone
     cpu_ratio = sysr["updates_per_learner_cpu_s"] / alone_cpu
     print()
-    print(C.table(
+    print(table(
         ["what", "updates/s", "samples/s", "learner CPU", "updates/CPU-s", "foreign CPU", "ratio", f"target >= {TARGET}"],
         [["standalone (mean of before/after)", alone, alone * args.batch_size, (s1["cpu_per_wall"] + s2["cpu_per_wall"]) / 2,
           alone_cpu, (s1["foreign_cores"] + s2["foreign_cores"]) / 2, 1.0, ""],
          ["in the system", sysr["updates_per_s"], sysr["trained_samples_per_s"], sysr["cpu_cores"]["learner (driver)"],
-          sysr["updates_per_learner_cpu_s"], sysr["foreign_cores"], ratio, C.verdict(ratio, TARGET)]],
+          sysr["updates_per_learner_cpu_s"], sysr["foreign_cores"], ratio, verdict(ratio, TARGET)]],
         title=f"Learner efficiency (batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} threads, {args.device}); "
               f"standalone before {s1['updates_per_s']:.1f}, after {s2['updates_per_s']:.1f} updates/s"))
     print(f"per learner CPU-second the system does {cpu_ratio:.2f}x the standalone's updates "
           f"(near 1: the learner loop adds little; the gap in updates/s is then CPU taken by the other processes)")
     print("CPU in cores; 'foreign CPU': everything else on this shared machine over the same interval. "
           "CPU cores used in the window: " + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items())
-          + f" (machine: {m['cores']} cores; load average now {C.loadavg()})")
+          + f" (machine: {m['cores']} cores; load average now {loadavg()})")
     if args.profile and "py_spy" in sysr:
         for name, title in (("driver", "learner driver's _loop, py-spy"), ("replay", "replay server, py-spy (idle included)"),
                             ("actor", "actor-0's stepping thread, py-spy")):
             print()
-            C.print_spy(title, sysr["py_spy"].get(name, {}))
-    C.final_json({
+            print_spy(title, sysr["py_spy"].get(name, {}))
+    final_json({
         "benchmark": "learner", "machine": m, "batch_size": args.batch_size, "replay_ratio": args.replay_ratio,
         "threads": args.threads, "device": args.device, "standalone_before": s1, "standalone_after": s2,
         "standalone_updates_per_s": alone, "system": sysr, "efficiency": ratio, "cpu_efficiency": cpu_ratio,

@@ -37,20 +37,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a file: the project's packages must win over this folder's names
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
-
-from benchmarks import _common as C  # noqa: E402
+from benchmarks.machine import ForeignLoad, describe_machine, loadavg, machine, wait_quiet
+from benchmarks.procs import MB, foreign_cores, sample_near
+from benchmarks.profiling import print_spy
+from benchmarks.report import final_json, table, verdict
+from benchmarks.system_run import ROOT, SystemRun, memory_projection, tmp_dir, window_bounds, window_rate
 
 RLLIB_RECORDED = {"agent_steps_per_s": 17.6, "updates_per_s": 4.4, "trained_samples_per_s": 4.4 * 32,
                   "memory_mb": 3.9 * 1000, "source": "DESIGN.md (recorded on these machines, NOT measured in this run)"}
@@ -126,7 +125,7 @@ def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: s
         for i in range(5):
             float(cleanrl_update_step(q, t, opt, pool[i % 8]))
         n = 0
-        foreign = C.ForeignLoad()
+        foreign = ForeignLoad()
         t0, c0 = time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             float(cleanrl_update_step(q, t, opt, pool[n % 8]))  # float(): waits for the device
@@ -224,7 +223,7 @@ def cleanrl_loop(seconds: float, learning_starts: int, buffer_size: int, batch_s
                 target_network.load_state_dict(q_network.state_dict())
             now = time.perf_counter()
             if mark is None and now - t_learn >= warmup:
-                mark = (now, step, updates, time.process_time(), C.ForeignLoad())
+                mark = (now, step, updates, time.process_time(), ForeignLoad())
             if now - t_learn >= seconds:
                 break
     t0, s0, u0, c0, foreign = mark
@@ -241,7 +240,7 @@ def run_cleanrl_child(args) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.peers", "--cleanrl-child", "--cleanrl-seconds", str(args.warmup + args.window),
            "--warmup", str(args.warmup), "--learning-starts", str(args.learning_starts), "--device", args.device,
            "--batch-size", str(args.batch_size), "--replay-capacity", str(args.replay_capacity)]
-    proc = subprocess.run(cmd, cwd=C.ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"the single-process loop failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -267,7 +266,7 @@ def rllib_python(args) -> str | None:
 def run_rllib(args, python: str, run_dir) -> dict:
     seconds = args.rllib_seconds
     argv = ["--seconds", seconds, "--learning-starts", args.learning_starts, "--replay-capacity", 100_000]
-    run = C.SystemRun(argv, run_dir, python=python, module="benchmarks._rllib_dqn").start()
+    run = SystemRun(argv, run_dir, python=python, module="benchmarks._rllib_dqn").start()
     out: dict = {"command": f"{python} " + run.command.replace("python ", "", 1), "source": "measured in this run"}
     try:
         if not run.watch(lambda r: r.first_row(lambda x: x["learner_steps"] > 0) is not None, timeout=seconds + 60):
@@ -277,18 +276,18 @@ def run_rllib(args, python: str, run_dir) -> dict:
         rows = run.rows
         t0 = t_learn + args.rllib_warmup
         t1 = rows[-1]["t_local"]
-        a, b = C.window_bounds(rows, t0, t1)
+        a, b = window_bounds(rows, t0, t1)
         warm = [r for r in rows if r["t_local"] <= t_learn]
-        s0, s1 = C.sample_near(run.samples, a), C.sample_near(run.samples, b)
-        ups = C.window_rate(rows, "learner_steps", t0, t1)
+        s0, s1 = sample_near(run.samples, a), sample_near(run.samples, b)
+        ups = window_rate(rows, "learner_steps", t0, t1)
         out.update(
-            agent_steps_per_s=C.window_rate(rows, "agent_steps", t0, t1), updates_per_s=ups, trained_samples_per_s=ups * 32,
+            agent_steps_per_s=window_rate(rows, "agent_steps", t0, t1), updates_per_s=ups, trained_samples_per_s=ups * 32,
             window_s=b - a, warmup_agent_steps_per_s=(warm[-1]["agent_steps"] - warm[0]["agent_steps"]) / max(warm[-1]["t_local"] - warm[0]["t_local"], 1e-9) if len(warm) > 1 else None,
-            foreign_cores=C.foreign_cores(s0, s1) if s0 and s1 else None,
-            memory_peak_mb={k: v / C.MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
+            foreign_cores=foreign_cores(s0, s1) if s0 and s1 else None,
+            memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
             replay_steps_end=rows[-1]["agent_steps"],
             # fitted from the first rows on: the warm-up fills 10K steps, enough to fit
-            memory_projection=C.memory_projection(run, "agent_steps", ("driver",), rows[0]["t_local"] + 5, 100_000,
+            memory_projection=memory_projection(run, "agent_steps", ("driver",), rows[0]["t_local"] + 5, 100_000,
                                                   size_cap=100_000),
         )
     finally:
@@ -322,16 +321,16 @@ def main(argv=None) -> int:
     if args.quick:
         args.rllib_seconds = min(args.rllib_seconds, 90.0)
         args.rllib_warmup = min(args.rllib_warmup, 5.0)
-    out_dir = C.Path(args.out_dir) if args.out_dir else C.tmp_dir("bench-peers-")
-    m = C.machine()
-    print(C.describe_machine(m), flush=True)
+    out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-peers-")
+    m = machine()
+    print(describe_machine(m), flush=True)
     if args.quick:
         print("QUICK MODE: short windows and learning from 2,000 (not the settings of the targets)", flush=True)
     print(f"Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g}, capacity {args.replay_capacity:,}, "
           f"learning from {args.learning_starts:,}; raydqn {args.num_actors} actors x {args.envs_per_actor} envs, "
           f"{args.threads} learner threads, Ray worker niceness {L.niceness_text(args)}; run dirs under {out_dir}", flush=True)
 
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     import torch
 
     loop_threads = torch.get_num_threads()  # the single-process loop has the machine to itself: torch's default
@@ -339,21 +338,21 @@ def main(argv=None) -> int:
     print(f"standalone raydqn update loop (before): {alone1['updates_per_s']:.1f} updates/s", flush=True)
     clean1 = cleanrl_update_rate(args.batch_size, loop_threads, args.standalone_seconds, args.device, args.seed)
     print(f"standalone CleanRL update loop (before): {clean1['updates_per_s']:.1f} updates/s", flush=True)
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     loop = run_cleanrl_child(args)
     print(f"single-process loop: {loop['agent_steps_per_s']:.1f} agent steps/s, {loop['updates_per_s']:.1f} updates/s, "
           f"peak RSS {loop['peak_rss_mb']:,.0f} MB (replay {loop['replay_size']:,})", flush=True)
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     ray8 = L.system_rate(args, out_dir / "raydqn-r8", args.profile)
     print(f"raydqn, replay ratio {args.replay_ratio:g}: {ray8['agent_steps_per_s']:.1f} agent steps/s, "
           f"{ray8['updates_per_s']:.1f} updates/s", flush=True)
     free = None
     if not args.skip_free_running:
-        C.wait_quiet(timeout=args.quiet_wait)
+        wait_quiet(timeout=args.quiet_wait)
         free = L.system_rate(args, out_dir / "raydqn-free", False, replay_ratio=0.0)
         print(f"raydqn, free-running: {free['agent_steps_per_s']:,.0f} agent steps/s, {free['updates_per_s']:.1f} updates/s",
               flush=True)
-    C.wait_quiet(timeout=args.quiet_wait)
+    wait_quiet(timeout=args.quiet_wait)
     alone2 = L.standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone raydqn update loop (after): {alone2['updates_per_s']:.1f} updates/s", flush=True)
     clean2 = cleanrl_update_rate(args.batch_size, loop_threads, args.standalone_seconds, args.device, args.seed + 1)
@@ -362,7 +361,7 @@ def main(argv=None) -> int:
     clean_alone = (clean1["updates_per_s"] + clean2["updates_per_s"]) / 2
     py = rllib_python(args)
     if py:
-        C.wait_quiet(timeout=args.quiet_wait)
+        wait_quiet(timeout=args.quiet_wait)
         rllib = run_rllib(args, py, out_dir / "rllib")
         rllib["memory_mb"] = rllib["memory_peak_mb"]["ours_rss"]
         print(f"RLlib DQN: {rllib['agent_steps_per_s']:.1f} agent steps/s, {rllib['updates_per_s']:.1f} updates/s", flush=True)
@@ -395,7 +394,7 @@ def main(argv=None) -> int:
     rows.append(["CleanRL update alone (plain CNN, 1 target pass)", None, clean_alone, clean_alone * args.batch_size, None, None,
                  None, None, (clean1["foreign_cores"] + clean2["foreign_cores"]) / 2])
     print()
-    print(C.table(["system", "agent steps/s", "updates/s", "samples/s", "RSS MB (ours)", "PSS MB (ours)", "Ray daemons RSS MB",
+    print(table(["system", "agent steps/s", "updates/s", "samples/s", "RSS MB (ours)", "PSS MB (ours)", "Ray daemons RSS MB",
                    "replay size", "foreign CPU"], rows,
                   title=f"Peers on Breakout (batch {args.batch_size}, capacity {args.replay_capacity:,}, "
                         f"learning from {args.learning_starts:,})"))
@@ -430,24 +429,24 @@ def main(argv=None) -> int:
         ratios["free_steps_vs_rllib"] = free["agent_steps_per_s"] / rllib["agent_steps_per_s"]
         ratios["free_learner_vs_standalone"] = free["updates_per_s"] / alone
     tgt = [
-        ["trained samples/s vs RLlib", ratios["samples_vs_rllib"], ">= 3.5", C.verdict(ratios["samples_vs_rllib"], 3.5)],
-        ["trained samples/s vs single-process loop", ratios["samples_vs_loop"], ">= 0.95", C.verdict(ratios["samples_vs_loop"], 0.95)],
+        ["trained samples/s vs RLlib", ratios["samples_vs_rllib"], ">= 3.5", verdict(ratios["samples_vs_rllib"], 3.5)],
+        ["trained samples/s vs single-process loop", ratios["samples_vs_loop"], ">= 0.95", verdict(ratios["samples_vs_loop"], 0.95)],
         [f"memory (RSS, ratio run, replay {ray8.get('replay_size_end') or 0:,.0f}) vs RLlib", ratios["memory_vs_rllib"], "<= 0.25",
-         C.verdict(ratios["memory_vs_rllib"], 0.25, higher_is_better=False)],
+         verdict(ratios["memory_vs_rllib"], 0.25, higher_is_better=False)],
     ]
     proj_r = ray8.get("memory_projection", {}).get("projected_ours_rss_mb")
     proj_l = rllib.get("memory_projection", {}).get("projected_ours_rss_mb") if py else None
     if proj_r and proj_l:
         ratios["memory_projected_100k_vs_rllib"] = proj_r / proj_l
         tgt.append(["memory (RSS) projected to a full 100K replay, both (estimate)", ratios["memory_projected_100k_vs_rllib"],
-                    "<= 0.25", C.verdict(ratios["memory_projected_100k_vs_rllib"], 0.25, higher_is_better=False)])
+                    "<= 0.25", verdict(ratios["memory_projected_100k_vs_rllib"], 0.25, higher_is_better=False)])
     if free:
         tgt += [
             [f"memory (RSS, free run, replay {free.get('replay_size_end') or 0:,.0f}) vs RLlib", ratios["memory_full_replay_vs_rllib"],
-             "<= 0.25", C.verdict(ratios["memory_full_replay_vs_rllib"], 0.25, higher_is_better=False)],
-            ["free-running agent steps/s vs RLlib", ratios["free_steps_vs_rllib"], ">= 20", C.verdict(ratios["free_steps_vs_rllib"], 20)],
+             "<= 0.25", verdict(ratios["memory_full_replay_vs_rllib"], 0.25, higher_is_better=False)],
+            ["free-running agent steps/s vs RLlib", ratios["free_steps_vs_rllib"], ">= 20", verdict(ratios["free_steps_vs_rllib"], 20)],
             ["free-running learner vs standalone", ratios["free_learner_vs_standalone"], ">= 0.9",
-             C.verdict(ratios["free_learner_vs_standalone"], 0.9)],
+             verdict(ratios["free_learner_vs_standalone"], 0.9)],
         ]
     print()
     print(f"update cost: raydqn's update (double DQN: 3 forward passes, dueling head, Huber, clipping) runs "
@@ -457,15 +456,15 @@ def main(argv=None) -> int:
     ratios["raydqn_vs_own_update"] = ray8["updates_per_s"] / alone
     ratios["loop_vs_own_update"] = loop["updates_per_s"] / clean_alone
     print()
-    print(C.table(["target", "ratio", "target", "verdict"], tgt,
+    print(table(["target", "ratio", "target", "verdict"], tgt,
                   title="Targets (RLlib " + ("measured in this run" if py else "= DESIGN.md's recorded figures") + ")"))
     if args.profile and "py_spy" in ray8:
         for name, title in (("driver", "raydqn learner driver's _loop, py-spy"), ("replay", "raydqn replay, py-spy (idle included)"),
                             ("actor", "raydqn actor-0's stepping thread, py-spy")):
             print()
-            C.print_spy(title, ray8["py_spy"].get(name, {}))
-    print(f"load average at the end: {C.loadavg()}")
-    C.final_json({
+            print_spy(title, ray8["py_spy"].get(name, {}))
+    print(f"load average at the end: {loadavg()}")
+    final_json({
         "benchmark": "peers", "machine": m, "settings": {"batch_size": args.batch_size, "replay_ratio": args.replay_ratio,
                                                           "replay_capacity": args.replay_capacity, "learning_starts": args.learning_starts,
                                                           "num_actors": args.num_actors, "envs_per_actor": args.envs_per_actor,
