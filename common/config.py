@@ -2,8 +2,10 @@
 
 Each field's ``help`` metadata is its documentation and its command-line help. Flags are
 the field names with dashes (``--num-actors``) unless ``flag`` says otherwise. Values left
-as ``None`` are "auto" and are filled by :func:`resolve` once the environment kind (Atari
-or flat vector) and the device are known; ``config.json`` always records resolved values.
+as ``None`` are "auto" and are filled by :func:`resolve` from the ``--preset`` table
+(:data:`PRESETS`: one paper's settings, Ape-X's or Nature DQN's) once the environment kind
+(Atari or flat vector) and the device are known, so a flag typed by hand always wins over
+the preset; ``config.json`` always records resolved values and the preset.
 
 Validation happens in ``__post_init__`` and raises :class:`ConfigError` whose text names
 the field and the value, so the entry point can print one line and exit 2.
@@ -15,7 +17,7 @@ import argparse
 import dataclasses
 import json
 import math
-from typing import Any, Optional, get_type_hints
+from typing import Any, NamedTuple, Optional, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -29,6 +31,49 @@ def _f(default, help: str, flag: str | None = None, choices: tuple | None = None
 def _require(cond: bool, field: str, value: Any, why: str) -> None:
     if not cond:
         raise ConfigError(f"--{field.replace('_', '-')}={value}: {why}")
+
+
+class _Kind(NamedTuple):
+    atari: bool
+    cuda: bool
+    optimizer: str
+
+
+def _by_env(atari, vector):
+    return lambda k: atari if k.atari else vector
+
+
+def _lr(rmsprop: float):
+    # Adam's rates are this project's (Atari as in Rainbow's range, a larger one for small
+    # vector envs); RMSProp's is the preset's paper's.
+    return lambda k: (1e-4 if k.atari else 5e-4) if k.optimizer == "adam" else rmsprop
+
+
+#: Each preset's value for every field it fills, {section: {field: value or f(_Kind)}}.
+#: ``resolve`` uses it only where a field is None (auto). The README's "Presets" section
+#: sets both against their papers.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Horgan et al. 2018 (Ape-X), as this project runs it (Adam; a 1M replay): today's defaults.
+    "apex": {
+        "actors": {"epsilon_schedule": "apex", "epsilon_final": 0.01, "epsilon_decay_agent_steps": 250_000},
+        "replay": {"n_step": 3, "prioritized": True, "replay_capacity": _by_env(1_000_000, 100_000),
+                   "learning_starts": _by_env(50_000, 1_000), "replay_ratio": _by_env(0.0, 8.0)},
+        "learner": {"double_q": True, "dueling": True, "optimizer": "adam", "lr": _lr(rmsprop=0.00025 / 4),
+                    "rmsprop_eps": 1.5e-7, "grad_clip": 40.0, "batch_size": lambda k: 512 if k.cuda else 64,
+                    "target_update_period": _by_env(2_500, 200)},
+    },
+    # Mnih et al. 2015 (Nature DQN). Its "frames" in the eps schedule are agent steps; "update
+    # every 4 steps with a batch of 32" is a replay ratio of 8; its error clipping is Huber.
+    "nature": {
+        "actors": {"epsilon_schedule": "linear", "epsilon_final": 0.1,
+                   "epsilon_decay_agent_steps": _by_env(1_000_000, 10_000)},
+        "replay": {"n_step": 1, "prioritized": False, "replay_capacity": _by_env(1_000_000, 100_000),
+                   "learning_starts": _by_env(50_000, 1_000), "replay_ratio": 8.0},
+        "learner": {"double_q": False, "dueling": False, "optimizer": "rmsprop", "lr": _lr(rmsprop=0.00025),
+                    "rmsprop_eps": 0.01, "grad_clip": 0.0, "batch_size": 32,
+                    "target_update_period": _by_env(10_000, 200)},
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +94,11 @@ class EnvConfig:
 @dataclasses.dataclass(frozen=True)
 class ActorConfig:
     num_actors: int = _f(2, "Ray actors stepping environments on CPUs")
-    epsilon_schedule: str = _f("apex", "exploration: 'apex' gives stream i of N a fixed eps = base^(1 + alpha*i/(N-1)); 'linear' decays every stream from 1.0 to --epsilon-final", choices=("apex", "linear"))
+    epsilon_schedule: Optional[str] = _f(None, "exploration: 'apex' gives stream i of N a fixed eps = base^(1 + alpha*i/(N-1)); 'linear' decays every stream from 1.0 to --epsilon-final (auto: apex preset 'apex', nature 'linear')", choices=("apex", "linear"))
     epsilon_base: float = _f(0.4, "Ape-X eps base")
     epsilon_alpha: float = _f(7.0, "Ape-X eps exponent spread")
-    epsilon_final: float = _f(0.01, "final eps of the linear schedule")
-    epsilon_decay_agent_steps: int = _f(250_000, "agent steps (all streams together) over which the linear schedule decays")
+    epsilon_final: Optional[float] = _f(None, "final eps of the linear schedule (auto: apex preset 0.01, nature 0.1)")
+    epsilon_decay_agent_steps: Optional[int] = _f(None, "agent steps (all streams together) over which the linear schedule decays (auto: apex preset 250,000; nature 1,000,000 for Atari, 10,000 otherwise)")
     actor_priorities: bool = _f(True, "actors compute each transition's initial priority from their own Q-values, as in Ape-X (off: new items get the replay's running max priority)")
     steps_per_batch: int = _f(64, "records of one env stream sent to the replay in one message")
     max_inflight_batches: int = _f(4, "messages an actor may have in flight to the replay before it waits (back-pressure)")
@@ -63,8 +108,11 @@ class ActorConfig:
         _require(self.num_actors >= 1, "num_actors", self.num_actors, "must be at least 1")
         _require(0 < self.epsilon_base <= 1, "epsilon_base", self.epsilon_base, "must be in (0, 1]")
         _require(self.epsilon_alpha >= 0, "epsilon_alpha", self.epsilon_alpha, "must be >= 0")
-        _require(0 <= self.epsilon_final <= 1, "epsilon_final", self.epsilon_final, "must be in [0, 1]")
-        _require(self.epsilon_decay_agent_steps >= 1, "epsilon_decay_agent_steps", self.epsilon_decay_agent_steps, "must be >= 1")
+        _require(self.epsilon_schedule in (None, "apex", "linear"), "epsilon_schedule", self.epsilon_schedule, "must be apex or linear")
+        if self.epsilon_final is not None:
+            _require(0 <= self.epsilon_final <= 1, "epsilon_final", self.epsilon_final, "must be in [0, 1]")
+        if self.epsilon_decay_agent_steps is not None:
+            _require(self.epsilon_decay_agent_steps >= 1, "epsilon_decay_agent_steps", self.epsilon_decay_agent_steps, "must be >= 1")
         _require(self.steps_per_batch >= 1, "steps_per_batch", self.steps_per_batch, "must be >= 1")
         _require(self.max_inflight_batches >= 1, "max_inflight_batches", self.max_inflight_batches, "must be >= 1")
         _require(self.actor_threads >= 1, "actor_threads", self.actor_threads, "must be >= 1")
@@ -72,15 +120,15 @@ class ActorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-    replay_capacity: Optional[int] = _f(None, "transitions held in replay, FIFO (auto: 1,000,000 for Atari, 100,000 otherwise)")
+    replay_capacity: Optional[int] = _f(None, "transitions held in replay, FIFO (auto, both presets: 1,000,000 for Atari, 100,000 otherwise)")
     replay_shards: int = _f(1, "replay actors; actor i sends to shard i mod K and the learner samples shards in proportion to their sizes")
     snapshot_interval: float = _f(600.0, "seconds between replay snapshots in the run dir (also written at every checkpoint; a restarted replay and --resume start from them). 0: at checkpoints only; -1: never")
-    n_step: int = _f(3, "n of the n-step return")
-    prioritized: bool = _f(True, "prioritized sampling (off: uniform)")
+    n_step: Optional[int] = _f(None, "n of the n-step return (auto: apex preset 3, nature 1)")
+    prioritized: Optional[bool] = _f(None, "prioritized sampling (off: uniform) (auto: apex preset on, nature off)")
     priority_alpha: float = _f(0.6, "priority exponent alpha")
     priority_beta_start: float = _f(0.4, "importance-sampling exponent at the start; annealed linearly to 1 over the run")
-    learning_starts: Optional[int] = _f(None, "sampleable transitions in replay before the first update (auto: 50,000 for Atari, 1,000 otherwise)")
-    replay_ratio: Optional[float] = _f(None, "transitions trained on per transition inserted; whichever side runs ahead waits (Reverb's samples-per-insert). 0: off, actors run free as in Ape-X (auto: 0 for Atari, 8 otherwise)")
+    learning_starts: Optional[int] = _f(None, "sampleable transitions in replay before the first update (auto, both presets: 50,000 for Atari, 1,000 otherwise)")
+    replay_ratio: Optional[float] = _f(None, "transitions trained on per transition inserted; whichever side runs ahead waits (Reverb's samples-per-insert). 0: off, actors run free as in Ape-X (auto: apex preset 0 for Atari, 8 otherwise; nature 8, its batch of 32 every 4 agent steps)")
     replay_ratio_tolerance: Optional[float] = _f(None, "samples the ratio may drift before a side waits (auto: enough for every stream's message and the learner's prefetch)")
 
     def __post_init__(self):
@@ -88,7 +136,8 @@ class ReplayConfig:
             _require(self.replay_capacity >= 16, "replay_capacity", self.replay_capacity, "must be at least 16")
         _require(self.replay_shards >= 1, "replay_shards", self.replay_shards, "must be at least 1")
         _require(self.snapshot_interval >= 0 or self.snapshot_interval == -1, "snapshot_interval", self.snapshot_interval, "must be >= 0, or -1 for never")
-        _require(1 <= self.n_step <= 100, "n_step", self.n_step, "must be in 1..100")
+        if self.n_step is not None:
+            _require(1 <= self.n_step <= 100, "n_step", self.n_step, "must be in 1..100")
         _require(0 <= self.priority_alpha <= 1, "priority_alpha", self.priority_alpha, "must be in [0, 1]")
         _require(0 <= self.priority_beta_start <= 1, "priority_beta_start", self.priority_beta_start, "must be in [0, 1]")
         if self.learning_starts is not None:
@@ -101,12 +150,18 @@ class ReplayConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LearnerConfig:
-    batch_size: Optional[int] = _f(None, "transitions per update (auto: 512 on a GPU, 64 on a CPU)")
-    lr: Optional[float] = _f(None, "Adam learning rate (auto: 1e-4 for Atari, 5e-4 otherwise)")
+    batch_size: Optional[int] = _f(None, "transitions per update (auto: apex preset 512 on a GPU, 64 on a CPU; nature 32)")
+    double_q: Optional[bool] = _f(None, "double-DQN target r + discount * Q_target(s', argmax Q_online(s')); off: Nature's r + discount * max Q_target(s') (auto: apex preset on, nature off)")
+    dueling: Optional[bool] = _f(None, "dueling head V + A - mean A; off: Nature's plain head, Linear-ReLU-Linear (auto: apex preset on, nature off)")
+    loss: str = _f("huber", "TD loss: huber (delta 1: Nature's clipping of the error to [-1, 1]) or mse (td^2 / 2, unclipped)", choices=("huber", "mse"))
+    optimizer: Optional[str] = _f(None, "adam, or rmsprop: DeepMind's centred RMSProp, eps inside the square root (auto: apex preset adam, nature rmsprop)", choices=("adam", "rmsprop"))
+    lr: Optional[float] = _f(None, "learning rate (auto: Adam 1e-4 for Atari, 5e-4 otherwise; RMSProp the preset paper's: nature 0.00025, apex 0.00025/4)")
     adam_eps: float = _f(1.5e-4, "Adam epsilon")
+    rmsprop_decay: float = _f(0.95, "RMSProp's decay of its mean gradient and mean squared gradient (Nature's 'gradient momentum' and 'squared gradient momentum'; Ape-X's decay)")
+    rmsprop_eps: Optional[float] = _f(None, "RMSProp epsilon, added under the square root (auto: nature preset 0.01, Nature's 'min squared gradient'; apex 1.5e-7)")
     gamma: float = _f(0.99, "discount per agent step")
-    grad_clip: float = _f(40.0, "clip the gradient's global norm to this (0: off)")
-    target_update_period: Optional[int] = _f(None, "updates between target-network syncs (auto: 2,500 for Atari, 200 otherwise)")
+    grad_clip: Optional[float] = _f(None, "clip the gradient's global norm to this (0: off) (auto: apex preset 40, nature 0)")
+    target_update_period: Optional[int] = _f(None, "updates between target-network syncs (auto: apex preset 2,500 for Atari, 200 otherwise; nature 10,000 for Atari, 200 otherwise)")
     publish_period: int = _f(50, "updates between weight broadcasts to the actors (one ray.put each)")
     checkpoint_period: int = _f(5_000, "updates between checkpoints")
     device: str = _f("auto", "torch device for the learner: auto (cuda when available), cpu, cuda, cuda:N")
@@ -119,8 +174,14 @@ class LearnerConfig:
         if self.lr is not None:
             _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a positive number")
         _require(self.adam_eps > 0, "adam_eps", self.adam_eps, "must be > 0")
+        _require(self.loss in ("huber", "mse"), "loss", self.loss, "must be huber or mse")
+        _require(self.optimizer in (None, "adam", "rmsprop"), "optimizer", self.optimizer, "must be adam or rmsprop")
+        _require(0 <= self.rmsprop_decay < 1, "rmsprop_decay", self.rmsprop_decay, "must be in [0, 1)")
+        if self.rmsprop_eps is not None:
+            _require(self.rmsprop_eps > 0, "rmsprop_eps", self.rmsprop_eps, "must be > 0")
         _require(0 <= self.gamma <= 1, "gamma", self.gamma, "must be in [0, 1]")
-        _require(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be >= 0")
+        if self.grad_clip is not None:
+            _require(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be >= 0")
         if self.target_update_period is not None:
             _require(self.target_update_period >= 1, "target_update_period", self.target_update_period, "must be at least 1")
         _require(self.publish_period >= 1, "publish_period", self.publish_period, "must be at least 1")
@@ -132,6 +193,12 @@ class LearnerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
+    preset: str = _f("apex", "the paper whose settings fill every 'auto' value; flags typed here still win. "
+                     "apex: Ape-X (Horgan et al. 2018) as this project runs it: double, dueling, n = 3, prioritized "
+                     "replay, Ape-X's per-stream eps, Adam. nature: Nature DQN (Mnih et al. 2015): plain CNN head, "
+                     "max target, n = 1, uniform replay of 1M, centred RMSProp lr 0.00025 decay 0.95 eps 0.01, "
+                     "batch 32 every 4 agent steps (replay ratio 8), target every 10K updates, learning from 50K, "
+                     "eps 1.0 -> 0.1 over 1M agent steps, Huber loss; evaluate it with --epsilon 0.05", choices=("apex", "nature"))
     total_env_frames: int = _f(50_000_000, "stop after this many emulator frames (4 per agent step on Atari, 1 otherwise)")
     total_learner_steps: int = _f(0, "stop after this many learner updates (0: no limit)")
     time_limit: float = _f(0.0, "stop after this many seconds of wall time (0: no limit)")
@@ -145,6 +212,7 @@ class RunConfig:
     num_cpus: Optional[int] = _f(None, "CPUs Ray may use when it starts a local instance (default: all)")
 
     def __post_init__(self):
+        _require(self.preset in PRESETS, "preset", self.preset, f"must be one of {', '.join(PRESETS)}")
         _require(self.total_env_frames >= 1, "total_env_frames", self.total_env_frames, "must be at least 1")
         _require(self.total_learner_steps >= 0, "total_learner_steps", self.total_learner_steps, "must be >= 0")
         _require(self.time_limit >= 0, "time_limit", self.time_limit, "must be >= 0")
@@ -262,45 +330,50 @@ def config_from_args(ns: argparse.Namespace) -> Config:
 
 
 def explicit_overrides(parser: argparse.ArgumentParser, argv: list[str], ns: argparse.Namespace) -> dict[str, dict]:
-    """The settings typed on the command line (not defaults), as {section: {field: value}}."""
+    """The settings typed on the command line (not defaults), as {section: {field: value}}.
+
+    A typed ``--preset`` also returns every field that preset fills and that was not typed
+    as None (auto), so that a saved run's resolved values make way for the new preset's."""
     given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
     out: dict[str, dict] = {}
     for action in parser._actions:
         if "." in action.dest and any(o in given for o in action.option_strings):
             section, name = action.dest.split(".", 1)
             out.setdefault(section, {})[name] = getattr(ns, action.dest)
+    if "preset" in out.get("run", {}):
+        for section, fields in PRESETS[out["run"]["preset"]].items():
+            for name in fields:
+                out.setdefault(section, {}).setdefault(name, None)
     return out
 
 
+def preset_values(preset: str, atari: bool, cuda: bool, optimizer: str | None = None) -> dict[str, dict[str, Any]]:
+    """The preset's table for this env kind and device, {section: {field: value}}.
+    ``optimizer``: the one chosen by hand, if any (the learning rate depends on it)."""
+    table = PRESETS[preset]
+    kind = _Kind(atari, cuda, optimizer or table["learner"]["optimizer"])
+    return {section: {name: v(kind) if callable(v) else v for name, v in fields.items()}
+            for section, fields in table.items()}
+
+
 def resolve(config: Config, atari: bool, cuda: bool) -> Config:
-    """Fill the 'auto' (None) values for this environment kind and device."""
-    r, l = config.replay, config.learner
-    batch_size = l.batch_size if l.batch_size is not None else (512 if cuda else 64)
-    ratio = r.replay_ratio if r.replay_ratio is not None else (0.0 if atari else 8.0)
-    a = config.actors
+    """Fill the 'auto' (None) values from the preset's table for this env kind and device."""
+    table = preset_values(config.run.preset, atari, cuda, config.learner.optimizer)
+    filled = {section: dataclasses.replace(getattr(config, section), **{
+        name: value for name, value in fields.items() if getattr(getattr(config, section), name) is None})
+        for section, fields in table.items()}
+    config = dataclasses.replace(config, **filled)
+    r, l, a = config.replay, config.learner, config.actors
     streams = a.num_actors * config.env.envs_per_actor
     tolerance = r.replay_ratio_tolerance
     if tolerance is None:
         # Room for one message from every stream and the learner's requests in flight, so
         # neither side stalls on the other's granularity; the long-run ratio stays exact.
-        tolerance = max(ratio * a.steps_per_batch * streams, 2.0 * batch_size * l.prefetch)
-    replay = dataclasses.replace(
-        r,
-        replay_capacity=r.replay_capacity if r.replay_capacity is not None else (1_000_000 if atari else 100_000),
-        learning_starts=r.learning_starts if r.learning_starts is not None else (50_000 if atari else 1_000),
-        replay_ratio=ratio,
-        replay_ratio_tolerance=float(tolerance),
-    )
-    if ratio:
-        _require(tolerance >= max(ratio, batch_size), "replay_ratio_tolerance", tolerance,
-                 f"must be at least --replay-ratio={ratio} and --batch-size={batch_size}, or a side could wait forever")
-    learner = dataclasses.replace(
-        l,
-        batch_size=batch_size,
-        lr=l.lr if l.lr is not None else (1e-4 if atari else 5e-4),
-        target_update_period=l.target_update_period if l.target_update_period is not None else (2_500 if atari else 200),
-    )
-    return dataclasses.replace(config, replay=replay, learner=learner)
+        tolerance = max(r.replay_ratio * a.steps_per_batch * streams, 2.0 * l.batch_size * l.prefetch)
+    if r.replay_ratio:
+        _require(tolerance >= max(r.replay_ratio, l.batch_size), "replay_ratio_tolerance", tolerance,
+                 f"must be at least --replay-ratio={r.replay_ratio} and --batch-size={l.batch_size}, or a side could wait forever")
+    return dataclasses.replace(config, replay=dataclasses.replace(r, replay_ratio_tolerance=float(tolerance)))
 
 
 def dumps(config: Config) -> str:
