@@ -3,32 +3,24 @@
 Plays the game the checkpoint was trained on, with the same preprocessing (no-op starts,
 FIRE where the game needs it), eps-greedy with a small eps, and prints statistics of the
 raw game score over whole games, the human-normalized score for the Atari-57 games (see
-``common/atari_scores.py``) and, last, the same as one JSON line for scripts.
-
-The E envs (at most 8) each play a fixed share of the episodes, so short games are not
-over-represented the way the first N games to finish would be.
-
-``--video best.mp4`` (or ``.gif``) records the best episode at the emulator's own size
-(160x210 RGB). mp4 has every emulator frame at 60 fps, the game's own speed: the no-op
-start, the FIRE presses and all 4 frames of each agent step (frame skip), as many video
-frames as the game's ALE episode frame number. A GIF cannot show 60 fps (its frame delay
-is in 1/100 s and viewers slow delays under 2/100 s down), so it has every 3rd emulator
-frame at 20 fps, still the game's own speed; Pillow merges identical consecutive frames
-into one longer frame, so a GIF may hold fewer frames while lasting as long. While
-playing, each env's game in progress is kept lz4-compressed in an anonymous temporary
-file, so memory stays small even for 30-minute games (a GIF is built in memory at the end:
-prefer mp4 for long games). Videos need an ALE game.
+``common/atari_scores.py``) and, last, the same as one JSON line for scripts. The E envs
+(at most 8) each play a fixed share of the episodes, so short games are not
+over-represented the way the first N games to finish would be. ``--video best.mp4`` (or
+``.gif``) records the best episode at the emulator's own size, 160x210 RGB, at the game's
+own speed (ALE games only; :func:`write_video` says what each format holds).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import math
 import struct
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +28,10 @@ import torch
 from common.cli import USAGE_ERROR, OneLineParser
 from common.config import Config, ConfigError
 from common.progress import Status
+
+if TYPE_CHECKING:
+    from common.env_spec import EnvSpec
+    from common.envs import VectorEnv
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 MP4_FPS = 60.0  # the ALE emulator's frame rate (NTSC)
@@ -63,7 +59,8 @@ def check_video_path(video: str | Path) -> Path:
 
 
 class _FrameFile:
-    """The RGB frames of one game: lz4 blocks in an anonymous temporary file (deleted on close)."""
+    """The RGB frames of one game: lz4 blocks in an anonymous temporary file (deleted on
+    close), so memory stays small even for 30-minute games."""
 
     def __init__(self):
         self.file = tempfile.TemporaryFile()
@@ -154,7 +151,16 @@ class BestGameRecorder:
 
 
 def write_video(path: Path, frames, shape: tuple[int, ...]) -> int:
-    """Write RGB frames ``uint8[H, W, 3]`` to ``path`` (.mp4 or .gif); returns the frames written."""
+    """Write RGB frames ``uint8[H, W, 3]`` to ``path`` (.mp4 or .gif); returns the frames written.
+
+    mp4 has every emulator frame at 60 fps, the game's own speed: the no-op start, the FIRE
+    presses and all 4 frames of each agent step (frame skip), as many video frames as the
+    game's ALE episode frame number. A GIF cannot show 60 fps (its frame delay is in 1/100 s
+    and viewers slow delays under 2/100 s down), so it has every 3rd emulator frame at 20
+    fps, still the game's own speed; Pillow merges identical consecutive frames into one
+    longer frame, so a GIF may hold fewer frames while lasting as long. A GIF is built in
+    memory: prefer mp4 for long games.
+    """
     height, width = shape[:2]
     if path.suffix.lower() == ".mp4":
         import cv2
@@ -182,6 +188,123 @@ def write_video(path: Path, frames, shape: tuple[int, ...]) -> int:
 # --------------------------------------------------------------------------- evaluation
 
 
+@dataclasses.dataclass
+class Policy:
+    """A checkpoint ready to play: its counters and config, E envs of its game, their
+    :class:`~common.env_spec.EnvSpec` and the checkpoint's network (weights not yet set)."""
+
+    checkpoint: str
+    payload: dict
+    cfg: Config
+    env: VectorEnv
+    spec: EnvSpec
+    network: torch.nn.Module
+
+
+def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Policy:
+    """Read ``checkpoint`` and its config, build ``num_envs`` envs of its game and the network
+    it was trained with. CheckpointError if the checkpoint does not fit that game,
+    EvaluationError for a video of a game without screens."""
+    from common.envs import make_vector_env, spec_of
+    from common.networks import q_network_for, signature_for
+    from learner.checkpoint import CheckpointError, load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    try:
+        cfg = Config.from_dict(payload["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{checkpoint}: bad config inside: {e}") from None
+    env_id = cfg.env.env_id
+    env = make_vector_env(env_id, num_envs, seed, episodic_life=cfg.env.episodic_life,
+                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+    try:
+        spec = spec_of(env, env_id)
+        if video and not spec.atari:
+            raise EvaluationError(f"--video: {env_id} is a flat-vector environment without screens; videos need an ALE game")
+        sig = signature_for(spec, cfg.learner)
+        if sig != payload["signature"]:
+            raise CheckpointError(f"{checkpoint} was trained on {payload['signature']}, {env_id} needs {sig}")
+        return Policy(checkpoint, payload, cfg, env, spec, q_network_for(spec, cfg.learner))
+    except BaseException:
+        env.close()
+        raise
+
+
+def policy_core(policy: Policy, epsilon: float, seed: int):
+    """An :class:`~actors.actor.ActorCore` acting with the checkpoint's weights, eps
+    ``epsilon``, one stream per env. It reports raw scores: evaluation never clips."""
+    from actors.actor import ActorCore
+    from learner.checkpoint import CheckpointError
+
+    n = policy.env.num_envs
+    core = ActorCore(policy.env, policy.network, lambda _: np.full(n, epsilon), list(range(n)), steps_per_batch=1,
+                     frames_per_step=policy.spec.frames_per_step, clip_rewards=False, seed=seed, record=False)
+    try:
+        online = policy.payload["learner"]["online"]
+        core.set_weights(online, policy.payload["counters"].get("policy_version", 0))
+    except (KeyError, TypeError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{policy.checkpoint}: its weights do not fit this network ({first})") from None
+    return core
+
+
+def play(core, n: int, episodes: int, recorder: BestGameRecorder | None, label: str) -> list[tuple[float, int, int | None]]:
+    """Play ``core``'s ``n`` envs until ``episodes`` games are counted; (score, agent steps,
+    emulator frames or None) per game, env by env. Env i plays a fixed quota of the games and
+    its games beyond that are not counted, so short games are not over-represented."""
+    quota = [episodes // n + (i < episodes % n) for i in range(n)]
+    per_env: list[list] = [[] for _ in range(n)]
+    counted = 0
+    status = Status()
+    while counted < episodes:
+        status.update(f"evaluating {label}: {counted}/{episodes} games done, {core.agent_steps:,} agent steps")
+        core.step()
+        if recorder is not None:
+            recorder.end_step()
+        for ep in core.drain_episodes():
+            i = ep.stream_id
+            keep = len(per_env[i]) < quota[i]
+            # Episode index in the result's order (env by env), for the video's caption.
+            index = sum(quota[:i]) + len(per_env[i])
+            frames = recorder.finished(i, ep.score, index, keep) if recorder is not None else None
+            if keep:
+                per_env[i].append((ep.score, ep.agent_steps, frames))
+                counted += 1
+    status.done()
+    return [g for env_games in per_env for g in env_games]
+
+
+def summarise(env_id: str, epsilon: float, games: list[tuple], checkpoint: str, counters: dict) -> dict:
+    """The result dict of :func:`evaluate` (without ``video``) from the games :func:`play` counted."""
+    from common.atari_scores import human_normalized, reference_scores
+
+    s = np.array([g[0] for g in games], dtype=np.float64)
+    ref = reference_scores(env_id)
+    return {
+        "env": env_id, "episodes": int(len(s)), "epsilon": epsilon, "mean": float(s.mean()),
+        "median": float(np.median(s)), "min": float(s.min()), "max": float(s.max()), "scores": s.tolist(),
+        "agent_steps": [int(g[1]) for g in games],
+        "human_normalized_mean": human_normalized(env_id, float(s.mean())),
+        "human_normalized_median": human_normalized(env_id, float(np.median(s))),
+        "reference": {"random": ref[0], "human": ref[1]} if ref else None,
+        "checkpoint": {"path": str(checkpoint), "policy_version": int(counters.get("policy_version", 0)),
+                       "env_frames": int(counters.get("env_frames", 0))},
+    }
+
+
+def write_best_video(path: Path, recorder: BestGameRecorder) -> dict:
+    """Write the recorder's best game to ``path``; the result's ``video`` entry."""
+    best = recorder.best
+    written = write_video(path, best.frames(recorder.shape), recorder.shape)
+    gif = path.suffix.lower() == ".gif"
+    return {
+        "path": str(path), "format": "gif" if gif else "mp4",
+        "fps": 1000.0 / GIF_FRAME_MS if gif else MP4_FPS, "frames_written": written,
+        "emulator_frames": best.count, "episode": recorder.best_episode, "score": recorder.best_score,
+        "width": int(recorder.shape[1]), "height": int(recorder.shape[0]),
+    }
+
+
 def evaluate(checkpoint: str, episodes: int, epsilon: float = 0.0, seed: int = 12345, num_envs: int | None = None,
              video: str | Path | None = None) -> dict:
     """Raw scores of ``episodes`` whole games played by the checkpoint's policy.
@@ -193,92 +316,25 @@ def evaluate(checkpoint: str, episodes: int, epsilon: float = 0.0, seed: int = 1
     the episode's emulator frames, its index and score, width, height).
     Raises CheckpointError, EvaluationError or common.envs.EnvSpecError on bad input.
     """
-    from actors.actor import ActorCore
-    from common.atari_scores import human_normalized, reference_scores
-    from common.envs import is_atari, make_vector_env
-    from common.networks import build_q_network, network_signature
-    from learner.checkpoint import CheckpointError, load_checkpoint
-
     if episodes < 1:
         raise EvaluationError(f"--episodes must be >= 1, got {episodes}")
     video_path = check_video_path(video) if video is not None else None
-    payload = load_checkpoint(checkpoint)
-    try:
-        cfg = Config.from_dict(payload["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{checkpoint}: bad config inside: {e}") from None
-    env_id = cfg.env.env_id
-    atari = is_atari(env_id)
-    if video_path is not None and not atari:
-        raise EvaluationError(f"--video: {env_id} is a flat-vector environment without screens; videos need an ALE game")
-    n = min(num_envs or 8, episodes)
-    env = make_vector_env(env_id, n, seed, episodic_life=cfg.env.episodic_life,
-                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+    policy = load_policy(checkpoint, min(num_envs or 8, episodes), seed, video=video_path is not None)
     recorder = None
     try:
-        sig = network_signature(env.frame_shape, env.stack_size, env.num_actions)
-        if sig != payload["signature"]:
-            raise CheckpointError(f"{checkpoint} was trained on {payload['signature']}, {env_id} needs {sig}")
-        network = build_q_network(env.frame_shape, env.stack_size, env.num_actions)
         if video_path is not None:
-            recorder = BestGameRecorder(n)
-            env.set_screen_hook(recorder)
-        core = ActorCore(env, network, lambda _: np.full(n, epsilon), list(range(n)), steps_per_batch=1,
-                         frames_per_step=4 if atari else 1, clip_rewards=False, seed=seed, record=False)
-        try:
-            online = payload["learner"]["online"]
-            core.set_weights(online, payload["counters"].get("policy_version", 0))
-        except (KeyError, TypeError, RuntimeError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CheckpointError(f"{checkpoint}: its weights do not fit this network ({first})") from None
+            recorder = BestGameRecorder(policy.env.num_envs)
+            policy.env.set_screen_hook(recorder)  # before the core's first reset
+        core = policy_core(policy, epsilon, seed)
         if recorder is not None:
             recorder.end_step()
-        # Env i plays quota[i] games; the games it finishes beyond that are not counted.
-        quota = [episodes // n + (i < episodes % n) for i in range(n)]
-        per_env: list[list] = [[] for _ in range(n)]  # (score, agent_steps, emulator frames)
-        counted = 0
-        status = Status()
-        while counted < episodes:
-            status.update(f"evaluating {env_id}: {counted}/{episodes} games done, {core.agent_steps:,} agent steps")
-            core.step()
-            if recorder is not None:
-                recorder.end_step()
-            for ep in core.drain_episodes():
-                i = ep.stream_id
-                keep = len(per_env[i]) < quota[i]
-                # Episode index in the result's order (env by env), for the video's caption.
-                index = sum(quota[:i]) + len(per_env[i])
-                frames = recorder.finished(i, ep.score, index, keep) if recorder is not None else None
-                if keep:
-                    per_env[i].append((ep.score, ep.agent_steps, frames))
-                    counted += 1
-        status.done()
-        games = [g for env_games in per_env for g in env_games]
-        s = np.array([g[0] for g in games], dtype=np.float64)
-        ref = reference_scores(env_id)
-        result = {
-            "env": env_id, "episodes": int(len(s)), "epsilon": epsilon, "mean": float(s.mean()),
-            "median": float(np.median(s)), "min": float(s.min()), "max": float(s.max()), "scores": s.tolist(),
-            "agent_steps": [int(g[1]) for g in games],
-            "human_normalized_mean": human_normalized(env_id, float(s.mean())),
-            "human_normalized_median": human_normalized(env_id, float(np.median(s))),
-            "reference": {"random": ref[0], "human": ref[1]} if ref else None,
-            "checkpoint": {"path": str(checkpoint), "policy_version": int(payload["counters"].get("policy_version", 0)),
-                           "env_frames": int(payload["counters"].get("env_frames", 0))},
-        }
+        games = play(core, policy.env.num_envs, episodes, recorder, policy.spec.env_id)
+        result = summarise(policy.spec.env_id, epsilon, games, checkpoint, policy.payload["counters"])
         if recorder is not None:
-            best = recorder.best
-            written = write_video(video_path, best.frames(recorder.shape), recorder.shape)
-            gif = video_path.suffix.lower() == ".gif"
-            result["video"] = {
-                "path": str(video_path), "format": "gif" if gif else "mp4",
-                "fps": 1000.0 / GIF_FRAME_MS if gif else MP4_FPS, "frames_written": written,
-                "emulator_frames": best.count, "episode": recorder.best_episode, "score": recorder.best_score,
-                "width": int(recorder.shape[1]), "height": int(recorder.shape[0]),
-            }
+            result["video"] = write_best_video(video_path, recorder)
         return result
     finally:
-        env.close()
+        policy.env.close()
         if recorder is not None:
             recorder.close()
 
