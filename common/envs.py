@@ -16,25 +16,9 @@ taken, 84x84 grayscale (``cv2.INTER_AREA``, as gymnasium's ``AtariPreprocessing`
 included). With ``episodic_life`` a life loss is terminal for learning while the game
 goes on (score accumulating across lives); the default turns it on for games with lives.
 
-Why not ``ale_py.vector_env.AtariVectorEnv`` (ale-py 0.12.1)? Measured on Breakout:
-
-* ``life_loss_info=True`` gives ``terminated`` on a life loss and keeps playing (no reset;
-  ``info["lives"]`` counts down), but it never presses FIRE after a life loss: with NOOPs
-  the Breakout ball is never served again and the game stalls until truncation.
-* ``episodic_life=True`` resets the whole game on every life loss (lives back to 5, score
-  lost): not DeepMind's episodic life.
-* ``autoreset_mode="SameStep"`` puts ``info["final_obs"]`` on steps where an env ended, but
-  with ``stack_num=1`` its content is garbled (rows misaligned), so the final frame of a
-  game is lost; ``NextStep`` spends an extra step (its action ignored) on each reset.
-* It presses FIRE for one frame at reset only; rewards are int32; info holds ``lives``,
-  ``frame_number``, ``episode_frame_number``, ``env_id``. Its truncation counts agent
-  steps times the frame skip, without the reset's no-op frames.
-* Speed, 8 envs, random actions, 2 cores: 3.2K agent steps/s with its 2 threads, 1.85K
-  with one thread. A plain Python loop over 8 ``ale_py.ALEInterface`` with the same
-  preprocessing runs 2.0K/s on one core (gymnasium ``AtariPreprocessing``: 1.3K/s). Actors
-  are one process per core, so per core the plain loop is as fast, and it is exact.
-
-So :class:`AleVectorEnv` drives ``ALEInterface`` directly. A test checks its frames against
+:class:`AleVectorEnv` drives ``ALEInterface`` directly rather than ale-py's own
+``AtariVectorEnv``, which misses FIRE after a life loss, garbles final frames and is no
+faster per core (measured: ``docs/design-notes.md``). A test checks its frames against
 gymnasium's ``AtariPreprocessing`` step by step.
 
 Flat-vector gymnasium envs (:class:`GymVectorEnv`, e.g. ``CartPole-v1``) are a list of
