@@ -3,22 +3,9 @@
     python -m benchmarks._rllib_dqn --run-dir DIR --seconds 300
 
 Needs ``ray[rllib]`` (dm-tree, pandas, pyarrow, scipy...): ``benchmarks.peers`` runs it with
-``--rllib-python`` pointing at an interpreter that has them. Settings (DESIGN.md, "How the
-peer figures above were taken"): ``DQNConfig`` on the new API stack; env
-``wrap_atari_for_new_api_stack(gym.make("ALE/Breakout-v5", frameskip=1,
-repeat_action_probability=0), dim=84, frameskip=4, framestack=4)``; 1 env runner x 1 env;
-``rollout_fragment_length=4``; ``train_batch_size=32``; ``lr=1e-4``; ``n_step=1``;
-``double_q=True``; ``dueling=False``; ``target_network_update_freq=1000``; uniform
-``EpisodeReplayBuffer`` of 100k; learning from 10k steps; the CPU learner in the driver
-(``num_learners=0``). With ``training_intensity`` unset RLlib does one update of 32 per
-``training_step``, which samples 4 env steps: one update per 4 agent steps, replay ratio 8.
-
-Two choices DESIGN.md does not state: the network is the Nature CNN
-(``conv_filters`` 32x8/4, 64x4/2, 64x3/1, a 512 head), the same compute as the other two
-systems; and ``min_sample_timesteps_per_iteration`` is 100 (RLlib's default 1000 would
-make one ``train()`` call last a minute at RLlib's rate; it only sets how often results
-are reported). Writes ``metrics.csv`` (wall_s, agent_steps, learner_steps, ...) after every
-``train()`` call, in the columns ``benchmarks.system_run.SystemRun`` reads.
+``--rllib-python`` pointing at an interpreter that has them. Writes ``metrics.csv`` after
+every ``train()`` call, in the columns ``benchmarks.system_run.SystemRun`` reads. The
+settings, and two choices DESIGN.md does not state: ``docs/benchmark-methods.md`` (RLlib DQN).
 """
 
 from __future__ import annotations

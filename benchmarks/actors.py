@@ -4,28 +4,11 @@
     python -m benchmarks.actors --quick          # smoke check, under a minute
     python -m benchmarks.actors --max-actors 14  # on a 16-core machine: N = 1, 2, 4, 8, 14
 
-efficiency(N) = fleet agent steps/s / (emulator agent steps/s per core x min(N, cores))
-
-* Emulator (the denominator): one process stepping ``make_vector_env(env, E, seed)``, the
-  actors' own env code (ALE, frame skip 4 with max-pooling, 84x84 gray, no-op starts,
-  FIRE, episodic life), random actions, no network, no compression, no Ray. Measured
-  before and after the fleet runs; their mean is the baseline (both are printed: the
-  machine is shared, so the spread shows the noise).
-* Actor core, no Ray: ``actors.remote.build_actor_core`` in this process (1 torch thread,
-  as an actor) stepping with its eps-greedy network, initial priorities and StepBatch
-  building (lz4), plus the msgpack encoding the shell does: what one actor could do alone.
-* Fleet: the real system, ``python -m learner.main --num-actors N --replay-ratio 0
-  --learning-starts <capacity>`` so the learner never trains: N Ray actors (ActorShell)
-  sending to a real ReplayServer actor. Agent steps/s from ``metrics.csv`` (cumulative
-  counters, over a window after warm-up). CPU seconds of each process class over the
-  same window come from psutil, so the table also shows where the CPU went (actors,
-  replay, driver, Ray's daemons) and the agent steps per actor CPU-second, which the
-  machine's other load does not change.
-
-The marginal efficiency of added actors is (rate(N_k) - rate(N_k-1)) / (baseline per core
-x (cores(N_k) - cores(N_k-1))). ``--profile`` adds where the actor core's loop spends its time (stack samples, by module)
-and, if py-spy is installed, py-spy samples of a live fleet actor (taken after the
-measurement window, so they do not perturb it).
+efficiency(N) = fleet agent steps/s / (emulator agent steps/s per core x min(N, cores)):
+the bare emulator stepped in this process before and after the fleets, the fleets the
+real system (``learner.main`` with a learner that never trains), so the ratio says what
+the actors' network, compression and Ray cost. What each row measures and how:
+``docs/benchmark-methods.md`` (actors).
 """
 
 from __future__ import annotations

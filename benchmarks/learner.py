@@ -4,22 +4,10 @@
     python -m benchmarks.learner --quick      # smoke check, under a minute
     python -m benchmarks.learner --batch-size 512 --device cuda --replay-ratio 0   # on a GPU machine
 
-efficiency = updates/s in the system / updates/s of the standalone loop (same batch size,
-same torch threads, same device, same run). Target >= 0.9.
-
-* Standalone: ``learner.dqn.DQNLearner`` with the system's network (dueling Nature CNN) and
-  settings, updating on random ``uint8[B, 4, 84, 84]`` batches already in memory (a pool of
-  8, cycled), for ``--standalone-seconds``; run before and after the system, mean used.
-* In the system: ``python -m learner.main --num-actors N --batch-size B --replay-ratio R
-  --learner-threads T ...``; updates/s from ``metrics.csv`` (cumulative counters) over a
-  window that starts ``--warmup`` seconds after the first update.
-
-Also printed: CPU cores each process class used during the window (psutil), and the
-updates per learner-CPU-second against the standalone's, which separates "the learner was
-starved of CPU by actors/replay on the same cores" from "the learner loop itself wastes
-time". ``--profile`` adds py-spy samples of the driver's loop and the replay (after the
-window, so they do not perturb it): how much of the loop is the update, waiting for a
-sample, stats polling, weight publishing.
+efficiency = updates/s in the system / updates/s of ``DQNLearner.update`` alone on batches
+already in memory (same batch size, threads, device and run); target >= 0.9. The CPU
+figures beside it separate a learner starved of CPU from a loop that wastes time. Method:
+``docs/benchmark-methods.md`` (learner).
 """
 
 from __future__ import annotations

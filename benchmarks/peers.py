@@ -4,33 +4,11 @@
     python -m benchmarks.peers --rllib-python /path/to/python    # + RLlib's DQN, measured (about 4 min more)
     python -m benchmarks.peers --quick                           # smoke check, about a minute
 
-Settings for all: Breakout, batch 32, replay ratio 8 (one update of 32 per 4 agent steps),
-replay capacity 100K, learning from 10K agent steps, learner on the CPU.
-
-* "CleanRL's algorithm as a plain single-process loop" (written here, :func:`cleanrl_loop`):
-  one gymnasium ``ALE/Breakout-v5`` (``frameskip=1, repeat_action_probability=0``) in
-  ``AtariPreprocessing(frame_skip=4, screen_size=84, grayscale_obs=True, noop_max=30)`` +
-  ``FrameStackObservation(4)``; a numpy uniform replay of stacked uint8 observations like
-  CleanRL's (SB3's ``ReplayBuffer`` with ``optimize_memory_usage``: one stack per slot, the
-  next observation is the next slot); the plain Nature CNN ``QNetwork``; Adam lr 1e-4; MSE
-  TD loss with a target network synced every 1,000 steps; eps from 1 to 0.01 over 3,000
-  steps (CleanRL's 10% of the 30,000 steps DESIGN.md's figure was taken with); one update
-  of 32 every 4 steps after 10K. Run in a child process so its peak RSS is its own.
-* raydqn: ``python -m learner.main --num-actors 2 --envs-per-actor E --batch-size 32
-  --replay-ratio 8 --replay-capacity 100000 --learning-starts 10000``: trained samples/s and
-  the resident memory of all its processes (psutil over the driver's process tree: driver
-  + Ray worker processes = ours; Ray's own daemons -- gcs_server, raylet, dashboard and
-  its modules, agents, log monitor -- summed and shown apart). RSS sums count pages
-  shared between processes once per process; PSS sums split them, so both are printed.
-* raydqn free-running (``--replay-ratio 0``, Ape-X): agent steps/s, and the learner's
-  updates/s against a standalone update loop measured in this run (``benchmarks.learner``).
-* RLlib 2.60 DQN (``benchmarks._rllib_dqn``, DESIGN.md's settings) when an interpreter with
-  ``ray[rllib]`` is given (``--rllib-python``) or this one has it; otherwise DESIGN.md's
-  recorded figures (17.6 agent steps/s, 4.4 updates/s, 3.9 GB), and the output says so.
-
-Targets: trained samples/s >= 3.5x RLlib's and >= 0.95x the single-process loop's; memory at
-the same replay capacity <= 1/4 of RLlib's; free-running agent steps/s >= 20x RLlib's while
-the learner holds >= 0.9 of its standalone rate.
+raydqn against CleanRL's DQN algorithm as a plain single-process loop (written here) and
+RLlib's DQN (``benchmarks._rllib_dqn``; DESIGN.md's recorded figures without RLlib), all at
+Breakout, batch 32, replay ratio 8, capacity 100K, learning from 10K, learner on the CPU.
+Each system's settings, how memory is counted, and the targets:
+``docs/benchmark-methods.md`` (peers).
 """
 
 from __future__ import annotations

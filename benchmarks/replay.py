@@ -1,27 +1,9 @@
 """Replay benchmark: memory, insert, sample, priority-update and snapshot figures at 1M.
 
 A program, not a test: ``python -m benchmarks.replay`` (``--transitions 100000`` for a
-quick run). Per game it
-
-1. plays the real ALE game with random actions through ``common.envs.make_vector_env`` and
-   ``actors.actor.ActorCore`` (the actors' own code: frame stacking, the stream grammar,
-   StepBatch building; a stand-in network, eps = 1), ``--real-frames`` records in all;
-2. reuses those StepBatches cyclically, each cycle under fresh stream ids (every template
-   stream starts with ``first=True``, so each cycle is a set of new, valid streams), encoded
-   as the actor shell encodes them, until the replay holds ``--transitions`` records;
-3. measures, in this order: resident memory of the full replay; insert rate through
-   ``ReplayServer.add`` (decode + validate + add) while filling, and at steady state (full,
-   every insert evicts) for ``ReplayServer.add`` and for ``ReplayBuffer.add`` alone; the
-   prioritized sample rate (``--batch-size``, stacks rebuilt, n=3) beside a plain numpy
-   gather of the same bytes from uncompressed frames; the priority update rate; snapshot
-   write and read.
-
-"Records" are what the replay stores (one frame each, with the transition that leaves it);
-transitions are the records with an action, i.e. all but the one final-frame record per
-episode end (under 1% of records here). Rates are records per second.
-
-With several games each one runs in its own process, so one game's freed memory does not
-hide the next one's growth.
+quick run). Fills a replay with the actors' own encoded StepBatches of the real game,
+reused cyclically, then times each operation against its target; each game runs in its
+own process. The phases, and what "records" count: ``docs/benchmark-methods.md`` (replay).
 """
 
 from __future__ import annotations
