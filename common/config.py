@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "replay": {"n_step": 1, "prioritized": False, "replay_capacity": _by_env(1_000_000, 100_000),
                    "learning_starts": _by_env(50_000, 1_000), "replay_ratio": 8.0},
         "learner": {"double_q": False, "dueling": False, "optimizer": "rmsprop", "lr": _lr(rmsprop=0.00025),
-                    "rmsprop_eps": 0.01, "grad_clip": 0.0, "batch_size": 32,
+                    "rmsprop_eps": 0.01 / 32**2, "grad_clip": 0.0, "batch_size": 32,
                     "target_update_period": _by_env(10_000, 200)},
     },
 }
@@ -158,7 +158,7 @@ class LearnerConfig:
     lr: Optional[float] = _f(None, "learning rate (auto: Adam 1e-4 for Atari, 5e-4 otherwise; RMSProp the preset paper's: nature 0.00025, apex 0.00025/4)")
     adam_eps: float = _f(1.5e-4, "Adam epsilon")
     rmsprop_decay: float = _f(0.95, "RMSProp's decay of its mean gradient and mean squared gradient (Nature's 'gradient momentum' and 'squared gradient momentum'; Ape-X's decay)")
-    rmsprop_eps: Optional[float] = _f(None, "RMSProp epsilon, added under the square root (auto: nature preset 0.01, Nature's 'min squared gradient'; apex 1.5e-7)")
+    rmsprop_eps: Optional[float] = _f(None, "RMSProp epsilon, added under the square root (auto: nature preset 0.01/32^2: Nature's 'min squared gradient' 0.01 was for the gradient summed over its batch of 32, ours is the batch mean; apex 1.5e-7)")
     gamma: float = _f(0.99, "discount per agent step")
     grad_clip: Optional[float] = _f(None, "clip the gradient's global norm to this (0: off) (auto: apex preset 40, nature 0)")
     target_update_period: Optional[int] = _f(None, "updates between target-network syncs (auto: apex preset 2,500 for Atari, 200 otherwise; nature 10,000 for Atari, 200 otherwise)")
@@ -196,7 +196,7 @@ class RunConfig:
     preset: str = _f("apex", "the paper whose settings fill every 'auto' value; flags typed here still win. "
                      "apex: Ape-X (Horgan et al. 2018) as this project runs it: double, dueling, n = 3, prioritized "
                      "replay, Ape-X's per-stream eps, Adam. nature: Nature DQN (Mnih et al. 2015): plain CNN head, "
-                     "max target, n = 1, uniform replay of 1M, centred RMSProp lr 0.00025 decay 0.95 eps 0.01, "
+                     "max target, n = 1, uniform replay of 1M, centred RMSProp lr 0.00025 decay 0.95 'min squared gradient' 0.01, "
                      "batch 32 every 4 agent steps (replay ratio 8), target every 10K updates, learning from 50K, "
                      "eps 1.0 -> 0.1 over 1M agent steps, Huber loss; evaluate it with --epsilon 0.05", choices=("apex", "nature"))
     total_env_frames: int = _f(50_000_000, "stop after this many emulator frames (4 per agent step on Atari, 1 otherwise)")

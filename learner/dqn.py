@@ -76,9 +76,13 @@ class CentredRMSProp(torch.optim.Optimizer):
     (both 0.95) and ``eps`` "min squared gradient" (0.01): it is added *inside* the square
     root, so the denominator is at least sqrt(eps). ``torch.optim.RMSprop(centered=True)``
     adds eps *outside* (``sqrt(v - m^2) + eps``), which no choice of its eps reproduces.
-    No momentum (neither paper used any)."""
+    No momentum (neither paper used any).
 
-    def __init__(self, params, lr: float, decay: float = 0.95, eps: float = 0.01):
+    Only eps is not scale-free: gradients c times larger give the same step as eps / c^2.
+    DeepMind's Lua code sums the batch's gradients where we average them, so its 0.01 at a
+    batch of 32 is ``eps = 0.01 / 32**2`` here (:data:`NATURE_RMSPROP_EPS`)."""
+
+    def __init__(self, params, lr: float, decay: float, eps: float):
         if not lr > 0 or not 0 <= decay < 1 or not eps > 0:
             raise ValueError(f"CentredRMSProp needs lr > 0, 0 <= decay < 1, eps > 0; got {lr}, {decay}, {eps}")
         super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
@@ -108,8 +112,11 @@ class CentredRMSProp(torch.optim.Optimizer):
         return loss
 
 
+NATURE_RMSPROP_EPS = 0.01 / 32**2  # Nature's "min squared gradient" for a batch-mean loss (see above)
+
+
 def make_optimizer(name: str, params, lr: float, adam_eps: float = 1.5e-4, rmsprop_decay: float = 0.95,
-                   rmsprop_eps: float = 0.01) -> torch.optim.Optimizer:
+                   rmsprop_eps: float = NATURE_RMSPROP_EPS) -> torch.optim.Optimizer:
     """Adam (with ``adam_eps``) or :class:`CentredRMSProp` (with decay and eps)."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, eps=adam_eps)
@@ -130,7 +137,8 @@ class DQNLearner:
 
     def __init__(self, network: nn.Module, lr: float, adam_eps: float, grad_clip: float,
                  target_update_period: int, device: torch.device | str = "cpu", *, double_q: bool = True,
-                 loss: str = "huber", optimizer: str = "adam", rmsprop_decay: float = 0.95, rmsprop_eps: float = 0.01):
+                 loss: str = "huber", optimizer: str = "adam", rmsprop_decay: float = 0.95,
+                 rmsprop_eps: float = NATURE_RMSPROP_EPS):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.device = torch.device(device)

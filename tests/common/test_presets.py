@@ -34,7 +34,7 @@ NATURE_ATARI = {
     "replay.n_step": 1, "replay.prioritized": False, "replay.replay_capacity": 1_000_000,
     "replay.learning_starts": 50_000, "replay.replay_ratio": 8.0,  # a batch of 32 every 4 agent steps
     "learner.double_q": False, "learner.dueling": False, "learner.loss": "huber", "learner.optimizer": "rmsprop",
-    "learner.lr": 0.00025, "learner.rmsprop_decay": 0.95, "learner.rmsprop_eps": 0.01, "learner.grad_clip": 0.0,
+    "learner.lr": 0.00025, "learner.rmsprop_decay": 0.95, "learner.rmsprop_eps": 0.01 / 32**2,  # its 0.01 for a summed loss "learner.grad_clip": 0.0,
     "learner.batch_size": 32, "learner.target_update_period": 10_000, "learner.gamma": 0.99,
     "env.noop_max": 30,
 }

@@ -115,7 +115,7 @@ def test_learner_uses_the_chosen_target(double_q):
 def test_nature_learner_from_the_config_and_its_checkpoint_state(caplog):
     cfg = resolve(Config(run=RunConfig(preset="nature")), atari=False, cuda=False)
     learner = build_learner(cfg, SPEC, "cpu")
-    assert isinstance(learner.optimizer, CentredRMSProp) and learner.optimizer.defaults["eps"] == 0.01
+    assert isinstance(learner.optimizer, CentredRMSProp) and learner.optimizer.defaults["eps"] == 0.01 / 32**2
     assert learner.double_q is False and learner.loss == "huber" and learner.grad_clip == 0.0
     assert not any("value" in k for k in learner.online.state_dict())  # the plain head
     assert signature_for(SPEC, cfg.learner)["dueling"] is False
@@ -139,3 +139,21 @@ def test_nature_learner_from_the_config_and_its_checkpoint_state(caplog):
     del old["optimizer_name"]  # a checkpoint from before the setting holds Adam's state
     adam.load_state_dict(old)
     assert adam.optimizer.state_dict()["state"]
+
+
+def test_natures_summed_gradient_is_our_mean_with_eps_over_batch_squared():
+    # Nature's Lua code steps on the batch's summed gradient with eps 0.01; we average, so
+    # the same steps need eps 0.01 / B^2 (RMSProp is scale-free but for eps).
+    torch.manual_seed(3)
+    x, y = torch.randn(32, 3), torch.randn(32)
+    nets = [nn.Linear(3, 1) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    summed = CentredRMSProp(nets[0].parameters(), lr=0.01, decay=0.95, eps=0.01)
+    mean = CentredRMSProp(nets[1].parameters(), lr=0.01, decay=0.95, eps=0.01 / 32**2)
+    for _ in range(5):
+        for net, opt, reduce in ((nets[0], summed, torch.sum), (nets[1], mean, torch.mean)):
+            opt.zero_grad()
+            reduce((net(x).squeeze(1) - y) ** 2).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
