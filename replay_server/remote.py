@@ -65,6 +65,14 @@ class ReplayServer:
             aside = f"{path}.bad-{int(time.time())}"
             os.replace(path, aside)
             logger.warning("replay starts empty: %s (moved to %s)", e, aside)
+            return
+        # The restore moved the buffer to a new id epoch; record it before any id goes out,
+        # or a second crash would restore the old epoch again and reissue this one's ids.
+        try:
+            self.save_snapshot(path)
+        except OSError as e:
+            logger.warning("replay could not record its new id epoch in %s: %s", path, e)
+
     def add(self, data: bytes) -> bool:
         """Decode and store one encoded StepBatch. A bad batch is counted, logged and dropped:
         one broken actor must not take the replay (and every other actor's data) down."""

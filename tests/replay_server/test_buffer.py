@@ -7,54 +7,12 @@ so every stack and bootstrap frame can be checked exactly.
 import numpy as np
 import pytest
 
-from common.messages import MessageError, StepBatch
+from common.messages import MessageError
+from fakes import step_batch
+from nstep_cases import CASES, GAMMA, IDS, N, episode
 from replay_server.buffer import ReplayBuffer
 
-N, GAMMA, S = 3, 0.5, 4
-
-
-def episode(rewards, end=None, first=True):
-    """Records of one episode segment: (action, reward, terminated, truncated, first).
-
-    ``end`` is "term", "trunc" or None (segment still open); an ended episode gets its
-    final-frame record (action -1).
-    """
-    recs = []
-    for i, r in enumerate(rewards):
-        last = i == len(rewards) - 1
-        recs.append((i % 3, r, last and end == "term", last and end == "trunc", first and i == 0))
-    if end is not None:
-        recs.append((-1, 0.0, False, False, False))
-    return recs
-
-
-def make_batch(stream, start_step, recs, priorities=None, flat=False, seq=None):
-    """A StepBatch of ``recs`` whose frames encode (stream, step); ``start_step`` is also
-    the batch's position in its stream (``seq``) unless given."""
-    t = len(recs)
-    steps = np.arange(start_step, start_step + t)
-    if flat:
-        frames = np.stack([np.full(t, stream), steps, np.full(t, 0.25)], axis=1).astype(np.float32)
-        codec = "raw"
-    else:
-        frames = np.zeros((t, 2, 2), dtype=np.uint8)
-        frames[:, 0, :] = stream
-        frames[:, 1, :] = steps[:, None]
-        codec = "lz4"
-    a, r, te, tr, fi = (np.array(col) for col in zip(*recs))
-    return StepBatch.from_frames(
-        stream,
-        frames,
-        codec,
-        actions=a.astype(np.int32),
-        rewards=r.astype(np.float32),
-        terminated=te.astype(bool),
-        truncated=tr.astype(bool),
-        first=fi.astype(bool),
-        policy_version=np.zeros(t, dtype=np.int64),
-        priorities=None if priorities is None else np.asarray(priorities, dtype=np.float32),
-        seq=start_step if seq is None else seq,
-    )
+S = 4
 
 
 def deliver(buf, streams, chunk, flat=False):
@@ -66,7 +24,7 @@ def deliver(buf, streams, chunk, flat=False):
             if lo >= len(recs):
                 continue
             hi = len(recs) if chunk is None else min(lo + chunk, len(recs))
-            buf.add(make_batch(sid, lo, recs[lo:hi], flat=flat))
+            buf.add(step_batch(sid, recs[lo:hi], start=lo, flat=flat))
             sent[sid] = hi
 
 
@@ -81,61 +39,8 @@ def expected_stack(recs, step):
     return [max(step - d, start) for d in range(S - 1, -1, -1)]
 
 
-# (name, {stream: records}, {(stream, step): (return, discount, bootstrap step)})
-CASES = [
-    (
-        "terminated mid-window",
-        {1: episode([1, 2, 4, 8, 16], "term")},
-        {(1, 0): (3, 0.125, 3), (1, 1): (6, 0.125, 4), (1, 2): (12, 0, 5), (1, 3): (16, 0, 5), (1, 4): (16, 0, 5)},
-    ),
-    (
-        "truncated mid-window keeps gamma^k",
-        {1: episode([1, 2, 4, 8, 16], "trunc")},
-        {(1, 0): (3, 0.125, 3), (1, 1): (6, 0.125, 4), (1, 2): (12, 0.125, 5), (1, 3): (16, 0.25, 5), (1, 4): (16, 0.5, 5)},
-    ),
-    (
-        "terminated episode shorter than n",
-        {2: episode([1, 2], "term")},
-        {(2, 0): (2, 0, 2), (2, 1): (2, 0, 2)},
-    ),
-    (
-        "truncated episode shorter than n",
-        {2: episode([1, 2], "trunc")},
-        {(2, 0): (2, 0.25, 2), (2, 1): (2, 0.5, 2)},
-    ),
-    (
-        "one-step episode",
-        {2: episode([5], "term")},
-        {(2, 0): (5, 0, 1)},
-    ),
-    (
-        "open episode: only complete windows",
-        {3: episode([1, 2, 4, 8])},
-        {(3, 0): (3, 0.125, 3)},
-    ),
-    (
-        "two interleaved streams",
-        {7: episode([1, 2, 4, 8, 16], "trunc"), 9: episode([1, 1, 1, 1], "term")},
-        {
-            (7, 0): (3, 0.125, 3), (7, 1): (6, 0.125, 4), (7, 2): (12, 0.125, 5), (7, 3): (16, 0.25, 5), (7, 4): (16, 0.5, 5),
-            (9, 0): (1.75, 0.125, 3), (9, 1): (1.75, 0, 4), (9, 2): (1.5, 0, 4), (9, 3): (1, 0, 4),
-        },
-    ),
-    (
-        "restart drops pending items",
-        {4: episode([1, 2, 4, 8]) + episode([1, 2, 4, 8])},
-        {(4, 0): (3, 0.125, 3), (4, 4): (3, 0.125, 7)},
-    ),
-    (
-        "life-loss terminal then a first record",
-        {5: episode([1, 2, 4], "term") + episode([8, 16, 32, 64])},
-        {(5, 0): (3, 0, 3), (5, 1): (4, 0, 3), (5, 2): (4, 0, 3), (5, 4): (24, 0.125, 7)},
-    ),
-]
-
-
 @pytest.mark.parametrize("chunk", [None, 1, 2, 3])
-@pytest.mark.parametrize("name,streams,expected", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,streams,expected", CASES, ids=IDS)
 def test_n_step_table(name, streams, expected, chunk):
     buf = ReplayBuffer(100, S, N, GAMMA, seed=0)
     deliver(buf, streams, chunk)
@@ -161,8 +66,8 @@ def test_n_step_table(name, streams, expected, chunk):
 
 def test_restart_after_an_end_whose_final_frame_never_came():
     buf = ReplayBuffer(100, S, N, GAMMA)
-    buf.add(make_batch(4, 0, episode([1, 2, 4], "term")[:-1]))  # steps 0..2, the end at 2
-    buf.add(make_batch(4, 3, episode([8, 16, 32, 64])))  # the actor restarted: steps 3..6
+    buf.add(step_batch(4, episode([1, 2, 4], "term")[:-1]))  # steps 0..2, the end at 2
+    buf.add(step_batch(4, episode([8, 16, 32, 64]), start=3))  # the actor restarted: steps 3..6
     # Every window of the first segment needed the missing final frame: all dropped.
     sb = buf.gather(buf.sampleable_ids())
     assert frame_keys(sb.obs[:, -1])[1].tolist() == [3]
@@ -174,8 +79,8 @@ def test_gap_in_a_stream_starts_a_new_segment_and_counts_what_was_lost():
     # The replay came back from an older snapshot, or messages were lost: the stream's next
     # batch says seq 9 where 6 was due. Nothing may be spliced across the gap.
     buf = ReplayBuffer(100, S, N, GAMMA)
-    buf.add(make_batch(4, 0, episode([1, 2, 4, 8, 16, 32])))  # steps 0..5, episode open
-    buf.add(make_batch(4, 9, episode([64, 128, 256, 512], first=False)))  # steps 9..12 of the same game
+    buf.add(step_batch(4, episode([1, 2, 4, 8, 16, 32])))  # steps 0..5, episode open
+    buf.add(step_batch(4, episode([64, 128, 256, 512], first=False), start=9))  # steps 9..12 of the same game
     sb = buf.gather(buf.sampleable_ids())
     _, steps = frame_keys(sb.obs)
     assert steps.tolist() == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 2], [9, 9, 9, 9]]
@@ -186,10 +91,10 @@ def test_gap_in_a_stream_starts_a_new_segment_and_counts_what_was_lost():
 
 def test_gap_before_a_final_frame_drops_it_and_later_batches_continue():
     buf = ReplayBuffer(100, S, N, GAMMA)
-    buf.add(make_batch(5, 0, episode([1, 2])))
+    buf.add(step_batch(5, episode([1, 2])))
     # seq 4: the end of that episode (steps 2, 3) never came; its final frame did.
-    buf.add(make_batch(5, 4, [(-1, 0.0, False, False, False)] + episode([1, 1, 1])))
-    buf.add(make_batch(5, 8, episode([1, 1], first=False)))  # no gap: the segment goes on
+    buf.add(step_batch(5, [(-1, 0.0, False, False, False)] + episode([1, 1, 1]), start=4))
+    buf.add(step_batch(5, episode([1, 1], first=False), start=8))  # no gap: the segment goes on
     sb = buf.gather(buf.sampleable_ids())
     _, steps = frame_keys(sb.obs)
     assert steps[:, -1].tolist() == [5, 6]  # items of the new segment, continued across batches
@@ -200,17 +105,17 @@ def test_gap_before_a_final_frame_drops_it_and_later_batches_continue():
 def test_unknown_stream_mid_way_and_actor_restart():
     buf = ReplayBuffer(100, S, N, GAMMA)
     # A stream this replay never saw (it was restored from a snapshot older than the stream).
-    assert buf.add(make_batch(6, 50, episode([1, 1, 1, 1], first=False))) == 4
+    assert buf.add(step_batch(6, episode([1, 1, 1, 1], first=False), start=50)) == 4
     assert buf.stats()["records_lost"] == 50
     # An actor that restarts sends seq 0 and first=True again: not a loss.
-    assert buf.add(make_batch(6, 0, episode([1, 1, 1, 1]))) == 4
+    assert buf.add(step_batch(6, episode([1, 1, 1, 1]))) == 4
     assert buf.stats()["records_lost"] == 50
 
 
 def test_episode_start_stacks_repeat_the_first_frame():
     buf = ReplayBuffer(100, S, 1, GAMMA)
     recs = episode([0, 0, 0], "term") + episode([0, 0, 0, 0, 0])
-    buf.add(make_batch(0, 0, recs))
+    buf.add(step_batch(0, recs))
     sb = buf.gather(buf.sampleable_ids())
     _, steps = frame_keys(sb.obs)
     # Steps 4.. form the second segment: its stacks never reach back into the first.
@@ -235,9 +140,9 @@ def test_flat_vectors_raw_codec_stack_one():
 def test_eviction_invalidates_items_whose_stack_lost_a_frame():
     buf = ReplayBuffer(12, S, N, GAMMA, seed=0)
     recs = episode(list(range(20)))
-    buf.add(make_batch(0, 0, recs[:12]))
+    buf.add(step_batch(0, recs[:12]))
     assert buf.sampleable_ids().tolist() == list(range(9))
-    buf.add(make_batch(0, 12, recs[12:14]))  # evicts uids 0, 1 (slots wrap around)
+    buf.add(step_batch(0, recs[12:14], start=12))  # evicts uids 0, 1 (slots wrap around)
     # Stored: 2..13. Items 2..4 are stored but their stacks reach back to 0 or 1.
     assert buf.sampleable_ids().tolist() == list(range(5, 11))
     seen = set()
@@ -269,9 +174,9 @@ def test_eviction_wraps_around_and_segment_starts_survive():
 
 def test_pending_item_evicted_before_its_window_completes():
     buf = ReplayBuffer(8, 1, N, GAMMA, seed=0)
-    buf.add(make_batch(0, 0, episode([1, 2])))  # uids 0, 1: pending on stream 0
-    buf.add(make_batch(1, 0, episode([1] * 8)))  # uids 2..9; evicts 0, 1
-    buf.add(make_batch(0, 2, [(0, 4.0, False, False, False)] * 2))  # uids 10, 11 would complete uid 0; evicts 2, 3
+    buf.add(step_batch(0, episode([1, 2])))  # uids 0, 1: pending on stream 0
+    buf.add(step_batch(1, episode([1] * 8)))  # uids 2..9; evicts 0, 1
+    buf.add(step_batch(0, [(0, 4.0, False, False, False)] * 2, start=2))  # uids 10, 11 would complete uid 0; evicts 2, 3
     assert buf.sampleable_ids().tolist() == [4, 5, 6]  # stream 1, steps 2..4
     sb = buf.gather(buf.sampleable_ids())
     assert sb.obs[:, 0, 0, 0].tolist() == [1, 1, 1]
@@ -282,7 +187,7 @@ def test_pending_item_evicted_before_its_window_completes():
 
 def filled_buffer(prioritized=True, capacity=100, records=50):
     buf = ReplayBuffer(capacity, S, N, GAMMA, prioritized=prioritized, alpha=0.6, seed=123)
-    buf.add(make_batch(0, 0, episode([1.0] * records)))
+    buf.add(step_batch(0, episode([1.0] * records)))
     return buf
 
 
@@ -311,23 +216,25 @@ def test_new_items_get_the_running_max_priority_and_sent_priorities_are_used():
     buf = filled_buffer()
     buf.update_priorities(np.array([3]), np.array([9.0]))
     step = (1, 0.0, False, False, False)
-    buf.add(make_batch(0, 50, [step] * 2))  # completes items 47, 48
-    np.testing.assert_allclose(buf._tree.get(np.array([47, 48])), (9.0 + 1e-6) ** 0.6)
-    buf.add(make_batch(0, 52, [step] * 3, priorities=[0.5, 2.0, 4.0]))  # completes 49..51, sent none
-    np.testing.assert_allclose(buf._tree.get(np.array([49, 50, 51])), (9.0 + 1e-6) ** 0.6)
-    buf.add(make_batch(0, 55, [step] * 2))  # completes 52, 53: their priorities came with them
-    np.testing.assert_allclose(buf._tree.get(np.array([52, 53])), (np.array([0.5, 2.0]) + 1e-6) ** 0.6, rtol=1e-6)
+    buf.add(step_batch(0, [step] * 2, start=50))  # completes items 47, 48
+    np.testing.assert_allclose(buf.sampling_weights(np.array([47, 48])), (9.0 + 1e-6) ** 0.6)
+    buf.add(step_batch(0, [step] * 3, start=52, priorities=[0.5, 2.0, 4.0]))  # completes 49..51, sent none
+    np.testing.assert_allclose(buf.sampling_weights(np.array([49, 50, 51])), (9.0 + 1e-6) ** 0.6)
+    buf.add(step_batch(0, [step] * 2, start=55))  # completes 52, 53: their priorities came with them
+    np.testing.assert_allclose(buf.sampling_weights(np.array([52, 53])), (np.array([0.5, 2.0]) + 1e-6) ** 0.6, rtol=1e-6)
 
 
 def test_priority_updates_ignored_for_evicted_and_unsampleable_ids():
     buf = filled_buffer(capacity=50)
-    buf.add(make_batch(0, 50, [(1, 0.0, False, False, False)] * 10))  # evicts uids 0..9
-    total = buf._tree.total()
+    buf.add(step_batch(0, [(1, 0.0, False, False, False)] * 10, start=50))  # evicts uids 0..9
+    total = buf.sampling_weights(buf.sampleable_ids()).sum()
     ids = np.array([5, 11, 58, 59, 1000, -1, 20, 20])  # evicted, lost a stack frame, pending, pending, future, bad, ok x2
     assert buf.update_priorities(ids, np.full(8, 1e6)) == 2
-    assert buf._tree.get(np.array([20])) == pytest.approx((1e6 + 1e-6) ** 0.6)
-    assert buf._tree.total() == pytest.approx(total - 1 + (1e6 + 1e-6) ** 0.6)
+    assert buf.sampling_weights(np.array([20])) == pytest.approx((1e6 + 1e-6) ** 0.6)
+    assert buf.sampling_weights(buf.sampleable_ids()).sum() == pytest.approx(total - 1 + (1e6 + 1e-6) ** 0.6)
+    assert buf.sampling_weights(ids[:5]).tolist() == [0] * 5
     assert buf.update_priorities(np.array([21, 22]), np.array([np.nan, -1.0])) == 0
+    assert buf.stats()["priority_updates_ignored"] == 6 + 2
 
 
 def test_uniform_sampling():
@@ -346,7 +253,7 @@ def test_sample_empty_raises():
     buf = ReplayBuffer(10, S, N, GAMMA)
     with pytest.raises(ValueError):
         buf.sample(4)
-    buf.add(make_batch(0, 0, episode([1, 2, 3])))  # nothing complete yet
+    buf.add(step_batch(0, episode([1, 2, 3])))  # nothing complete yet
     with pytest.raises(ValueError):
         buf.sample(4)
 
@@ -370,32 +277,30 @@ STEP = (0, 1.0, False, False, False)
 def test_bad_grammar_raises_and_stores_nothing(history, bad):
     buf = ReplayBuffer(10, S, N, GAMMA)
     if history:
-        buf.add(make_batch(0, 0, history))
+        buf.add(step_batch(0, history))
     before = buf.stats()
     with pytest.raises(MessageError):
-        buf.add(make_batch(0, len(history), bad))
+        buf.add(step_batch(0, bad, start=len(history)))
     assert buf.stats() == before and len(buf) == len(history)
     # The stream is unharmed: a restart is accepted and its first window completes.
-    buf.add(make_batch(0, 10, [(0, 1.0, False, False, True)] + [STEP] * 3))
+    buf.add(step_batch(0, [(0, 1.0, False, False, True)] + [STEP] * 3, start=10))
     assert len(buf) == len(history) + 4
     assert 0 in frame_keys(buf.gather(buf.sampleable_ids()).obs[:, -1])[1] - 10
 
 
 def test_frame_format_must_not_change():
     buf = ReplayBuffer(10, S, N, GAMMA)
-    buf.add(make_batch(0, 0, episode([1, 2])))
+    buf.add(step_batch(0, episode([1, 2])))
     with pytest.raises(MessageError):
-        buf.add(make_batch(1, 0, episode([1, 2]), flat=True))
-    b = make_batch(1, 0, episode([1, 2]))
-    frames = np.zeros((2, 3, 2), dtype=np.uint8)
+        buf.add(step_batch(1, episode([1, 2]), flat=True))
     with pytest.raises(MessageError):
-        buf.add(StepBatch.from_frames(1, frames, "lz4", **{f: getattr(b, f) for f in ("actions", "rewards", "terminated", "truncated", "first", "policy_version")}))
+        buf.add(step_batch(1, episode([1, 2]), frames=np.zeros((2, 3, 2), dtype=np.uint8)))
     assert len(buf) == 2 and buf.stats()["streams"] == 1
 
 
 def test_batch_longer_than_capacity():
     buf = ReplayBuffer(8, S, N, GAMMA, seed=0)
     recs = episode(list(range(30)), "term")
-    assert buf.add(make_batch(0, 0, recs)) == 31
+    assert buf.add(step_batch(0, recs)) == 31
     # Stored: 23..30 (30 is the final frame). Items 26..29 have full stacks (26's reaches back to 23).
     assert buf.sampleable_ids().tolist() == [26, 27, 28, 29]

@@ -14,7 +14,7 @@ plain Python loops straight from the definitions:
 import numpy as np
 import pytest
 
-from common.messages import StepBatch
+from fakes import step_batch
 from replay_server.buffer import ReplayBuffer
 
 
@@ -119,12 +119,10 @@ def run_regression(seed, capacity, stack_size, n_step, gamma, flat, n_streams=4,
             frames = rng.standard_normal((t, 3)).astype(np.float32)
         else:
             frames = rng.integers(0, 256, size=(t, 3, 2), dtype=np.uint8)
-        a, r, te, tr, fi = (np.array(c) for c in zip(*recs))
-        fields = dict(actions=a.astype(np.int32), rewards=r.astype(np.float32), terminated=te.astype(bool),
-                      truncated=tr.astype(bool), first=fi.astype(bool), policy_version=np.zeros(t, dtype=np.int64))
         prio = rng.random(t).astype(np.float32) * 3 if rng.random() < 0.3 else None
-        buf.add(StepBatch.from_frames(st.id, frames, "raw" if flat else "lz4", priorities=prio, seq=seq, **fields))
-        ref.add(st.id, frames, **{k: v for k, v in fields.items() if k != "policy_version"})
+        batch = step_batch(st.id, recs, frames=frames, priorities=prio, seq=seq)
+        buf.add(batch)
+        ref.add(st.id, frames, **{k: getattr(batch, k) for k in ("actions", "rewards", "terminated", "truncated", "first")})
 
         expected = ref.transitions()
         ids = buf.sampleable_ids()

@@ -10,6 +10,7 @@ absurd shapes, broken frame bytes, and stream-grammar violations in the flag arr
 default (100 examples per property, a few seconds).
 """
 
+import copy
 import os
 
 import lz4.block
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from common.messages import NO_ACTION, MessageError, StepBatch, decode_step_batch, encode_step_batch
+from fakes import assert_same_state, step_batch
 from replay_server.remote import ReplayServer
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 100)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -33,20 +35,6 @@ BIG = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 
 #: records the preloaded server already holds per stream: a continuing batch's seq
 PRELOADED = {1: 10, 2: 3}
-
-
-def records_to_batch(stream_id, recs, priorities=None, flat=False, seq=0):
-    t = len(recs)
-    a, r, te, tr, fi = (np.array(col) for col in zip(*recs))
-    if flat:
-        frames = np.stack([np.full(t, stream_id), np.arange(t)], axis=1).astype(np.float32)
-    else:
-        frames = (np.arange(t * 4) % 251).astype(np.uint8).reshape(t, 2, 2)
-    return StepBatch.from_frames(
-        stream_id, frames, "raw" if flat else "lz4",
-        actions=a.astype(np.int32), rewards=r.astype(np.float32), terminated=te.astype(bool),
-        truncated=tr.astype(bool), first=fi.astype(bool), policy_version=np.zeros(t, np.int64),
-        priorities=None if priorities is None else np.asarray(priorities[:t], np.float32), seq=seq)
 
 
 @st.composite
@@ -67,15 +55,15 @@ def valid_batches(draw):
         if end is not None:
             recs.append((NO_ACTION, 0.0, False, False, False))
     prio = draw(st.none() | st.lists(st.floats(0, 10, width=32), min_size=len(recs), max_size=len(recs)))
-    return records_to_batch(stream_id, recs, prio, seq=PRELOADED.get(stream_id, 0))
+    return step_batch(stream_id, recs, priorities=prio, seq=PRELOADED.get(stream_id, 0))
 
 
 def preloaded_server():
     """A small server holding data: stream 1 mid-episode, stream 2 ended without its final frame."""
     server = ReplayServer(capacity=32, stack_size=4, n_step=3, gamma=0.9, seed=0, min_size=1)
     step = (0, 1.0, False, False, False)
-    assert server.add(encode_step_batch(records_to_batch(1, [(0, 1.0, False, False, True)] + [step] * 9)))
-    assert server.add(encode_step_batch(records_to_batch(2, [(0, 1.0, False, False, True), step, (1, 0.0, True, False, False)])))
+    assert server.add(encode_step_batch(step_batch(1, [(0, 1.0, False, False, True)] + [step] * 9)))
+    assert server.add(encode_step_batch(step_batch(2, [(0, 1.0, False, False, True), step, (1, 0.0, True, False, False)])))
     return server
 
 
@@ -185,15 +173,15 @@ def observe(server):
     rng_state = buf.rng.bit_generator.state
     sample = buf.sample(8, beta=0.5)
     buf.rng.bit_generator.state = rng_state
-    return server.stats(), ids, buf._tree._tree.copy(), rng_state, sample
+    return server.stats(), ids, copy.deepcopy(buf.state_dict()), rng_state, sample
 
 
 def assert_unchanged(before, after):
-    stats_b, ids_b, tree_b, rng_b, sample_b = before
-    stats_a, ids_a, tree_a, rng_a, sample_a = after
+    stats_b, ids_b, state_b, rng_b, sample_b = before
+    stats_a, ids_a, state_a, rng_a, sample_a = after
     assert {**stats_a, "rejected": stats_b["rejected"]} == stats_b
     np.testing.assert_array_equal(ids_a, ids_b)
-    np.testing.assert_array_equal(tree_a, tree_b)
+    assert_same_state(state_a, state_b)  # every slot, priority (the tree's leaves), stream and counter
     assert rng_a == rng_b
     for name in ("ids", "obs", "actions", "returns", "discounts", "next_obs", "weights"):
         np.testing.assert_array_equal(getattr(sample_a, name), getattr(sample_b, name))
@@ -227,7 +215,7 @@ shapes = st.lists(st.one_of(st.integers(-2, 90), st.sampled_from([2**31, 2**32, 
 @example(shape=[True, True, 4], codec="raw", dtype="uint8", blob_size=4, t=2)
 def test_any_frame_shape_is_decoded_or_refused(shape, codec, dtype, blob_size, t):
     """Shapes whose element count overflows int64, bools for ints, zero or negative sizes."""
-    batch = records_to_batch(5, [(0, 0.0, False, False, True)] * t)
+    batch = step_batch(5, [(0, 0.0, False, False, True)] * t)
     body = msgpack.unpackb(encode_step_batch(batch), raw=False)
     blob = bytes(blob_size) if codec == "raw" else lz4.block.compress(bytes(blob_size), store_size=False)
     body.update(frame_shape=shape, codec=codec, frame_dtype=dtype, frames=[blob] * t)
@@ -249,7 +237,7 @@ def test_checking_frames_holds_one_frame_at_a_time():
     """64 blobs of 4 MB each (LZ4 shrinks zeros 250x): checking them must not hold 256 MB."""
     import tracemalloc
 
-    batch = records_to_batch(5, [(0, 0.0, False, False, True)] * 64)
+    batch = step_batch(5, [(0, 0.0, False, False, True)] * 64)
     body = msgpack.unpackb(encode_step_batch(batch), raw=False)
     elements = 1 << 20
     body.update(frame_shape=[elements], frame_dtype="float32", codec="lz4",

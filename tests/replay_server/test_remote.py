@@ -4,22 +4,13 @@ import logging
 
 import numpy as np
 
-from common.messages import SampleBatch, StepBatch, encode_step_batch
+from common.messages import SampleBatch, encode_step_batch
+from fakes import step_batch
 from replay_server.remote import ReplayServer
 
 
 def encoded_batch(stream, t, first=True, seq=0):
-    frames = np.arange(t * 4, dtype=np.uint8).reshape(t, 2, 2)
-    firsts = np.zeros(t, dtype=bool)
-    firsts[0] = first
-    return encode_step_batch(
-        StepBatch.from_frames(
-            stream, frames, "lz4",
-            actions=np.ones(t, dtype=np.int32), rewards=np.ones(t, dtype=np.float32),
-            terminated=np.zeros(t, dtype=bool), truncated=np.zeros(t, dtype=bool),
-            first=firsts, policy_version=np.zeros(t, dtype=np.int64), seq=seq,
-        )
-    )
+    return encode_step_batch(step_batch(stream, [(1, 1.0, False, False, first and i == 0) for i in range(t)], seq=seq))
 
 
 def test_shell_adds_samples_and_rejects_bad_batches(caplog):

@@ -7,8 +7,11 @@ import msgpack
 import numpy as np
 import pytest
 
-from common.messages import NO_ACTION, StepBatch, encode_step_batch
+from common.messages import NO_ACTION, encode_step_batch
+from fakes import assert_same_state, step_batch
+from nstep_cases import episode
 from replay_server import snapshot
+from replay_server.buffer import ReplayBuffer, id_parts
 from replay_server.remote import ReplayServer
 from replay_server.snapshot import BlobList, SnapshotError, read_snapshot, write_snapshot
 
@@ -41,21 +44,8 @@ class StreamGen:
             term, trunc = end < 0.08, 0.08 <= end < 0.12
             recs.append((int(rng.integers(0, 4)), float(rng.integers(-1, 2)), term, trunc, first))
             self.pending_final = term or trunc
-        a, r, te, tr, fi = (np.array(col) for col in zip(*recs))
-        steps = np.arange(self.step - t, self.step)
-        if self.flat:
-            frames = np.stack([np.full(t, self.sid), steps], axis=1).astype(np.float32)
-            codec = "raw"
-        else:
-            frames = np.zeros((t, 2, 2), np.uint8)
-            frames[:, 0] = self.sid
-            frames[:, 1] = (steps % 256)[:, None]
-            codec = "lz4"
         prio = rng.random(t).astype(np.float32) if rng.random() < 0.3 else None
-        return encode_step_batch(StepBatch.from_frames(
-            self.sid, frames, codec, actions=a.astype(np.int32), rewards=r.astype(np.float32),
-            terminated=te.astype(bool), truncated=tr.astype(bool), first=fi.astype(bool),
-            policy_version=np.zeros(t, np.int64), priorities=prio, seq=self.step - t))
+        return encode_step_batch(step_batch(self.sid, recs, start=self.step - t, flat=self.flat, priorities=prio))
 
 
 def traffic(seed, rounds, flat=False, streams=3):
@@ -76,27 +66,13 @@ def drive(server, batches, seed):
     assert not server.add(b"garbage")
 
 
-def assert_same_state(a, b, where="state"):
-    assert type(a) is type(b) or (isinstance(a, list) and isinstance(b, list)), where
-    if isinstance(a, dict):
-        assert list(a) == list(b), where
-        for k in a:
-            assert_same_state(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape, where
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    elif isinstance(a, list):
-        assert len(a) == len(b) and all(x == y for x, y in zip(a, b)), where
-    else:
-        assert a == b, where
-
-
 def observe(server):
     """What a caller can see of a server, without changing it (sampling would advance its rng)."""
     buf = server.buffer
     ids = buf.sampleable_ids()
-    out = {"stats": server.stats(), "ids": ids, "rng": buf.rng.bit_generator.state,
-           "tree": buf._tree._tree.copy(), "max_priority": buf._max_priority}
+    state = buf.state_dict()
+    out = {"stats": server.stats(), "uids": id_parts(ids)[1], "rng": buf.rng.bit_generator.state,
+           "tree_leaves": state["tree_leaves"].copy(), "max_priority": state["counters"]["max_priority"]}
     if ids.size:
         g = buf.gather(ids)
         out["gather"] = (g.obs, g.next_obs, g.actions, g.returns, g.discounts)
@@ -116,10 +92,30 @@ def assert_same_view(x, y):
 
 
 def assert_same_samples(*servers, batch_size=16):
+    """Same items drawn; ids differ only in their epoch (the high bits) when a server was restored."""
     first, *others = [s.sample(batch_size, beta=0.4) for s in servers]
     for other in others:
-        for name in ("ids", "obs", "actions", "returns", "discounts", "next_obs", "weights"):
+        np.testing.assert_array_equal(id_parts(other.ids)[1], id_parts(first.ids)[1], err_msg="uids")
+        for name in ("obs", "actions", "returns", "discounts", "next_obs", "weights"):
             np.testing.assert_array_equal(getattr(other, name), getattr(first, name), err_msg=name)
+
+
+def without_epochs(state):
+    """A server's state tree less the buffer's epochs (a restore moves to the next epoch)."""
+    buffer = state["buffer"]
+    counters = {k: v for k, v in buffer["counters"].items() if k != "epoch"}
+    slots = {k: v for k, v in buffer["slots"].items() if k != "epoch"}
+    return {**state, "buffer": {**buffer, "counters": counters, "slots": slots}}
+
+
+def assert_same_but_one_epoch_on(restored, original):
+    """``restored`` is ``original`` one epoch on: same state, and the records it took since
+    the restore carry the new epoch."""
+    assert_same_state(without_epochs(restored.state_dict()), without_epochs(original.state_dict()))
+    a, b = restored.buffer, original.buffer
+    assert a.epoch == b.epoch + 1
+    moved = a.state_dict()["slots"]["epoch"] != b.state_dict()["slots"]["epoch"]
+    assert np.all(a.state_dict()["slots"]["epoch"][moved] == a.epoch)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +139,9 @@ def test_round_trip_is_exact_and_streams_continue(filled, tmp_path):
     restored = ReplayServer(**{**CONFIG, "seed": 99})  # another seed: the rng comes from the file
     restored.add(traffic(seed=5, rounds=1)[0])  # and some state of its own, all replaced
     restored.load_snapshot(str(path))
-    assert_same_state(restored.state_dict(), original.state_dict())
+    assert_same_but_one_epoch_on(restored, original)
     assert_same_view(observe(restored), observe(original))
+    np.testing.assert_array_equal(restored.buffer.sampleable_ids(), original.buffer.sampleable_ids())
     assert restored.stats()["rejected"] == 1 and restored.limiter.samples == original.limiter.samples
 
     # The same further traffic (continuations of the same streams) gives the same replay,
@@ -155,7 +152,8 @@ def test_round_trip_is_exact_and_streams_continue(filled, tmp_path):
         drive(server, rest, seed=4)
     assert_same_view(observe(restored), observe(original))
     assert_same_view(observe(copy), observe(original))
-    assert_same_state(restored.state_dict(), original.state_dict())
+    assert_same_but_one_epoch_on(restored, original)
+    assert_same_state(copy.state_dict(), restored.state_dict())  # the same file, the same epoch
     assert_same_samples(original, restored, copy)
 
 
@@ -165,7 +163,7 @@ def test_round_trip_small_and_empty(tmp_path, flat):
     empty.save_snapshot(str(tmp_path / "empty"))
     other = ReplayServer(**CONFIG)
     other.load_snapshot(str(tmp_path / "empty"))
-    assert_same_state(other.state_dict(), empty.state_dict())
+    assert_same_but_one_epoch_on(other, empty)
 
     cfg = {**CONFIG, "stack_size": 1 if flat else 4, "prioritized": not flat}
     a, b = ReplayServer(**cfg), ReplayServer(**cfg)
@@ -270,3 +268,67 @@ def test_section_sizes_are_checked_before_allocating(tmp_path):
     path.write_bytes(body)
     with pytest.raises(SnapshotError, match="claims"):
         read_snapshot(str(path))
+
+
+# --------------------------------------------------------------------------- ids after a crash
+
+STEP = (0, 1.0, False, False, False)
+
+
+def test_an_id_issued_before_a_crash_never_touches_an_item_added_after_the_restore(tmp_path):
+    path = str(tmp_path / "snap")
+    buf = ReplayBuffer(64, 4, 3, 0.9, seed=0)
+    buf.add(step_batch(1, episode([1.0] * 10)))  # uids 0..9: items 0..6
+    write_snapshot(path, buf.state_dict())
+    buf.add(step_batch(1, [STEP] * 10, start=10))  # uids 10..19 after the snapshot: items 7..16
+    issued = buf.sampleable_ids()
+    # The learner holds these when the replay crashes: items 7..9 (their records are in the
+    # snapshot, their windows were not) and 10..16 (records added after the snapshot).
+    stale = issued[id_parts(issued)[1] >= 7]
+    assert stale.size == 10
+
+    restored = ReplayBuffer(64, 4, 3, 0.9, seed=0)  # the crash: a fresh replay from the snapshot
+    restored.load_state_dict(read_snapshot(path))
+    restored.add(step_batch(1, [STEP] * 10, start=10))  # the same uids 10..19 again
+    ids = restored.sampleable_ids()
+    assert np.array_equal(id_parts(ids)[1], id_parts(issued)[1]) and not set(ids.tolist()) & set(stale.tolist())
+    weights = restored.sampling_weights(ids)
+    assert restored.update_priorities(stale, np.full(stale.size, 1e6)) == 0
+    np.testing.assert_array_equal(restored.sampling_weights(ids), weights)
+    assert restored.stats()["priority_updates_ignored"] == stale.size
+    with pytest.raises(ValueError):
+        restored.gather(stale[:1])
+    # Ids of items the snapshot holds still name those same items.
+    kept = issued[id_parts(issued)[1] < 7]
+    np.testing.assert_array_equal(restored.gather(kept).obs, buf.gather(kept).obs)
+    assert restored.update_priorities(kept, np.full(kept.size, 5.0)) == kept.size
+
+
+def test_each_restore_of_a_server_takes_a_new_epoch_even_from_the_same_snapshot(tmp_path):
+    path = str(tmp_path / "replay.snap")
+    server = ReplayServer(**CONFIG)
+    drive(server, traffic(seed=1, rounds=20), seed=2)
+    server.save_snapshot(path)
+    epochs, stale = [], []
+    for _ in range(3):  # crash, come back, issue ids, crash again before the next snapshot
+        back = ReplayServer(**CONFIG, snapshot_path=path)
+        epochs.append(back.buffer.epoch)
+        before = back.buffer.sampleable_ids()
+        assert back.update_priorities(np.array(stale, dtype=np.int64), np.full(len(stale), 1e6)) == 0
+        np.testing.assert_array_equal(back.buffer.sampleable_ids(), before)
+        for data in traffic(seed=5, rounds=8):
+            back.add(data)
+        stale = [i for i in back.buffer.sampleable_ids().tolist() if id_parts(i)[0] == back.buffer.epoch]
+        assert stale
+    assert epochs == [1, 2, 3]
+
+
+def test_a_snapshot_from_before_id_epochs_is_read_as_epoch_zero(filled):
+    original, _ = filled
+    state = original.buffer.state_dict()
+    old = {**state, "counters": {k: v for k, v in state["counters"].items() if k not in ("epoch", "priority_updates_ignored")},
+           "slots": {k: v for k, v in state["slots"].items() if k != "epoch"}}
+    buf = ReplayBuffer(CONFIG["capacity"], 4, 3, 0.9)
+    buf.load_state_dict(old)
+    assert buf.epoch == 1 and buf.stats()["priority_updates_ignored"] == 0
+    np.testing.assert_array_equal(buf.sampleable_ids(), original.buffer.sampleable_ids())  # plain uids: epoch 0
