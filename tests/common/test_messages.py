@@ -4,18 +4,16 @@ import msgpack
 import numpy as np
 import pytest
 
-from common.messages import MessageError, StepBatch, decode_step_batch, encode_step_batch
+from common.messages import MessageError, decode_step_batch, encode_step_batch
+from fakes import step_batch
 
 
 def make_batch(t=5, priorities=False, **over):
+    """Frames ``uint8[t, 84, 84]`` and a batch of them; ``over`` replaces field arrays."""
     frames = np.arange(t * 84 * 84, dtype=np.uint64).reshape(t, 84, 84).astype(np.uint8)
-    actions = np.arange(t, dtype=np.int32) % 4
-    term = np.zeros(t, bool)
-    fields = dict(actions=actions, rewards=np.ones(t, np.float32), terminated=term, truncated=np.zeros(t, bool),
-                  first=np.eye(1, t, dtype=bool)[0], policy_version=np.full(t, 3, np.int64),
-                  priorities=np.linspace(0.1, 1, t).astype(np.float32) if priorities else None)
-    fields.update(over)
-    return frames, StepBatch.from_frames(7, frames, "lz4", **fields)
+    records = [(i % 4, 1.0, False, False, i == 0) for i in range(t)]
+    prio = np.linspace(0.1, 1, t).astype(np.float32) if priorities else None
+    return frames, step_batch(7, records, frames=frames, priorities=prio, policy_version=3, **over)
 
 
 @pytest.mark.parametrize("priorities", [False, True])
@@ -32,7 +30,7 @@ def test_round_trip_is_exact(priorities):
 def test_frames_are_compressed_one_by_one():
     _, batch = make_batch(t=3)
     assert len(batch.frame_blobs) == 3
-    blank = StepBatch.from_frames(0, np.zeros((3, 84, 84), np.uint8), "lz4", **{k: getattr(batch, k) for k in ("actions", "rewards", "terminated", "truncated", "first", "policy_version")})
+    blank = step_batch(0, [(i % 4, 1.0, False, False, i == 0) for i in range(3)], frames=np.zeros((3, 84, 84), np.uint8))
     assert all(len(b) < 84 * 84 / 20 for b in blank.frame_blobs)
 
 
