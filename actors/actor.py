@@ -11,9 +11,9 @@ time t is sent with the priority
 
     p_t = | R_t + discount_t * max_a Q(s_{t+k}, a) - Q(s_t, a_t) |
 
-where k, R_t and discount_t are exactly the replay's (``replay_server/buffer.py``):
-k = min(n, steps until the segment ended), R_t = sum_{j<k} gamma^j r_{t+j} over the
-clipped rewards that are sent, discount_t = gamma^k * (1 - terminated_{t+k-1}); a
+where k, R_t and discount_t come from ``common.nstep``, the one n-step rule the replay
+uses too: k = min(n, steps until the segment ended), R_t = sum_{j<k} gamma^j r_{t+j} over
+the clipped rewards that are sent, discount_t = gamma^k * (1 - terminated_{t+k-1}); a
 truncated window keeps gamma^k and bootstraps from the final frame's stack. Final-frame
 records (action -1) are not items and get priority 0. As in Ape-X, Q is the actor's own
 copy of the online network: the learner uses double DQN with a target network, but the
@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from common.messages import NO_ACTION, StepBatch
+from common.nstep import n_step_windows
 from common.stacking import FrameStacker
 
 # Arrays from Ray's object store are read-only; torch only reads them here.
@@ -150,8 +151,6 @@ class ActorCore:
         self.initial_priorities = bool(initial_priorities)
         self.n_step = int(n_step)
         self.gamma = float(gamma)
-        # The replay's powers of gamma (same float64 values, so R and discounts match it).
-        self._gamma_pow = [float(g) for g in self.gamma ** np.arange(self.n_step + 1, dtype=np.float64)]
         self._last_q: np.ndarray | None = None  # Q[E, A] of the stacks select_actions last saw
         self.rng = np.random.default_rng(seed)
         self.policy_version = 0
@@ -226,12 +225,13 @@ class ActorCore:
                                q_taken[i], q_max[i])
                     if ended[i]:
                         rec.append(out.frames[i].copy(), NO_ACTION, False, v, q_max=float(q_final[i]))
-                    self._resolve(rec)
                     continue
                 rec.append(self.frames[i], int(actions[i]), bool(self.is_first[i]), v,
                            float(learn_rewards[i]), bool(out.terminated[i]), bool(out.truncated[i]))
                 if ended[i]:
                     rec.append(out.frames[i].copy(), NO_ACTION, False, v)
+            if prioritize:
+                self._resolve(self.records)
         for i in np.flatnonzero(out.game_over):
             self.episodes.append(EpisodeStats(self.stream_ids[i], float(self.scores[i]), int(self.lengths[i]), float(eps[i])))
             self.scores[i] = 0.0
@@ -264,46 +264,48 @@ class ActorCore:
             open_ = [i for i in chosen if len(self.records[i].prios) < len(self.records[i])]
             if open_:
                 q_now = self._q_values(self.stacker.stacks[open_]).astype(np.float64).max(axis=1)
-                for i, q in zip(open_, q_now.tolist()):
-                    self._resolve(self.records[i], tail_q=q)
+                self._resolve([self.records[i] for i in open_], tail_q=q_now)
         batches = []
         for i in chosen:
             batches.append(self._batch(i, self.records[i]))
             self.records[i] = _StreamRecords()
         return batches
 
-    def _resolve(self, rec: _StreamRecords, tail_q: float | None = None) -> None:
-        """Extend ``rec.prios`` over every record whose n-step window is complete.
+    def _resolve(self, recs: list[_StreamRecords], tail_q: np.ndarray | None = None) -> None:
+        """Extend each ``rec.prios`` over every record whose n-step window is complete.
 
-        The window of record t ends at b = min(t+n, the final-frame record of its segment);
-        it is complete once record b is here. With ``tail_q`` (flush), a window reaching
-        past the newest record is cut there and bootstraps from ``tail_q``.
+        One ``common.nstep`` call over the records still without a priority, all streams
+        at once (a window only reads forward; each stream's part starts a segment of its
+        own, so none reaches into the next). Priorities stop at a stream's first incomplete
+        window, unless ``tail_q`` (float[len(recs)], flush) is given: then incomplete
+        windows are cut at the stream's newest record and bootstrap from its ``tail_q``.
+        A terminated window needs no bootstrap value.
         """
-        n, length, g = self.n_step, len(rec), self._gamma_pow
-        t = len(rec.prios)
-        while t < length:
-            if rec.actions[t] == NO_ACTION:
-                rec.prios.append(0.0)
-                t += 1
-                continue
-            b = t + n
-            for j in range(t, min(t + n, length)):
-                if rec.terminated[j] or rec.truncated[j]:
-                    b = j + 1  # the segment's final-frame record
-                    break
-            if b < length:
-                boot = 0.0 if rec.terminated[b - 1] else rec.q_max[b]
-            elif tail_q is not None:
-                b, boot = length, tail_q  # flush: cut the open window at the newest record
-            else:
-                break  # this window and all later ones are still open
-            k = b - t
-            ret = 0.0
-            for j in range(k):
-                ret += g[j] * rec.rewards[t + j]
-            discount = 0.0 if rec.terminated[b - 1] else g[k]
-            rec.prios.append(abs(ret + discount * boot - rec.q_taken[t]))
-            t += 1
+        starts = [len(rec.prios) for rec in recs]
+        sizes = np.array([len(rec) - t0 for rec, t0 in zip(recs, starts)])
+        if not sizes.any():
+            return
+
+        def cat(name):  # one list of the field over every stream's part
+            return [x for rec, t0 in zip(recs, starts) for x in getattr(rec, name)[t0:]]
+
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        first = np.zeros(offsets[-1], dtype=bool)
+        first[offsets[:-1][sizes > 0]] = True
+        terminated = np.array(cat("terminated"), dtype=bool)
+        w = n_step_windows(cat("rewards"), terminated, terminated | np.array(cat("truncated"), dtype=bool), first,
+                           self.n_step, self.gamma)
+        final = np.array(cat("actions")) == NO_ACTION
+        q_max = np.array(cat("q_max"), dtype=np.float64)
+        tail = np.repeat(np.zeros(len(recs)) if tail_q is None else np.asarray(tail_q, dtype=np.float64), sizes)
+        boot = np.where(w.complete, q_max[np.minimum(w.bootstrap, q_max.size - 1)], tail)
+        boot = np.where(w.discounts > 0, boot, 0.0)
+        prios = np.abs(w.returns + w.discounts * boot - np.array(cat("q_taken"), dtype=np.float64))
+        prios[final] = 0.0
+        ready = (w.complete | final) if tail_q is None else np.ones(prios.size, dtype=bool)
+        for rec, lo, hi in zip(recs, offsets[:-1].tolist(), offsets[1:].tolist()):
+            still_open = np.flatnonzero(~ready[lo:hi])
+            rec.prios.extend(prios[lo : lo + int(still_open[0]) if still_open.size else hi].tolist())
 
     def _batch(self, i: int, rec: _StreamRecords) -> StepBatch:
         priorities = None

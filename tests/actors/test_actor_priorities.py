@@ -14,7 +14,8 @@ from torch import nn
 
 from actors.actor import ActorCore
 from common.messages import NO_ACTION, decode_step_batch, encode_step_batch
-from fakes import CountingEnv
+from fakes import CountingEnv, ScriptedEnv
+from nstep_cases import CASES, N, restarts_mid_segment
 from replay_server.buffer import ReplayBuffer
 
 G = 0.5
@@ -38,10 +39,10 @@ class NewestFrameQ(nn.Module):
         return self.scale * v[:, None] * torch.arange(1, 4, dtype=torch.float32)[None] / 100 + self.offset
 
 
-def make_core(env, net=None, eps=0.0, spb=1000, n=3, gamma=G, **kw):
+def make_core(env, net=None, eps=0.0, spb=1000, n=3, gamma=G, clip=True, **kw):
     net = NewestFrameQ() if net is None else net
     core = ActorCore(env, net, lambda s: np.full(env.num_envs, eps), list(range(env.num_envs)),
-                     steps_per_batch=spb, frames_per_step=4, clip_rewards=True, seed=0,
+                     steps_per_batch=spb, frames_per_step=4, clip_rewards=clip, seed=0,
                      initial_priorities=True, n_step=n, gamma=gamma, **kw)
     return core, net
 
@@ -61,6 +62,29 @@ def prios(batch):
 
 def frame_values(batch):
     return [int(f[0, 0]) for f in batch.frames()]
+
+
+# The shared table, played by an env (an actor cannot restart a segment without an end).
+PLAYABLE = [case for case in CASES if not any(restarts_mid_segment(r) for r in case[1].values())]
+
+
+@pytest.mark.parametrize("name,streams,expected", PLAYABLE, ids=[case[0] for case in PLAYABLE])
+def test_priorities_follow_the_table(name, streams, expected):
+    """p_t = |R_t + discount_t * max_a Q(s_b) - Q(s_t, a_t)| with the table's R, discount and
+    bootstrap record b; frames hold the record's index, so Q(s_i) = q(i)."""
+    assert G == 0.5
+    for sid, records in streams.items():
+        env = ScriptedEnv(records)
+        core, _ = make_core(env, spb=1, n=N, clip=False)
+        sent = [(v, p) for b in run(core, len(env.acted)) for v, p in zip(frame_values(b), prios(b))]
+        items = {(sid, v) for v, _ in sent if records[v][0] != NO_ACTION}
+        assert items == {key for key in expected if key[0] == sid}  # sent: the complete windows
+        for v, p in sent:
+            if records[v][0] == NO_ACTION:
+                assert p == 0
+                continue
+            ret, disc, boot = expected[(sid, v)]
+            assert p == pytest.approx(abs(ret + disc * q(boot) - q(v)), rel=1e-6), (sid, v)
 
 
 def test_full_window_inside_an_episode():
@@ -175,6 +199,11 @@ def test_priority_is_dropped_when_q_is_not_finite():
 # ---------------------------------------------------------------- cross-check with the replay
 
 
+def replay_showing_sent_priorities(n, gamma):
+    """A replay whose sampling weights are the priorities actors sent (alpha 1, eps 0, no updates)."""
+    return ReplayBuffer(capacity=10_000, stack_size=4, n_step=n, gamma=gamma, alpha=1.0, priority_eps=0.0, seed=0)
+
+
 def _stream_of_batches(net, gamma, n, **env_kw):
     """Step-only batches (no flush: every sent window completed normally) of a busy mix of envs."""
     core, _ = make_core(CountingEnv([2, 3, 5, 7, 11], **env_kw), net=net, eps=0.3, spb=3, n=n, gamma=gamma)
@@ -187,13 +216,13 @@ def test_returns_and_discounts_equal_the_replays(env_kw, n):
     gamma = 0.9
     buffers = {}
     for name, net in {"zero": NewestFrameQ(scale=0.0), "const": NewestFrameQ(scale=0.0, offset=-10.0)}.items():
-        buf = ReplayBuffer(capacity=10_000, stack_size=4, n_step=n, gamma=gamma, seed=0)
+        buf = replay_showing_sent_priorities(n, gamma)
         for b in _stream_of_batches(net, gamma, n, **env_kw):
             buf.add(decode_step_batch(encode_step_batch(b)))
         ids = buf.sampleable_ids()
         assert ids.size > 100
         items = buf.gather(ids)
-        buffers[name] = (items, buf._init_priority[ids % buf.capacity])
+        buffers[name] = (items, buf.sampling_weights(ids))
     items, p_zero = buffers["zero"]
     # Q = 0: the priority is |R| = R (rewards are +1): bit-for-bit the replay's float32 return.
     np.testing.assert_array_equal(p_zero, items.returns)
@@ -213,7 +242,7 @@ def test_priorities_equal_the_td_error_on_the_replays_items(env_kw):
     """|R + discount * max_a Q(next_obs) - Q(obs, a)| with the replay's own items."""
     gamma, n = 0.9, 3
     net = NewestFrameQ()
-    buf = ReplayBuffer(capacity=10_000, stack_size=4, n_step=n, gamma=gamma, seed=0)
+    buf = replay_showing_sent_priorities(n, gamma)
     for b in _stream_of_batches(net, gamma, n, **env_kw):
         buf.add(b)
     ids = buf.sampleable_ids()
@@ -222,4 +251,4 @@ def test_priorities_equal_the_td_error_on_the_replays_items(env_kw):
         q_obs = net(torch.from_numpy(items.obs)).double().numpy()
         q_next = net(torch.from_numpy(items.next_obs)).double().numpy()
     td = items.returns + items.discounts * q_next.max(axis=1) - q_obs[np.arange(len(ids)), items.actions]
-    np.testing.assert_allclose(buf._init_priority[ids % buf.capacity], np.abs(td), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(buf.sampling_weights(ids), np.abs(td), rtol=1e-5, atol=1e-6)
