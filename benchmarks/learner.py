@@ -35,17 +35,19 @@ def standalone_rate(batch_size: int, threads: int, seconds: float, device: str =
     """updates/s of DQNLearner.update on random batches already in memory."""
     import torch
 
-    from common.config import LearnerConfig
+    from common.config import Config, LearnerConfig, resolve
+    from common.env_spec import EnvSpec
     from common.messages import SampleBatch
-    from common.networks import build_q_network
-    from learner.dqn import DQNLearner
+    from learner.dqn import build_learner
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(seed)
-        L = LearnerConfig()
-        learner = DQNLearner(build_q_network((84, 84), 4, num_actions), 1e-4, L.adam_eps, L.grad_clip, 2_500, device)
+        # The system's own update: the default (apex) preset resolved for Atari, built as the trainer builds it.
+        cfg = resolve(Config(learner=LearnerConfig(batch_size=batch_size)), atari=True, cuda=device != "cpu")
+        spec = EnvSpec("ALE/Breakout-v5", (84, 84), "uint8", 4, num_actions, 4, "lz4", True, True)
+        learner = build_learner(cfg, spec, device)
         rng = np.random.default_rng(seed)
         pool = [SampleBatch(
             ids=np.arange(batch_size, dtype=np.int64),

@@ -206,7 +206,7 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
     it was trained with. CheckpointError if the checkpoint does not fit that game,
     EvaluationError for a video of a game without screens."""
     from common.envs import make_vector_env, spec_of
-    from common.networks import q_network_for, signature_for
+    from common.networks import q_network_for, signature_for, upgrade_signature
     from learner.checkpoint import CheckpointError, load_checkpoint
 
     payload = load_checkpoint(checkpoint)
@@ -222,7 +222,7 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
         if video and not spec.atari:
             raise EvaluationError(f"--video: {env_id} is a flat-vector environment without screens; videos need an ALE game")
         sig = signature_for(spec, cfg.learner)
-        if sig != payload["signature"]:
+        if sig != upgrade_signature(payload["signature"]):
             raise CheckpointError(f"{checkpoint} was trained on {payload['signature']}, {env_id} needs {sig}")
         return Policy(checkpoint, payload, cfg, env, spec, q_network_for(spec, cfg.learner))
     except BaseException:

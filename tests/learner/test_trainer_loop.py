@@ -58,9 +58,9 @@ def test_no_update_before_learning_starts_and_none_samples_are_skipped(tmp_path)
     # A replay ratio of 1 with a small tolerance: the learner outruns the actor and the
     # replay answers None until the actor inserts more.
     trainer, fleet = make(tmp_path, steps_per_poll=2, replay={"replay_ratio": 1.0, "replay_ratio_tolerance": 32.0},
-                          run={"time_limit": 3.0})
+                          run={"total_learner_steps": 20})
     summary = trainer.run()
-    assert summary["stop_reason"] == "time_limit"
+    assert summary["stop_reason"] == "total_learner_steps"
     assert fleet.empty_samples > 0
     stats = fleet.server.stats()
     # Never more samples than the ratio and its tolerance allow past learning_starts.
