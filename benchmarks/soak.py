@@ -74,9 +74,37 @@ def ray_state(address: str, namespace: str) -> dict:
 
 
 def slope_per_hour(t_s: np.ndarray, y: np.ndarray) -> float:
+    return slope_and_noise(t_s, y)[0]
+
+
+def slope_and_noise(t_s: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope per hour and its standard error (the measurement noise a slope
+    must exceed to mean anything)."""
     if len(t_s) < 3:
-        return float("nan")
-    return float(np.polyfit(t_s / 3600.0, y, 1)[0])
+        return float("nan"), float("nan")
+    x = t_s / 3600.0
+    (slope, icept) = np.polyfit(x, y, 1)
+    resid = y - (slope * x + icept)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    stderr = float(np.sqrt((resid**2).sum() / (len(x) - 2) / sxx)) if sxx > 0 else float("nan")
+    return float(slope), stderr
+
+
+def kill_one_actor(root_pid: int, turn: int) -> str | None:
+    """SIGKILL one of the run's actor processes (they take turns); its name, or None."""
+    try:
+        procs = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return None
+    actors = sorted((p for p in procs if process_name(p).startswith("ray::ActorShell")), key=lambda p: p.pid)
+    if not actors:
+        return None
+    victim = actors[turn % len(actors)]
+    try:
+        victim.kill()
+    except psutil.NoSuchProcess:
+        return None
+    return f"ActorShell#{victim.pid}"
 
 
 def main(argv=None) -> int:
@@ -86,22 +114,30 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=float, default=30.0, help="seconds between samples (each asks Ray for its state: a short extra driver)")
     ap.add_argument("--out-dir", default="runs/soak")
     ap.add_argument("--env", default="ALE/Breakout-v5")
-    ap.add_argument("--replay-capacity", type=int, default=200_000)
+    ap.add_argument("--replay-capacity", type=int, default=50_000, help="small, so the replay is full and evicting after a few minutes")
+    ap.add_argument("--snapshot-interval", type=float, default=60.0, help="seconds between replay snapshots")
+    ap.add_argument("--kill-every", type=float, default=300.0, help="SIGKILL one actor process every this many seconds (0: never)")
     args = ap.parse_args(argv)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     cmd = [sys.executable, "-m", "learner.main", "--env", args.env, "--num-actors", "2", "--envs-per-actor", "4",
-           "--batch-size", "32", "--replay-capacity", str(args.replay_capacity), "--learning-starts", "20000",
+           "--batch-size", "32", "--replay-capacity", str(args.replay_capacity), "--learning-starts", str(min(20_000, args.replay_capacity // 2)),
+           "--snapshot-interval", str(args.snapshot_interval),
            "--time-limit", str(args.minutes * 60), "--log-interval", "30", "--run-dir", str(run)]
     print("soak:", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, stdout=open(out / "learner.log", "w"), stderr=subprocess.STDOUT)
     rows = []
     t0 = time.monotonic()
     info = None
+    kills: list[dict] = []
     while proc.poll() is None:
         time.sleep(args.every)
         t = time.monotonic() - t0
+        if args.kill_every and t >= (len(kills) + 1) * args.kill_every and t < args.minutes * 60 - 30:
+            victim = kill_one_actor(proc.pid, len(kills))
+            kills.append({"t_s": round(t, 1), "killed": victim})
+            print(f"[{t:6.0f}s] killed {victim}", flush=True)
         if info is None and (run / "ray.json").exists():
             info = json.loads((run / "ray.json").read_text())
         mem = snapshot_processes(proc.pid)
@@ -126,11 +162,21 @@ def main(argv=None) -> int:
         y = np.array([r[k] for r, m in zip(rows, mask) if m], dtype=float)
         if len(y) < 3:
             continue
-        s = slope_per_hour(t[mask], y)
-        result[k] = {"first": float(y[0]), "last": float(y[-1]), "max": float(y.max()), "slope_per_hour": s}
-        print(f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f}/h")
+        s, noise = slope_and_noise(t[mask], y)
+        result[k] = {"first": float(y[0]), "last": float(y[-1]), "max": float(y.max()), "slope_per_hour": s,
+                     "slope_stderr_per_hour": noise}
+        print(f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f} ± {noise:.2f}/h")
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    print(json.dumps({"soak": result, "run": str(run), "exit_code": proc.returncode,
+    replay = summary.get("replay", {})
+    # Records lost: agent steps the actors reported that never became a replay transition
+    # (a killed actor's unsent records), plus what a replay restart lost.
+    lost = (summary.get("agent_steps", 0) or 0) - replay.get("transitions_inserted", 0)
+    print(f"\nactor kills {len(kills)}, actor restarts {summary.get('actor_restarts')}, "
+          f"replay restarts {summary.get('replay_restarts')}, transitions never inserted {lost:,} "
+          f"(at most {2 * 4 * 64 + 2 * 4 * 3} a kill: 4 streams x (64 held + n) per actor, and queued messages)")
+    print(json.dumps({"soak": result, "run": str(run), "exit_code": proc.returncode, "kills": kills,
+                      "actor_restarts": summary.get("actor_restarts"), "replay_restarts": summary.get("replay_restarts"),
+                      "transitions_never_inserted": lost, "agent_steps": summary.get("agent_steps"),
                       "env_frames": summary.get("env_frames"), "learner_steps": summary.get("learner_steps")}))
     return 0 if proc.returncode == 0 else 1
 
