@@ -220,6 +220,10 @@ class RunConfig:
         _require(self.log_interval > 0, "log_interval", self.log_interval, "must be > 0")
         if self.num_cpus is not None:
             _require(self.num_cpus >= 1, "num_cpus", self.num_cpus, "must be at least 1")
+        # numpy's and torch's generators refuse negative seeds (only once Ray has started).
+        _require(0 <= self.seed < 2**32, "seed", self.seed, "must be in 0..2^32-1")
+        if self.stop_return is not None:
+            _require(math.isfinite(self.stop_return), "stop_return", self.stop_return, "must be a finite score")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +251,9 @@ class Config:
         """Rebuild from ``to_dict`` output; ConfigError for unknown or missing sections."""
         if not isinstance(d, dict):
             raise ConfigError("config is not a JSON object")
+        unknown_sections = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown_sections:
+            raise ConfigError(f"config has unknown sections {sorted(unknown_sections)}")
         kwargs = {}
         for f in dataclasses.fields(cls):
             section = d.get(f.name, {})

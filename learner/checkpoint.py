@@ -64,6 +64,9 @@ def load_checkpoint(path: str | Path, signature: dict | None = None) -> dict:
         raise CheckpointError(f"unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise CheckpointError(f"{path} is not a raydqn checkpoint (missing {[k for k in _REQUIRED if not isinstance(payload, dict) or k not in payload]})")
+    wrong = [k for k in ("learner", "counters", "signature", "config") if not isinstance(payload[k], dict)]
+    if wrong:
+        raise CheckpointError(f"{path} is not a raydqn checkpoint ({', '.join(wrong)} not a dict)")
     if payload["version"] != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload['version']}, expected {CHECKPOINT_VERSION}")
     if signature is not None and upgrade_signature(payload["signature"]) != upgrade_signature(signature):

@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,13 +36,20 @@ def parse(argv: list[str]) -> tuple[Config, Path | None]:
         return config_from_args(ns), None
     run_dir = Path(resume)
     cfg_path = run_dir / "config.json"
+    if not run_dir.exists():
+        raise UsageError(f"--resume {resume}: no such directory")
+    if not run_dir.is_dir():
+        raise UsageError(f"--resume {resume}: is a file, not a run directory")
     if not cfg_path.is_file():
         raise UsageError(f"--resume {resume}: no config.json there (not a run directory)")
     try:
         saved = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"--resume {resume}: unreadable config.json ({e})") from None
-    saved = Config.from_dict(saved).to_dict()
+    try:
+        saved = Config.from_dict(saved).to_dict()
+    except ConfigError as e:  # another version's config, or one edited by hand
+        raise UsageError(f"--resume {resume}: config.json does not fit this version: {e}") from None
     # Flags typed now override the saved run's settings (more frames, another time limit...).
     for section, values in explicit_overrides(parser, argv, ns).items():
         saved[section].update(values)
@@ -69,12 +79,93 @@ def prepare(argv: list[str]):
             run_dir = resume_dir
         else:
             run_dir = Path(cfg.run.run_dir or f"runs/{cfg.env.env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
-            if (run_dir / "config.json").exists() or (run_dir / "checkpoint.pt").exists():
-                raise UsageError(f"--run-dir {run_dir}: already holds a run; use --resume {run_dir} to continue it or pick another directory")
+            check_new_run_dir(run_dir)
             cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_dir=str(run_dir)))
+        check_ray_address(cfg.run.address)
     except (ConfigError, EnvSpecError, CheckpointError) as e:
         raise UsageError(str(e)) from None
     return cfg, run_dir, spec, payload
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """UsageError unless a new run can be written in ``run_dir`` (it may exist, empty or not)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir}: is a file, not a directory")
+    if (run_dir / "config.json").exists() or (run_dir / "checkpoint.pt").exists():
+        raise UsageError(f"--run-dir {run_dir}: already holds a run; use --resume {run_dir} to continue it or pick another directory")
+    existing = run_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--run-dir {run_dir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--run-dir {run_dir}: {existing} is not writable")
+
+
+RAY_PROBE_TIMEOUT_S = 3.0
+
+
+def check_ray_address(address: str | None, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """UsageError unless a Ray cluster's GCS accepts a connection at ``address`` within
+    ``timeout`` seconds. ``ray.init`` itself waits for an unreachable GCS without end
+    (measured: still retrying after 2 minutes), so the run would hang before its first line.
+    None and 'local' start a local instance: nothing to probe."""
+    if address is None or address == "local":
+        return
+    flag = f"--address={address}"
+    target = address.split("://", 1)[1] if "://" in address else address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            target = canonicalize_bootstrap_address_or_die("auto")
+        except Exception as e:  # ConnectionError: no cluster on this node (or several)
+            raise UsageError(f"{flag}: no Ray cluster found on this node ({str(e).split('. ')[0]}); "
+                             f"start one with 'ray start --head' or name it as HOST:PORT") from None
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"{flag}: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.1:6379), or auto")
+    host = host.strip("[]")
+    outcome: list = []
+
+    def probe():
+        try:
+            socket.create_connection((host, int(port_text)), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e.strerror or type(e).__name__)
+
+    # In a thread: a name lookup can outlast the socket's own timeout.
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+    if not outcome:
+        raise UsageError(f"{flag}: no answer from {host}:{port_text} within {timeout:g}s (is the Ray head running?)")
+    if outcome[0] is not None:
+        raise UsageError(f"{flag}: no Ray cluster listens at {host}:{port_text} ({outcome[0]})")
+
+
+class RunDirUndo:
+    """What ``run_dir`` held before the run started writing (its paths, config.json's
+    bytes), so that a run that never got going (a PlacementError) can leave it as it was."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.existed = run_dir.is_dir()
+        self.paths = set(run_dir.rglob("*")) if self.existed else set()
+        config = run_dir / "config.json"
+        self.config = config.read_bytes() if config.is_file() else None
+
+    def restore(self) -> None:
+        try:
+            for path in sorted(set(self.run_dir.rglob("*")) - self.paths, key=lambda p: len(p.parts), reverse=True):
+                path.rmdir() if path.is_dir() else path.unlink()
+            if self.config is not None:
+                (self.run_dir / "config.json").write_bytes(self.config)
+            if not self.existed:
+                self.run_dir.rmdir()
+        except OSError as e:
+            logging.getLogger("raydqn").warning("could not restore %s: %s", self.run_dir, e)
 
 
 def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
@@ -93,8 +184,16 @@ def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
     torch.manual_seed(cfg.run.seed)
     learner = build_learner(cfg, spec, device)
     if payload:
-        learner.load_state_dict(payload["learner"])
-    counters = Counters(payload["counters"] if payload else None)
+        from learner.checkpoint import CheckpointError, checkpoint_path
+
+        try:
+            learner.load_state_dict(payload["learner"])
+            counters = Counters(payload["counters"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"{checkpoint_path(run_dir)}: its state does not fit this network ({type(e).__name__}: {first})") from None
+    else:
+        counters = Counters(None)
     return Trainer(cfg, run_dir, learner, Fleet(cfg, spec, run_dir), RunLog(run_dir), counters,
                    signature_for(spec, cfg.learner))
 
@@ -108,16 +207,24 @@ def main(argv: list[str] | None = None) -> int:
         return report_usage_error(e)
     except SystemExit as e:  # the parser printed its one line (or --help)
         return int(e.code or 0)
+    undo = RunDirUndo(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(dumps(cfg))
     from learner.fleet import PlacementError
 
     print(f"raydqn: {cfg.env.env_id}, {cfg.actors.num_actors} actors x {cfg.env.envs_per_actor} envs, "
           f"batch {cfg.learner.batch_size}, run dir {run_dir}" + (" (resumed)" if payload else ""), flush=True)
-    trainer = build_trainer(cfg, run_dir, spec, payload)
+    from learner.checkpoint import CheckpointError
+
+    try:
+        trainer = build_trainer(cfg, run_dir, spec, payload)
+    except CheckpointError as e:
+        undo.restore()
+        return report_usage_error(e)
     try:
         summary = trainer.run()
     except PlacementError as e:
+        undo.restore()  # nothing ran: the run dir goes back to how the user left it
         return report_usage_error(e)
     print(json.dumps({k: summary.get(k) for k in ("env_frames", "agent_steps", "learner_steps", "episodes",
                                                    "mean_return_100", "wall_s", "stop_reason")}), flush=True)
