@@ -84,6 +84,7 @@ class Fleet:
         self.actor_restarts = 0
         self.replay_restarts = 0
         self.replay_records_lost = 0
+        self.restore_errors_shown: set[str] = set()
         self.last_snapshot = time.monotonic()
         self.gauges = None
 
@@ -275,6 +276,10 @@ class Fleet:
             if j >= len(self.shard_stats):
                 raise
             return dict(self.shard_stats[j], items_sampleable=0)
+        if sh.get("restore_error") and sh["restore_error"] not in self.restore_errors_shown:
+            # The shard logs this inside its worker; the user must see it here, once.
+            self.restore_errors_shown.add(sh["restore_error"])
+            print(f"replay-{j}: snapshot unusable, starting empty: {sh['restore_error']}", flush=True)
         if j < len(self.shard_stats) and sh["records_added"] < self.shard_stats[j]["records_added"]:
             lost = self.shard_stats[j]["records_added"] - sh["records_added"]
             self.replay_restarts += 1

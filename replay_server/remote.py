@@ -51,6 +51,7 @@ class ReplayServer:
         self.rejected = 0
         self.batches_added = 0
         self.restored: dict | None = None
+        self.restore_error: str | None = None  # why a snapshot was moved aside; stats() reports it
         if snapshot_path is not None and os.path.exists(snapshot_path):
             self._restore(snapshot_path)
 
@@ -63,8 +64,13 @@ class ReplayServer:
             logger.warning("replay restored from %s: %d records", path, self.restored["records"])
         except SnapshotError as e:
             aside = f"{path}.bad-{int(time.time())}"
-            os.replace(path, aside)
-            logger.warning("replay starts empty: %s (moved to %s)", e, aside)
+            try:
+                os.replace(path, aside)
+                where = f"moved to {aside}"
+            except OSError as move_error:  # a read-only run dir
+                where = f"could not be moved aside: {move_error.strerror or move_error}"
+            self.restore_error = f"{e} ({where})"
+            logger.warning("replay starts empty: %s", self.restore_error)
             return
         # The restore moved the buffer to a new id epoch; record it before any id goes out,
         # or a second crash would restore the old epoch again and reissue this one's ids.
@@ -104,7 +110,8 @@ class ReplayServer:
     def stats(self) -> dict:
         return {**self.buffer.stats(), "rejected": self.rejected, "batches_added": self.batches_added,
                 "transitions_inserted": self.limiter.inserts, "transitions_sampled": self.limiter.samples,
-                "restored_records": self.restored["records"] if self.restored else 0}
+                "restored_records": self.restored["records"] if self.restored else 0,
+                "restore_error": self.restore_error}
 
     def ping(self) -> bool:
         return True
