@@ -55,6 +55,16 @@ def check_video_path(video: str | Path) -> Path:
     return path
 
 
+def check_checkpoint_path(checkpoint: str) -> None:
+    """EvaluationError naming --checkpoint unless it is a file (a run directory is taken as a mistake)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        hint = f"; did you mean {path / 'checkpoint.pt'}?" if (path / "checkpoint.pt").is_file() else ""
+        raise EvaluationError(f"--checkpoint {checkpoint}: is a directory, not a checkpoint file{hint}")
+    if not path.exists():
+        raise EvaluationError(f"--checkpoint {checkpoint}: no checkpoint there (no such file)")
+
+
 # --------------------------------------------------------------------------- recording
 
 
@@ -364,14 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12345, help="environment and exploration seed")
     parser.add_argument("--video", default=None, help="write the best episode to this .mp4 (60 fps, every emulator frame) or .gif (20 fps, every 3rd frame); ALE games only")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # the parser printed its one line (or --help)
+        return int(e.code or 0)
     from common.envs import EnvSpecError
     from learner.checkpoint import CheckpointError
 
-    if args.episodes < 1 or not 0 <= args.epsilon <= 1 or args.seed < 0:
-        print(f"error: --episodes must be >= 1, --epsilon in [0, 1], --seed >= 0 (got {args.episodes}, {args.epsilon}, {args.seed})", file=sys.stderr)
-        return USAGE_ERROR
+    for bad, flag, value, why in ((args.episodes < 1, "--episodes", args.episodes, "must be at least 1"),
+                                  (not 0 <= args.epsilon <= 1, "--epsilon", args.epsilon, "must be in [0, 1]"),
+                                  (not 0 <= args.seed < 2**31 - 8, "--seed", args.seed, "must be in 0..2^31-9 (ALE's seeds are signed 32-bit, env i plays seed + i)")):
+        if bad:
+            print(f"error: {flag}={value}: {why}", file=sys.stderr)
+            return USAGE_ERROR
     try:
+        check_checkpoint_path(args.checkpoint)
         if args.video is not None:
             check_video_path(args.video)  # before the checkpoint is even read
         torch.set_num_threads(1)
