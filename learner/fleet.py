@@ -52,6 +52,7 @@ class FleetPoll:
     replay: dict
     actors_alive: int
     actors_restarting: int
+    evals: list[dict] = dataclasses.field(default_factory=list)  # evaluations finished since the last poll
 
 
 def snapshot_path(run_dir: Path, shard: int) -> Path:
@@ -87,6 +88,8 @@ class Fleet:
         self.restore_errors_shown: set[str] = set()
         self.last_snapshot = time.monotonic()
         self.gauges = None
+        self.evaluator = None
+        self.eval_ref = None  # the evaluation in flight, if any
 
     # ---- start ---------------------------------------------------------------------
     def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
@@ -108,6 +111,16 @@ class Fleet:
                        for i in range(c.actors.num_actors)}
         self.publish(weights, policy_version, agent_steps)
         self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
+        if self._eval_enabled():
+            from learner.evaluator import Evaluator
+
+            # Its own process: on a GPU box it takes a spare core; on a small machine it
+            # plays in bursts, one evaluation every --eval-period env frames.
+            self.evaluator = ray.remote(num_cpus=1, max_restarts=1, enable_task_events=False)(Evaluator).options(
+                name="evaluator").remote(cfg_dict)
+
+    def _eval_enabled(self) -> bool:
+        return bool(getattr(self.cfg, "eval", None) and self.cfg.eval.eval_period)
 
     def _start_ray(self) -> None:
         if ray.is_initialized():
@@ -140,7 +153,7 @@ class Fleet:
             print(f"dashboard: http://{dashboard_url} (parts named replay-K and actor-N, namespace {self.namespace})", flush=True)
 
     def _cpus_needed(self) -> int:
-        return self.cfg.actors.num_actors + self.cfg.replay.replay_shards
+        return self.cfg.actors.num_actors + self.cfg.replay.replay_shards + int(self._eval_enabled())
 
     def _check_placement(self, can_grow: bool) -> None:
         """Ask the autoscaler for what the run needs; fail clearly if it never comes."""
@@ -223,6 +236,23 @@ class Fleet:
         for a in self.actors.values():
             a.set_weights.remote(self.weights_ref, policy_version, agent_steps)
 
+    def request_eval(self, run_counters: dict, index: int) -> bool:
+        """Start an evaluation of the weights last published, unless one is still running."""
+        if self.evaluator is None or self.eval_ref is not None or self.weights_ref is None:
+            return False
+        self.eval_ref = self.evaluator.evaluate.remote(self.weights_ref, self.policy_version, run_counters, index)
+        return True
+
+    def _finished_evals(self) -> list[dict]:
+        if self.eval_ref is None or not ray.wait([self.eval_ref], timeout=0)[0]:
+            return []
+        ref, self.eval_ref = self.eval_ref, None
+        try:
+            return [ray.get(ref)]
+        except Exception as e:  # an evaluation that failed is skipped; the next one is asked for as usual
+            log.warning("evaluation failed: %s", _last_line(e))
+            return []
+
     def save_snapshots(self, wait: bool) -> None:
         """Each shard writes its own file (atomically); ``wait=False`` lets the learner go on."""
         refs = [r.save_snapshot.remote(str(snapshot_path(self.run_dir, j))) for j, r in enumerate(self.replays)]
@@ -245,7 +275,7 @@ class Fleet:
         stats = self._poll_actors()
         replay = self._poll_replays()
         stats += self._check_actors()
-        return FleetPoll(stats, replay, len(self.run_refs), len(self.restarting))
+        return FleetPoll(stats, replay, len(self.run_refs), len(self.restarting), self._finished_evals())
 
     def _poll_actors(self) -> list[dict]:
         refs = {i: self.actors[i].stats.remote() for i in self.run_refs}
@@ -364,7 +394,9 @@ class Fleet:
         try:
             if self.run_refs:
                 ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=10)
-            return FleetPoll(self._poll_actors(), self._poll_replays(), 0, 0)
+            if self.eval_ref is not None:  # an evaluation under way is worth its wait: it is the run's last word
+                ray.wait([self.eval_ref], timeout=120)
+            return FleetPoll(self._poll_actors(), self._poll_replays(), 0, 0, self._finished_evals())
         except Exception as e:  # the summary still gets written from what is known
             log.warning("final stats incomplete: %s", type(e).__name__)
             return None

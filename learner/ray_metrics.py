@@ -21,6 +21,7 @@ DRIVER_GAUGES = {
     "replay_size": ("raydqn_replay_size", "records held in replay, all shards"),
     "replay_ratio": ("raydqn_replay_ratio", "transitions sampled per transition inserted so far"),
     "mean_return_100": ("raydqn_mean_return_100", "mean raw score of the last 100 games"),
+    "eval_return": ("raydqn_eval_return", "mean raw score of the newest evaluation (fresh games at --eval-epsilon)"),
     "loss": ("raydqn_loss", "TD loss of the last update"),
     "mean_q": ("raydqn_mean_q", "mean Q of the last batch"),
     "policy_lag": ("raydqn_policy_lag", "versions the slowest actor is behind the learner"),

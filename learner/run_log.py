@@ -15,19 +15,24 @@ import json
 import sys
 from pathlib import Path
 
+from learner.evaluator import EVAL_FIELDS
 from learner.tensorboard import TensorBoardLogger, tags_from_episode
+
+#: evals.csv column -> TensorBoard tag (against env frames, like every other tag).
+EVAL_TAGS = {"mean": "eval/mean_return", "median": "eval/median_return", "min": "eval/min_return",
+             "max": "eval/max_return", "human_normalized_mean": "eval/human_normalized_mean", "eval_s": "eval/seconds"}
 
 METRIC_FIELDS = [
     "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
     "mean_return_100", "mean_return_greedy_20", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
     "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
-    "replay_ratio", "policy_lag", "weight_sync_age_s",
+    "replay_ratio", "policy_lag", "weight_sync_age_s", "eval_return",
 ]
 EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon", "stream_id"]
 SUMMARY_FIELDS = [
     "env", "env_frames", "agent_steps", "learner_steps", "episodes", "mean_return_100", "mean_return_greedy_20",
     "policy_version", "wall_s", "stop_reason", "replay", "actors", "actor_restarts", "replay_restarts",
-    "replay_records_lost_at_restarts",
+    "replay_records_lost_at_restarts", "evals", "eval_return", "best_eval_return", "last_eval",
 ]
 
 
@@ -41,12 +46,15 @@ def _append_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
 
 
 def progress_line(row: dict, phase: str) -> str:
-    """The one line a person watching the run reads, from a metrics row."""
-    score = row.get("mean_return_100")
+    """The one line a person watching the run reads, from a metrics row. The headline score
+    is the evaluator's (fresh games at a small ε) once there is one; the actors' 100-game
+    mean mixes exploration levels."""
+    score, ev = row.get("mean_return_100"), row.get("eval_return")
+    scores = f"eval {ev:.1f} | " if ev is not None else ""
+    scores += f"score100 {'-' if score is None else f'{score:.1f}'}"
     return (f"[{row['wall_s']:7.0f}s] {phase:8s} frames {row['env_frames']:,} ({row['env_frames_per_s']:,.0f}/s) | "
             f"updates {row['learner_steps']:,} ({row['updates_per_s']:.1f}/s) | "
-            f"replay {row['replay_size']:,} | episodes {row['episodes']:,} | "
-            f"score100 {'-' if score is None else f'{score:.1f}'} | loss {row['loss']:.4f}")
+            f"replay {row['replay_size']:,} | episodes {row['episodes']:,} | {scores} | loss {row['loss']:.4f}")
 
 
 class RunLog:
@@ -88,6 +96,15 @@ class RunLog:
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()
         self._line_open = self.tty
+
+    def evaluation(self, row: dict) -> None:
+        """evals.csv, TensorBoard (``eval/...``) and the gauges for one finished evaluation."""
+        row = {k: row.get(k) for k in EVAL_FIELDS}
+        if self.tb is not None:
+            self.tb.log(int(row["env_frames"]), {tag: row[k] for k, tag in EVAL_TAGS.items() if row.get(k) is not None})
+        if self.gauges is not None:
+            self.gauges.update({"eval_return": row["mean"]})
+        _append_rows(self.run_dir / "evals.csv", EVAL_FIELDS, [row])
 
     def message(self, text: str) -> None:
         """A line of its own (ends a progress line drawn in place first)."""

@@ -40,6 +40,7 @@ METRIC_TAGS = {
     "replay_ratio": "replay/ratio",
     "policy_lag": "progress/policy_lag",
     "weight_sync_age_s": "progress/weight_sync_age_s",
+    "eval_return": "eval/latest_mean_return",
     "wall_s": "progress/wall_s",
     "agent_steps": "progress/agent_steps",
     "learner_steps": "progress/learner_steps",

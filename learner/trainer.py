@@ -26,6 +26,7 @@ import torch
 from common.config import Config
 from common.schedules import beta_schedule
 from learner.checkpoint import checkpoint_path, save_checkpoint
+from learner.evaluator import due as evaluation_due
 
 log = logging.getLogger("raydqn")
 STOP_EPSILON = 0.05
@@ -44,6 +45,10 @@ class Counters:
         self.wall_s = float(saved.get("wall_s", 0.0))
         self.recent = collections.deque(saved.get("recent_returns", []), maxlen=100)
         self.recent_greedy = collections.deque(saved.get("recent_greedy_returns", []), maxlen=20)
+        self.evals = int(saved.get("evals", 0))  # evaluations finished
+        self.last_eval: dict | None = saved.get("last_eval")  # the newest evaluation's result
+        self.best_eval_return: float | None = saved.get("best_eval_return")
+        self.eval_requested_frames: int | None = saved.get("eval_requested_frames")
         # Per actor, the last cumulative counts seen: restarts reset an actor's counts to 0.
         self._seen: dict[int, tuple[int, int]] = {}
 
@@ -76,7 +81,18 @@ class Counters:
             "learner_steps": self.learner_steps, "episodes": self.episodes,
             "policy_version": self.policy_version, "wall_s": wall_s,
             "recent_returns": list(self.recent), "recent_greedy_returns": list(self.recent_greedy),
+            "evals": self.evals, "last_eval": self.last_eval, "best_eval_return": self.best_eval_return,
+            "eval_requested_frames": self.eval_requested_frames,
         }
+
+    def add_eval(self, result: dict) -> None:
+        self.evals += 1
+        self.last_eval = result
+        if self.best_eval_return is None or result["mean"] > self.best_eval_return:
+            self.best_eval_return = result["mean"]
+
+    def eval_return(self) -> float | None:
+        return None if self.last_eval is None else float(self.last_eval["mean"])
 
 
 def cpu_learner_threads(cfg: Config) -> int:
@@ -163,6 +179,7 @@ class Trainer:
                 self._absorb(self.fleet.poll())
                 if self.should_stop(run_start):
                     return
+                self._maybe_evaluate()
             if now - rates.since >= cfg.run.log_interval:
                 self.log_metrics(rates.take(now))
             if self.replay.get("items_sampleable", 0) < starts:
@@ -172,8 +189,11 @@ class Trainer:
             if got is None:  # rate-limited, or a shard is restarting: nothing to train on yet
                 continue
             shard, batch = got
-            out = self.learner.update(batch)
-            self.fleet.update_priorities(shard, batch.ids, out["priorities"])
+            out = self.learner.update(batch, tag=shard)
+            if out["priorities"] is not None:
+                self.fleet.update_priorities(shard, batch.ids, out["priorities"])
+            if out["late_priorities"] is not None:  # on CUDA: the previous update's (shard, ids, priorities)
+                self.fleet.update_priorities(*out["late_priorities"])
             self.last_loss, self.last_mean_q = out["loss"], out["mean_q"]
             self._after_update()
             if cfg.run.total_learner_steps and c.learner_steps >= cfg.run.total_learner_steps:
@@ -194,6 +214,19 @@ class Trainer:
               and time.monotonic() - self.fleet.last_snapshot >= cfg.replay.snapshot_interval):
             self.fleet.save_snapshots(wait=False)
 
+    def _maybe_evaluate(self) -> None:
+        """Every --eval-period env frames, once the learner has trained, the evaluator plays."""
+        c, period = self.counters, self.eval_period()
+        if not self.learner.learner_steps or not evaluation_due(c.env_frames, c.eval_requested_frames, period):
+            return
+        run = {"env_frames": c.env_frames, "agent_steps": c.agent_steps, "learner_steps": self.learner.learner_steps}
+        if self.fleet.request_eval(run, c.evals):
+            c.eval_requested_frames = c.env_frames
+
+    def eval_period(self) -> int:
+        ev = getattr(self.cfg, "eval", None)
+        return int(ev.eval_period or 0) if ev is not None else 0
+
     def beta(self) -> float:
         """The importance-sampling exponent, annealed over the whole run's env frames (so a
         resumed run continues the schedule where it was)."""
@@ -206,6 +239,9 @@ class Trainer:
             episodes = self.counters.add_actor_stats(stats)
             self.run_log.episodes(episodes, self.wall_s(), self.counters.env_frames)
             self.actor_stats[stats["actor"]] = {k: v for k, v in stats.items() if k != "episodes"}
+        for result in poll.evals:
+            self.counters.add_eval(result)
+            self.run_log.evaluation({"wall_s": round(self.wall_s(), 2), **result})
         if poll.replay:
             self.replay = poll.replay
         self.actors_alive, self.actors_restarting = poll.actors_alive, poll.actors_restarting
@@ -218,12 +254,19 @@ class Trainer:
             self.stop_reason = "total_learner_steps"
         elif r.time_limit and time.monotonic() - run_start >= r.time_limit:
             self.stop_reason = "time_limit"
-        elif (r.stop_return is not None and len(c.recent_greedy) == c.recent_greedy.maxlen
-              and np.mean(c.recent_greedy) >= r.stop_return):
+        elif r.stop_return is not None and self._return_reached(r.stop_return):
             self.stop_reason = "stop_return"
         elif not self.actors_alive and not self.actors_restarting:
             self.stop_reason = "no actors left"
         return bool(self.stop_reason)
+
+    def _return_reached(self, target: float) -> bool:
+        """The evaluator's newest score reached ``target``; without an evaluator, the least-
+        exploring streams' last 20 games."""
+        c = self.counters
+        if self.eval_period():
+            return c.last_eval is not None and c.last_eval["mean"] >= target
+        return len(c.recent_greedy) == c.recent_greedy.maxlen and float(np.mean(c.recent_greedy)) >= target
 
     # ---- outputs ------------------------------------------------------------------------
     def wall_s(self) -> float:
@@ -245,7 +288,7 @@ class Trainer:
             "mean_return_100": c.mean_return_100(), "mean_return_greedy_20": c.mean_return_greedy_20(),
             "replay_size": rp.get("size", 0), "replay_sampleable": rp.get("items_sampleable", 0),
             "replay_rejected": rp.get("rejected", 0), "loss": self.last_loss, "mean_q": self.last_mean_q,
-            "actors_alive": self.actors_alive, **rates,
+            "actors_alive": self.actors_alive, "eval_return": c.eval_return(), **rates,
             "replay_ratio": rp.get("transitions_sampled", 0) / inserted if inserted else 0.0,
             "policy_lag": c.policy_version - min((a["policy_version"] for a in self.actor_stats.values()),
                                                  default=c.policy_version),
@@ -262,6 +305,8 @@ class Trainer:
             "policy_version": c.policy_version, "wall_s": round(self.wall_s(), 2), "stop_reason": self.stop_reason,
             "replay": self.replay, "actors": self.actor_stats, "actor_restarts": f.actor_restarts,
             "replay_restarts": f.replay_restarts, "replay_records_lost_at_restarts": f.replay_records_lost,
+            "evals": c.evals, "eval_return": c.eval_return(), "best_eval_return": c.best_eval_return,
+            "last_eval": c.last_eval,
         }
 
 

@@ -28,6 +28,9 @@ class FakeFleet:
         self.stopped = False
         self.last_snapshot = time.monotonic()
         self.actor_restarts = self.replay_restarts = self.replay_records_lost = 0
+        self.weights, self.policy_version = None, 0
+        self.eval_requests: list[dict] = []  # the run counters of each evaluation asked for
+        self.finished_evals: list[dict] = []
 
     def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
         c = self.cfg
@@ -51,7 +54,17 @@ class FakeFleet:
         stats = {"actor": 0, "agent_steps": self.core.agent_steps, "env_frames": self.core.env_frames,
                  "policy_version": self.core.policy_version,
                  "episodes": [e.__dict__ for e in self.core.drain_episodes()]}
-        return FleetPoll([stats], self.server.stats(), int(self.alive), 0)
+        evals, self.finished_evals = self.finished_evals, []
+        return FleetPoll([stats], self.server.stats(), int(self.alive), 0, evals)
+
+    def request_eval(self, run_counters: dict, index: int) -> bool:
+        """Plays the evaluation in-process at once; its result comes with the next poll."""
+        from learner.evaluator import Evaluator
+
+        self.eval_requests.append(dict(run_counters))
+        self.finished_evals.append(Evaluator(self.cfg, num_envs=2).evaluate(self.weights, self.policy_version,
+                                                                             run_counters, index))
+        return True
 
     def next_batch(self, batch_size: int, beta: float):
         batch = self.server.sample(batch_size, beta)
@@ -67,6 +80,7 @@ class FakeFleet:
 
     def publish(self, weights: dict, policy_version: int, agent_steps: int) -> None:
         self.core.set_weights(weights, policy_version)
+        self.weights, self.policy_version = weights, policy_version
         self.published.append((policy_version, agent_steps))
 
     def save_snapshots(self, wait: bool) -> None:

@@ -9,8 +9,9 @@ import io
 import json
 
 import pytest
+import torch
 
-from common.config import ActorConfig, Config, EnvConfig, LearnerConfig, ReplayConfig, RunConfig, resolve
+from common.config import ActorConfig, Config, EnvConfig, EvalConfig, LearnerConfig, ReplayConfig, RunConfig, resolve
 from common.envs import describe_env
 from common.networks import signature_for
 from learner.checkpoint import checkpoint_path, load_checkpoint
@@ -23,12 +24,16 @@ SPEC = describe_env("CartPole-v1")
 
 
 def make(tmp_path, counters=None, steps_per_poll=16, **sections):
+    # One thread, as an actor and a CPU learner on a busy machine have: OpenMP threads
+    # spinning against other processes make tiny forwards 100x slower.
+    torch.set_num_threads(1)
     base = Config(
         env=EnvConfig(env_id="CartPole-v1", envs_per_actor=4),
         actors=ActorConfig(num_actors=1),
         replay=ReplayConfig(replay_capacity=5_000, learning_starts=64, replay_ratio=0.0),
         learner=LearnerConfig(batch_size=16, publish_period=10, checkpoint_period=20, learner_threads=1),
-        run=RunConfig(log_interval=0.05, total_env_frames=10**9, time_limit=60.0),
+        run=RunConfig(log_interval=0.05, total_env_frames=10**9, time_limit=600.0),
+        eval=EvalConfig(eval_period=0),
     )
     cfg = resolve(dataclasses.replace(base, **{k: dataclasses.replace(getattr(base, k), **v) for k, v in sections.items()}),
                   atari=False, cuda=False)
@@ -71,7 +76,7 @@ def test_no_update_before_learning_starts_and_none_samples_are_skipped(tmp_path)
 @pytest.mark.parametrize("run,reason", [
     ({"total_env_frames": 500}, "total_env_frames"),
     ({"time_limit": 1.0}, "time_limit"),
-    ({"stop_return": 5.0}, "stop_return"),
+    ({"stop_return": 5.0}, "stop_return"),  # without an evaluator: the least-exploring streams
 ])
 def test_stop_conditions(tmp_path, run, reason):
     trainer, _ = make(tmp_path, run=run)
@@ -108,3 +113,32 @@ def test_outputs_follow_the_run_log_schema(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     with open(tmp_path / "episodes.csv") as f:
         assert sum(1 for _ in csv.DictReader(f)) == summary["episodes"]
+
+
+def test_the_evaluator_plays_every_period_and_its_score_is_the_headline(tmp_path):
+    trainer, fleet = make(tmp_path, run={"total_env_frames": 3_000}, eval={"eval_period": 1_000, "eval_episodes": 2})
+    summary = trainer.run()
+    # Due once training has begun, then every 1,000 env frames.
+    frames = [r["env_frames"] for r in fleet.eval_requests]
+    assert frames and all(b - a >= 1_000 for a, b in zip(frames, frames[1:]))
+    with open(tmp_path / "evals.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["env_frames"]) for r in rows] == frames
+    assert all(int(r["episodes"]) == 2 and float(r["epsilon"]) == trainer.cfg.eval.eval_epsilon for r in rows)
+    assert summary["evals"] == len(rows) and summary["eval_return"] == float(rows[-1]["mean"])
+    with open(tmp_path / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert last["eval_return"] == "" or float(last["eval_return"]) in {float(r["mean"]) for r in rows}
+
+
+def test_stop_return_judges_the_evaluators_score(tmp_path):
+    trainer, fleet = make(tmp_path, run={"stop_return": 8.0}, eval={"eval_period": 500, "eval_episodes": 2})
+    summary = trainer.run()
+    assert summary["stop_reason"] == "stop_return"
+    assert summary["eval_return"] >= 8.0 and fleet.eval_requests
+
+
+def test_no_evaluation_when_the_period_is_zero(tmp_path):
+    trainer, fleet = make(tmp_path, run={"total_learner_steps": 20}, eval={"eval_period": 0})
+    summary = trainer.run()
+    assert not fleet.eval_requests and summary["evals"] == 0 and not (tmp_path / "evals.csv").exists()

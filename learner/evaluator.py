@@ -1,0 +1,86 @@
+"""Evaluation during training: fresh whole games with the current weights, at a small ε.
+
+The actors' own scores mix exploration levels (Ape-X streams explore with ε up to 0.4)
+and over-represent short games, so they do not say how good the policy is. The
+:class:`Evaluator` plays ``episodes`` fresh games under the evaluation protocol (up to
+``noop_max`` no-ops at the start, the emulator-frame cap, whole games over all lives, raw
+scores), never feeds the replay, and reports raw and, for Atari, human-normalized scores.
+The fleet runs it as its own Ray actor every ``--eval-period`` env frames; here it is a
+plain class, tested without Ray.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from common.config import Config
+
+#: evals.csv columns, one row per evaluation.
+EVAL_FIELDS = ["wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes", "epsilon",
+               "mean", "median", "min", "max", "human_normalized_mean", "eval_s", "eval_agent_steps"]
+
+
+class Evaluator:
+    """Plays evaluation games for one run's config. ``num_envs`` games run side by side
+    (one batched forward pass); each evaluation uses fresh emulators with its own seed."""
+
+    def __init__(self, config: dict | Config, num_envs: int | None = None, threads: int = 1):
+        self.cfg = config if isinstance(config, Config) else Config.from_dict(config)
+        self.episodes = self.cfg.eval.eval_episodes
+        self.num_envs = max(1, min(num_envs or 8, self.episodes))
+        self.epsilon = self.cfg.eval.eval_epsilon
+        torch.set_num_threads(threads)
+
+    def evaluate(self, weights: dict, policy_version: int, run_counters: dict, index: int) -> dict:
+        """One evaluation of ``weights``; ``run_counters`` (env_frames, agent_steps,
+        learner_steps at publish time) are passed through to the result."""
+        from actors.actor import ActorCore
+        from common.atari_scores import human_normalized
+        from common.envs import make_vector_env, spec_of
+        from common.networks import q_network_for
+        from learner.evaluate import play
+
+        t0 = time.monotonic()
+        c, n = self.cfg, self.num_envs
+        seed = (c.run.seed * 1_000_003 + 7_777_777 + index * n) % (2**31 - n)
+        env = make_vector_env(c.env.env_id, n, seed, **_env_options(c))
+        try:
+            spec = spec_of(env, c.env.env_id)
+            core = ActorCore(env, q_network_for(spec, c.learner), lambda _: np.full(n, self.epsilon), list(range(n)),
+                             steps_per_batch=1, frames_per_step=spec.frames_per_step, clip_rewards=False, seed=seed,
+                             record=False)
+            core.set_weights(weights, policy_version)
+            games = play(core, n, self.episodes, None, f"{c.env.env_id} (policy {policy_version})")
+        finally:
+            env.close()
+        scores = np.array([g[0] for g in games], dtype=np.float64)
+        return {
+            **{k: int(run_counters.get(k, 0)) for k in ("env_frames", "agent_steps", "learner_steps")},
+            "policy_version": int(policy_version), "episodes": int(scores.size), "epsilon": self.epsilon,
+            "mean": float(scores.mean()), "median": float(np.median(scores)), "min": float(scores.min()),
+            "max": float(scores.max()), "human_normalized_mean": human_normalized(c.env.env_id, float(scores.mean())),
+            "eval_s": round(time.monotonic() - t0, 3), "eval_agent_steps": int(core.agent_steps),
+        }
+
+
+def _env_options(cfg: Config) -> dict:
+    """The env settings of the run that evaluation shares with the actors (the protocol)."""
+    e = cfg.env
+    opts = {"episodic_life": e.episodic_life, "noop_max": e.noop_max, "max_episode_frames": e.max_episode_frames}
+    for name in ("repeat_action_probability", "full_action_space"):  # protocol flags, where the config has them
+        if hasattr(e, name):
+            opts[name] = getattr(e, name)
+    return opts
+
+
+def due(env_frames: int, last_eval_frames: int | None, period: int) -> bool:
+    """Whether an evaluation is due: every ``period`` env frames (0: never), the first one
+    as soon as training has produced weights worth judging."""
+    if period <= 0:
+        return False
+    if last_eval_frames is None:
+        return True
+    return env_frames - last_eval_frames >= period
