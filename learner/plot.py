@@ -99,8 +99,10 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 def load_run(run_dir: str | Path, name: str | None = None) -> Run:
     d = Path(run_dir)
+    if not d.exists():
+        raise PlotError(f"{run_dir}: not a directory (nothing there)")
     if not d.is_dir():
-        raise PlotError(f"{run_dir}: not a directory")
+        raise PlotError(f"{run_dir}: not a directory (a file)")
     metrics_path = d / "metrics.csv"
     if not metrics_path.is_file():
         raise PlotError(f"{run_dir}: no metrics.csv (not a run directory, or the run has not logged yet)")
@@ -200,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="image to write: .png (or .pdf, .svg)")
     parser.add_argument("--size", type=_parse_size, default=(1600, 1000), help="image size in pixels, WIDTHxHEIGHT (at --dpi)")
     parser.add_argument("--dpi", type=int, default=100, help="dots per inch")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # the parser printed its one line (or --help)
+        return int(e.code or 0)
     out = Path(args.out)
     try:
         from matplotlib.backend_bases import FigureCanvasBase
@@ -215,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     if not out.parent.is_dir():
         print(f"error: --out {args.out}: directory {str(out.parent)!r} does not exist", file=sys.stderr)
         return USAGE_ERROR
+    if out.is_dir():
+        print(f"error: --out {args.out}: is a directory; name the image file to write", file=sys.stderr)
+        return USAGE_ERROR
     if not 10 <= args.dpi <= 1000:
-        print(f"error: --dpi must lie in 10..1000, got {args.dpi}", file=sys.stderr)
+        print(f"error: --dpi={args.dpi}: must lie in 10..1000", file=sys.stderr)
         return USAGE_ERROR
     try:
         runs = [load_run(d, name) for d, name in zip(args.run_dirs, run_labels(args.run_dirs))]
