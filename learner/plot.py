@@ -33,6 +33,7 @@ from common.cli import USAGE_ERROR, OneLineParser
 ROLLING_EPISODES = 100
 METRICS_REQUIRED = ("wall_s", "env_frames")
 EPISODES_REQUIRED = ("wall_s", "env_frames", "score")
+EVALS_REQUIRED = ("wall_s", "env_frames", "mean")
 
 
 class PlotError(ValueError):
@@ -46,6 +47,7 @@ class Run:
     name: str
     metrics: dict[str, np.ndarray]  # METRIC_FIELDS present in metrics.csv -> float64[rows]
     episodes: dict[str, np.ndarray] | None  # episodes.csv columns -> float64[games], or None
+    evals: dict[str, np.ndarray] | None = None  # evals.csv columns -> float64[evaluations], or None
 
 
 def _float(text: str | None) -> float:
@@ -109,7 +111,9 @@ def load_run(run_dir: str | Path, name: str | None = None) -> Run:
     metrics = read_csv_columns(metrics_path, METRICS_REQUIRED)
     episodes_path = d / "episodes.csv"
     episodes = read_csv_columns(episodes_path, EPISODES_REQUIRED) if episodes_path.is_file() else None
-    return Run(name or d.resolve().name, metrics, episodes)
+    evals_path = d / "evals.csv"
+    evals = read_csv_columns(evals_path, EVALS_REQUIRED) if evals_path.is_file() else None
+    return Run(name or d.resolve().name, metrics, episodes, evals)
 
 
 def run_labels(run_dirs: list[str]) -> list[str]:
@@ -143,16 +147,8 @@ def plot_runs(runs: list[Run], out: str | Path, size_px: tuple[int, int] = (1600
     ax_rate2 = ax_rate.twinx()
     colors = [f"C{k % 10}" for k in range(len(runs))]
     for run, color in zip(runs, colors):
-        m, ep = run.metrics, run.episodes
-        if ep is not None:
-            mean = rolling_mean(ep["score"], ROLLING_EPISODES)
-            for ax, x in ((ax_frames, ep["env_frames"]), (ax_wall, ep["wall_s"] / scale)):
-                ax.scatter(x, ep["score"], s=5, color=color, alpha=0.3, linewidths=0, rasterized=True)
-                ax.plot(x, mean, color=color, lw=2.2, label=run.name)
-        elif "mean_return_100" in m:
-            ok = ~np.isnan(m["mean_return_100"])
-            for ax, x in ((ax_frames, m["env_frames"]), (ax_wall, m["wall_s"] / scale)):
-                ax.plot(x[ok], m["mean_return_100"][ok], color=color, lw=2.2, label=run.name)
+        m = run.metrics
+        _draw_scores(ax_frames, ax_wall, run, color, scale)
         if "loss" in m:
             ok = np.isfinite(m["loss"])
             ax_loss.plot(m["env_frames"][ok], m["loss"][ok], color=color, lw=1.2, label=run.name)
@@ -168,7 +164,7 @@ def plot_runs(runs: list[Run], out: str | Path, size_px: tuple[int, int] = (1600
         ax.set_xlabel("env frames")
         ax.xaxis.set_major_formatter(frames_fmt)
     ax_wall.set_xlabel(f"wall time ({unit})")
-    ax_frames.set_ylabel(f"raw score (bold: mean of last {ROLLING_EPISODES} games)")
+    ax_frames.set_ylabel(f"raw score (bold: mean of last {ROLLING_EPISODES} games; markers: evaluation)")
     ax_wall.set_ylabel("raw score")
     ax_loss.set_ylabel("TD loss (Huber)")
     ax_rate.set_ylabel("env frames/s (solid)")
@@ -184,6 +180,27 @@ def plot_runs(runs: list[Run], out: str | Path, size_px: tuple[int, int] = (1600
     if handles:
         fig.legend(handles=handles, loc="outside upper center", ncols=min(len(runs), 6), frameon=False)
     fig.savefig(out, dpi=dpi)
+
+
+def _draw_scores(ax_frames, ax_wall, run: Run, color: str, scale: float) -> None:
+    """The actors' games (faint) and their rolling mean; the evaluator's scores (markers,
+    min-max band) where the run has evals.csv: the policy's real skill."""
+    m, ep, ev = run.metrics, run.episodes, run.evals
+    if ep is not None:
+        mean = rolling_mean(ep["score"], ROLLING_EPISODES)
+        for ax, x in ((ax_frames, ep["env_frames"]), (ax_wall, ep["wall_s"] / scale)):
+            ax.scatter(x, ep["score"], s=5, color=color, alpha=0.3, linewidths=0, rasterized=True)
+            ax.plot(x, mean, color=color, lw=2.2, label=run.name)
+    elif "mean_return_100" in m:
+        ok = ~np.isnan(m["mean_return_100"])
+        for ax, x in ((ax_frames, m["env_frames"]), (ax_wall, m["wall_s"] / scale)):
+            ax.plot(x[ok], m["mean_return_100"][ok], color=color, lw=2.2, label=run.name)
+    if ev is not None:
+        for ax, x in ((ax_frames, ev["env_frames"]), (ax_wall, ev["wall_s"] / scale)):
+            if "min" in ev and "max" in ev:
+                ax.fill_between(x, ev["min"], ev["max"], color=color, alpha=0.12, linewidth=0)
+            ax.plot(x, ev["mean"], color=color, lw=1.6, marker="o", ms=4, mec="black", mew=0.6,
+                    label=f"{run.name} evaluation")
 
 
 def _parse_size(text: str) -> tuple[int, int]:

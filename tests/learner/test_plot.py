@@ -77,6 +77,26 @@ def test_several_runs_with_and_without_episodes_csv(tmp_path):
     assert len(load_run(b).metrics["env_frames"]) == 40 and load_run(b).episodes is None
 
 
+def test_the_evaluators_curve_is_read_and_drawn(tmp_path):
+    from learner.evaluator import EVAL_FIELDS
+
+    run = make_run(tmp_path / "with-evals")
+    with open(run / "evals.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
+        w.writeheader()
+        for k in range(4):
+            w.writerow({"wall_s": 50.0 * (k + 1), "env_frames": 40_000 * (k + 1), "episodes": 10, "epsilon": 0.001,
+                        "mean": 5.0 * k, "median": 5.0 * k, "min": 0.0, "max": 9.0 * k})
+    loaded = load_run(run)
+    assert loaded.evals["mean"].tolist() == [0.0, 5.0, 10.0, 15.0]
+    assert load_run(make_run(tmp_path / "without")).evals is None
+    out = tmp_path / "evals.png"
+    plain = tmp_path / "plain.png"
+    assert main([str(run), "--out", str(out)]) == 0
+    assert main([str(tmp_path / "without"), "--out", str(plain)]) == 0
+    assert out.read_bytes() != plain.read_bytes()  # the evaluation curve is drawn
+
+
 def test_a_run_without_any_score_yet_still_plots(tmp_path):
     run = make_run(tmp_path / "early", rows=2, episodes=None)  # mean_return_100 empty, loss NaN
     out = tmp_path / "early.png"
