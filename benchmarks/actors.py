@@ -29,6 +29,8 @@ from benchmarks.profiling import (
     stack_shares,
 )
 from benchmarks.report import final_json, table, verdict
+from benchmarks.cli import (NICENESS, POSITIVE_INT, SECONDS, SECONDS_OR_ZERO, SEED, at_least, check_env, check_learner_flags,
+                            check_out_dir, parser)
 from benchmarks.system_run import SystemRun, tmp_dir, window_bounds, window_rate
 
 TARGET = 0.5
@@ -164,27 +166,43 @@ def actor_counts(args) -> list[int]:
     return counts + [args.max_actors]
 
 
+def _counts(text: str) -> str:
+    """--actor-counts: a comma-separated list of actor counts >= 1, e.g. 1,2,4."""
+    try:
+        ok = all(int(n) >= 1 for n in text.split(","))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected actor counts >= 1 separated by commas (1,2,4), got {text!r}")
+    return text
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser(__doc__.splitlines()[0])
     p.add_argument("--env", default="ALE/Breakout-v5")
-    p.add_argument("--envs-per-actor", type=int, default=8, help="E: envs per actor, and per baseline process")
-    p.add_argument("--max-actors", type=int, default=None, help="largest N (default: cores); N runs 1, 2, 4, ... up to it")
-    p.add_argument("--actor-counts", default=None, help="explicit list of N, e.g. 1,2,3")
-    p.add_argument("--baseline-seconds", type=float, default=20.0, help="each emulator baseline (run before and after the fleet)")
-    p.add_argument("--core-seconds", type=float, default=20.0, help="the in-process actor core measurement")
-    p.add_argument("--warmup", type=float, default=10.0, help="seconds discarded after the fleet's first steps")
-    p.add_argument("--window", type=float, default=40.0, help="seconds measured per fleet size")
-    p.add_argument("--replay-capacity", type=int, default=1_000_000, help="also --learning-starts, so the learner never trains")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--worker-niceness", type=int, default=None, help="RAY_worker_niceness for Ray's workers "
+    p.add_argument("--envs-per-actor", type=POSITIVE_INT, default=8, help="E: envs per actor, and per baseline process")
+    p.add_argument("--max-actors", type=POSITIVE_INT, default=None, help="largest N (default: cores); N runs 1, 2, 4, ... up to it")
+    p.add_argument("--actor-counts", type=_counts, default=None, help="explicit list of N, e.g. 1,2,3")
+    p.add_argument("--baseline-seconds", type=SECONDS, default=20.0, help="each emulator baseline (run before and after the fleet)")
+    p.add_argument("--core-seconds", type=SECONDS, default=20.0, help="the in-process actor core measurement")
+    p.add_argument("--warmup", type=SECONDS_OR_ZERO, default=10.0, help="seconds discarded after the fleet's first steps")
+    p.add_argument("--window", type=SECONDS, default=40.0, help="seconds measured per fleet size")
+    p.add_argument("--replay-capacity", type=at_least(int, 16), default=1_000_000, help="also --learning-starts, so the learner never trains")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--worker-niceness", type=NICENESS, default=None, help="RAY_worker_niceness for Ray's workers "
                    "(default: learner.main's, 0; Ray's own default is 15)")
-    p.add_argument("--quiet-wait", type=float, default=120.0, help="before each phase, wait up to this long for other "
+    p.add_argument("--quiet-wait", type=SECONDS_OR_ZERO, default=120.0, help="before each phase, wait up to this long for other "
                    "work on the (shared) machine to drop under 0.25 cores")
     p.add_argument("--profile", action="store_true", help="where the actor core's loop spends its time, by module; py-spy of a live actor (N=1)")
-    p.add_argument("--spy-seconds", type=float, default=15.0)
+    p.add_argument("--spy-seconds", type=SECONDS, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, N=1 only")
     p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
     args = p.parse_args(argv)
+    check_env(p, "--env", args.env)
+    check_out_dir(p, "--out-dir", args.out_dir)
+    check_learner_flags(p, ["--env", args.env, "--num-actors", args.max_actors or 1, "--envs-per-actor", args.envs_per_actor,
+                            "--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity,
+                            "--seed", args.seed, "--device", "cpu"])
     cores = os.cpu_count() or 1
     if args.quick:
         args.baseline_seconds, args.core_seconds, args.warmup, args.window = 4.0, 5.0, 3.0, 8.0

@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.cli import SECONDS_OR_ZERO, check_env, check_out_dir, parser
 from benchmarks.system_run import ROOT
 from tests.live_run import actor_pid, learner_steps, ray_info, summary, wait_for
 
@@ -68,11 +69,13 @@ def run_wall_s(run: Path) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default="runs/chaos")
     ap.add_argument("--env", default="CartPole-v1")
-    ap.add_argument("--settle", type=float, default=20.0, help="seconds between events")
+    ap.add_argument("--settle", type=SECONDS_OR_ZERO, default=20.0, help="seconds between events")
     args = ap.parse_args(argv)
+    check_env(ap, "--env", args.env)
+    check_out_dir(ap, "--out-dir", args.out_dir)
     run = Path(args.out_dir) / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     flags = ["--env", args.env, "--num-actors", "2", "--envs-per-actor", "2", "--log-interval", "1",
              "--snapshot-interval", "5", "--checkpoint-period", "500", "--run-dir", str(run)]

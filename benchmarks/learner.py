@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cli import (NICENESS, POSITIVE_INT, SECONDS, SECONDS_OR_ZERO, SEED, at_least, check_env, check_learner_flags,
+                            check_out_dir, parser)
 from benchmarks.machine import ForeignLoad, describe_machine, loadavg, machine, wait_quiet
 from benchmarks.procs import MB, cpu_delta, foreign_cores, sample_near
 from benchmarks.profiling import (
@@ -131,30 +133,41 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
     import torch
 
     p.add_argument("--env", default="ALE/Breakout-v5")
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--replay-ratio", type=float, default=replay_ratio, help="samples trained per transition inserted (0: actors run free)")
-    p.add_argument("--num-actors", type=int, default=2)
-    p.add_argument("--envs-per-actor", type=int, default=8)
-    p.add_argument("--replay-capacity", type=int, default=100_000)
-    p.add_argument("--replay-shards", type=int, default=1, help="replay actors (learner.main --replay-shards)")
-    p.add_argument("--learning-starts", type=int, default=10_000)
-    p.add_argument("--threads", type=int, default=None, help="torch threads of the learner, standalone and in the system "
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=batch_size)
+    p.add_argument("--replay-ratio", type=at_least(float, 0.0), default=replay_ratio, help="samples trained per transition inserted (0: actors run free)")
+    p.add_argument("--num-actors", type=POSITIVE_INT, default=2)
+    p.add_argument("--envs-per-actor", type=POSITIVE_INT, default=8)
+    p.add_argument("--replay-capacity", type=at_least(int, 16), default=100_000)
+    p.add_argument("--replay-shards", type=POSITIVE_INT, default=1, help="replay actors (learner.main --replay-shards)")
+    p.add_argument("--learning-starts", type=POSITIVE_INT, default=10_000)
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads of the learner, standalone and in the system "
                    "(--learner-threads); default: what learner.main picks for a CPU learner (the cores the local actors and "
                    "replay leave, at least 1), torch's default on a GPU")
     p.add_argument("--device", default="cpu", help="learner device (cpu, cuda)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warmup", type=float, default=20.0, help="seconds discarded after the first update (the rate "
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--warmup", type=SECONDS_OR_ZERO, default=20.0, help="seconds discarded after the first update (the rate "
                    "limiter's tolerance lets the learner run ahead of the actors for a while after learning starts)")
-    p.add_argument("--window", type=float, default=60.0, help="seconds measured")
-    p.add_argument("--standalone-seconds", type=float, default=20.0, help="each standalone measurement (before and after)")
-    p.add_argument("--quiet-wait", type=float, default=120.0, help="before each phase, wait up to this long for other "
+    p.add_argument("--window", type=SECONDS, default=60.0, help="seconds measured")
+    p.add_argument("--standalone-seconds", type=SECONDS, default=20.0, help="each standalone measurement (before and after)")
+    p.add_argument("--quiet-wait", type=SECONDS_OR_ZERO, default=120.0, help="before each phase, wait up to this long for other "
                    "work on the (shared) machine to drop under 0.25 cores")
-    p.add_argument("--worker-niceness", type=int, default=None, help="RAY_worker_niceness for the system's Ray workers "
+    p.add_argument("--worker-niceness", type=NICENESS, default=None, help="RAY_worker_niceness for the system's Ray workers "
                    "(actors, replay); default: learner.main's (0; Ray's own default is 15, the learner runs at 0)")
     p.add_argument("--profile", action="store_true", help="py-spy the driver, replay and an actor after the window")
-    p.add_argument("--spy-seconds", type=float, default=15.0)
+    p.add_argument("--spy-seconds", type=SECONDS, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, learning from 2,000")
     p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
+
+
+def check_system_flags(p: argparse.ArgumentParser, args) -> None:
+    """What ``add_system_flags`` gave, checked before any phase starts (``benchmarks.cli``)."""
+    check_env(p, "--env", args.env)
+    check_out_dir(p, "--out-dir", args.out_dir)
+    check_learner_flags(p, ["--env", args.env, "--batch-size", args.batch_size, "--replay-ratio", args.replay_ratio,
+                            "--num-actors", args.num_actors, "--envs-per-actor", args.envs_per_actor,
+                            "--replay-capacity", args.replay_capacity, "--replay-shards", args.replay_shards,
+                            "--learning-starts", min(args.learning_starts, 2_000) if args.quick else args.learning_starts,
+                            "--device", args.device, "--seed", args.seed])
 
 
 def default_threads(args) -> int:
@@ -188,9 +201,10 @@ def apply_quick(args) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser(__doc__.splitlines()[0])
     add_system_flags(p)
     args = p.parse_args(argv)
+    check_system_flags(p, args)
     apply_quick(args)
     out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-learner-")
     m = machine()

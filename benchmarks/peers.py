@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cli import SECONDS, SECONDS_OR_ZERO, parser
 from benchmarks.machine import ForeignLoad, describe_machine, loadavg, machine, wait_quiet
 from benchmarks.procs import MB, foreign_cores, sample_near
 from benchmarks.profiling import print_spy
@@ -279,17 +281,20 @@ def run_rllib(args, python: str, run_dir) -> dict:
 def main(argv=None) -> int:
     from benchmarks import learner as L
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = parser(__doc__.splitlines()[0])
     L.add_system_flags(p, batch_size=32, replay_ratio=8.0)
     p.set_defaults(envs_per_actor=1, warmup=10.0, window=40.0, standalone_seconds=10.0)
     p.add_argument("--rllib-python", default=None, help="an interpreter with ray[rllib] 2.60 (and this project) "
                    "to run RLlib's DQN with; 'off' to use DESIGN.md's recorded figures (default: this one if it has RLlib)")
-    p.add_argument("--rllib-seconds", type=float, default=240.0, help="RLlib's whole run, start-up and warm-up included")
-    p.add_argument("--rllib-warmup", type=float, default=10.0, help="seconds of RLlib training discarded")
+    p.add_argument("--rllib-seconds", type=SECONDS, default=240.0, help="RLlib's whole run, start-up and warm-up included")
+    p.add_argument("--rllib-warmup", type=SECONDS_OR_ZERO, default=10.0, help="seconds of RLlib training discarded")
     p.add_argument("--skip-free-running", action="store_true")
     p.add_argument("--cleanrl-child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--cleanrl-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
+    p.add_argument("--cleanrl-seconds", type=SECONDS, default=60.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    L.check_system_flags(p, args)
+    if args.rllib_python not in (None, "off") and shutil.which(args.rllib_python) is None:
+        p.error(f"--rllib-python {args.rllib_python}: no such executable (name an interpreter, or 'off')")
     if args.cleanrl_child:
         out = cleanrl_loop(args.cleanrl_seconds, args.learning_starts, args.replay_capacity, args.batch_size, 4, args.warmup,
                            device=args.device)

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from benchmarks.cli import POSITIVE_INT, SEED, at_least, check_env, parser
 from common.messages import decode_step_batch, encode_step_batch
 from replay_server.remote import ReplayServer
 
@@ -246,18 +247,24 @@ def run_game(args, game: str) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--games", nargs="+", default=["Breakout", "MsPacman"], help="ALE games (MsPacman: hard to compress)")
-    p.add_argument("--transitions", type=int, default=1_000_000, help="replay capacity and records inserted")
-    p.add_argument("--batch-size", type=int, default=512, help="sample batch and priority update size")
-    p.add_argument("--real-frames", type=int, default=25_000, help="records played from the real game, then reused")
-    p.add_argument("--num-envs", type=int, default=8, help="envs (streams) of the actor that plays")
-    p.add_argument("--sample-batches", type=int, default=40, help="batches timed for the sample rate")
-    p.add_argument("--gather-frames", type=int, default=200_000, help="uncompressed frames for the numpy gather baseline")
+    p.add_argument("--transitions", type=at_least(int, 16), default=1_000_000, help="replay capacity and records inserted")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=512, help="sample batch and priority update size")
+    p.add_argument("--real-frames", type=POSITIVE_INT, default=25_000, help="records played from the real game, then reused")
+    p.add_argument("--num-envs", type=POSITIVE_INT, default=8, help="envs (streams) of the actor that plays")
+    p.add_argument("--sample-batches", type=POSITIVE_INT, default=40, help="batches timed for the sample rate")
+    p.add_argument("--gather-frames", type=POSITIVE_INT, default=200_000, help="uncompressed frames for the numpy gather baseline")
     p.add_argument("--snapshot-dir", default=None, help="where the snapshot is written (default: the temp dir)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--profile", action="store_true", help="cProfile the fill, add, update and sample phases")
     args = p.parse_args(argv)
+    for game in args.games:
+        check_env(p, "--games", f"ALE/{game}-v5")
+    if args.batch_size > args.transitions:
+        p.error(f"--batch-size={args.batch_size}: larger than --transitions={args.transitions}")
+    if args.snapshot_dir is not None and not os.path.isdir(args.snapshot_dir):
+        p.error(f"--snapshot-dir {args.snapshot_dir}: not an existing directory")
     if len(args.games) > 1:
         for game in args.games:  # one process per game: memory figures stay separate
             cmd = [sys.executable, "-m", "benchmarks.replay", *(argv if argv is not None else sys.argv[1:])]

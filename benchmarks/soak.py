@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from benchmarks.cli import SECONDS, SECONDS_OR_ZERO, at_least, check_env, check_learner_flags, check_out_dir, parser
+
 
 def process_name(p: psutil.Process) -> str:
     try:
@@ -108,16 +110,22 @@ def kill_one_actor(root_pid: int, turn: int) -> str | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=30.0)
-    ap.add_argument("--warmup-minutes", type=float, default=8.0)
-    ap.add_argument("--every", type=float, default=30.0, help="seconds between samples (each asks Ray for its state: a short extra driver)")
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=SECONDS, default=30.0)
+    ap.add_argument("--warmup-minutes", type=SECONDS_OR_ZERO, default=8.0)
+    ap.add_argument("--every", type=SECONDS, default=30.0, help="seconds between samples (each asks Ray for its state: a short extra driver)")
     ap.add_argument("--out-dir", default="runs/soak")
     ap.add_argument("--env", default="ALE/Breakout-v5")
-    ap.add_argument("--replay-capacity", type=int, default=50_000, help="small, so the replay is full and evicting after a few minutes")
-    ap.add_argument("--snapshot-interval", type=float, default=60.0, help="seconds between replay snapshots")
-    ap.add_argument("--kill-every", type=float, default=300.0, help="SIGKILL one actor process every this many seconds (0: never)")
+    ap.add_argument("--replay-capacity", type=at_least(int, 64), default=50_000, help="small, so the replay is full and evicting after a few minutes")
+    ap.add_argument("--snapshot-interval", type=at_least(float, -1.0), default=60.0, help="seconds between replay snapshots")
+    ap.add_argument("--kill-every", type=SECONDS_OR_ZERO, default=300.0, help="SIGKILL one actor process every this many seconds (0: never)")
     args = ap.parse_args(argv)
+    if args.warmup_minutes >= args.minutes:
+        ap.error(f"--warmup-minutes={args.warmup_minutes:g}: must be less than --minutes={args.minutes:g}, or nothing is measured")
+    check_env(ap, "--env", args.env)
+    check_out_dir(ap, "--out-dir", args.out_dir)
+    check_learner_flags(ap, ["--env", args.env, "--batch-size", 32, "--replay-capacity", args.replay_capacity,
+                             "--learning-starts", min(20_000, args.replay_capacity // 2), "--snapshot-interval", args.snapshot_interval])
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
