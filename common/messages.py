@@ -5,7 +5,10 @@ data path is unpickled from an actor's message), frames compressed one by one so
 replay can store each frame's bytes as they arrived.
 
 Replay -> learner: :class:`SampleBatch`, a dataclass of numpy arrays. It travels between
-our own trusted processes through Ray's object store (zero-copy for the arrays).
+our own trusted processes through Ray's object store (zero-copy for the arrays). Or, where
+the learner mirrors the replay's frames on its device, :class:`IndexBatch`: the same batch
+as frame uids, with a :class:`FrameDelta` of the frames stored since the last answer
+(each frame crosses once); a dataclass of numpy arrays too, the frames' bytes in one array.
 
 The stream grammar of a StepBatch (one env stream, records in time order):
 
@@ -270,3 +273,103 @@ class SampleBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+# ---- the mirror feed: replay -> learner as slot indices, each frame sent once ---------------
+
+INDEX_BATCH_VERSION = 1
+
+
+@dataclasses.dataclass
+class FrameDelta:
+    """Frames a replay shard stored since its previous answer to this consumer, oldest first,
+    each one once, as the compressed bytes that arrived (see ``learner/mirror.py``).
+
+    It covers the uids ``[first_uid, end_uid)`` of the shard's epoch ``epoch`` (the older
+    ones of those evicted are left out: no sample can name them); frame ``i`` is uid
+    ``first_uid + i``, goes to ring position ``positions[i]`` (its ``uid % capacity``) and its
+    bytes are ``blobs[offsets[i]:offsets[i + 1]]``. ``since_uid`` is where the previous delta
+    to this consumer ended, so a mirror can tell that one was lost. ``reset``: the mirror must
+    forget what it holds (a new consumer, or the shard restarted or restored a snapshot):
+    this delta then carries every stored frame (``since_uid`` -1).
+
+    positions: int32[K]; offsets: int64[K + 1]; blobs: uint8[offsets[-1]]
+    """
+
+    epoch: int
+    since_uid: int
+    first_uid: int
+    end_uid: int
+    reset: bool
+    codec: str
+    frame_shape: tuple[int, ...]
+    frame_dtype: str
+    positions: np.ndarray
+    offsets: np.ndarray
+    blobs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def nbytes(self) -> int:
+        return self.positions.nbytes + self.offsets.nbytes + self.blobs.nbytes
+
+
+@dataclasses.dataclass
+class IndexBatch:
+    """A sample as ring positions (replay -> learner, the mirror feed): kilobytes, not frames.
+
+    ``delta`` always comes first: the learner applies it to its mirror of the shard's frame
+    ring and only then gathers ``obs_uids`` and ``next_uids``: the uids of the frames of
+    each stack (frame ``u`` sits at ring position ``u % capacity``), so the mirror can
+    check that it holds exactly those frames. ``ids`` is None when the shard had no batch
+    to give (rate limiter, too few items, or the delta is still catching up): the delta
+    must be applied all the same.
+
+    ids: int64[B]; obs_uids, next_uids: int64[B, S] frame uids, oldest frame first;
+    actions: int64[B]; returns, discounts, weights: float32[B] (as in SampleBatch)
+    """
+
+    delta: FrameDelta
+    ids: np.ndarray | None = None
+    obs_uids: np.ndarray | None = None
+    next_uids: np.ndarray | None = None
+    actions: np.ndarray | None = None
+    returns: np.ndarray | None = None
+    discounts: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    version: int = INDEX_BATCH_VERSION
+
+    @property
+    def has_batch(self) -> bool:
+        return self.ids is not None
+
+    def __len__(self) -> int:
+        return 0 if self.ids is None else len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays: what crosses Ray (plus a few hundred bytes of envelope)."""
+        arrays = (self.ids, self.obs_uids, self.next_uids, self.actions, self.returns, self.discounts, self.weights)
+        return self.delta.nbytes + sum(a.nbytes for a in arrays if a is not None)
+
+    def validate(self) -> None:
+        """MessageError naming the first field that breaks the schema."""
+        if self.version != INDEX_BATCH_VERSION:
+            raise MessageError(f"index batch schema version {self.version!r}, expected {INDEX_BATCH_VERSION}")
+        d = self.delta
+        k = len(d.positions)
+        if d.positions.dtype != np.int32 or d.offsets.dtype != np.int64 or d.offsets.shape != (k + 1,):
+            raise MessageError("frame delta: positions must be int32[K] and offsets int64[K + 1]")
+        if d.blobs.dtype != np.uint8 or d.blobs.ndim != 1 or (k and (d.offsets[0] != 0 or d.offsets[-1] != d.blobs.size)):
+            raise MessageError("frame delta: blobs must be uint8[offsets[-1]]")
+        if self.ids is None:
+            return
+        b = len(self.ids)
+        for name, dtype, ndim in (("ids", np.int64, 1), ("obs_uids", np.int64, 2), ("next_uids", np.int64, 2),
+                                  ("actions", np.int64, 1), ("returns", np.float32, 1), ("discounts", np.float32, 1),
+                                  ("weights", np.float32, 1)):
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != ndim or arr.shape[0] != b:
+                raise MessageError(f"field {name}: expected {np.dtype(dtype)} with {ndim} dims and {b} rows")

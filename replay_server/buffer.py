@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.messages import NO_ACTION, MessageError, SampleBatch, StepBatch, decompress_frames
+from common.messages import NO_ACTION, FrameDelta, IndexBatch, MessageError, SampleBatch, StepBatch, decompress_frames
 from replay_server.accumulator import Accumulated, StreamState, accumulate, admit, check_grammar
 from replay_server.sampler import PrioritySampler
 from replay_server.slots import allocate_slots
@@ -46,6 +46,9 @@ _DECOMPRESS_CHUNK = 128
 ID_EPOCH_SHIFT = 40
 _UID_MASK = (1 << ID_EPOCH_SHIFT) - 1
 MAX_EPOCH = (1 << (63 - ID_EPOCH_SHIFT)) - 1
+#: Most frames one answer's FrameDelta carries: a consumer further behind (a new one, or
+#: after a restore, up to a whole shard) catches up over several answers without a batch.
+MAX_DELTA_FRAMES = 32_768
 
 
 def item_ids(epochs: np.ndarray, uids: np.ndarray) -> np.ndarray:
@@ -105,6 +108,8 @@ class ReplayBuffer:
         self._records_lost = 0  # records streams sent that never arrived (gaps in seq)
         self._priority_updates_ignored = 0
         self._epoch = 0
+        #: consumer -> (epoch, next uid) of the frames sent to it (sample_indices); not in snapshots
+        self._consumers: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -303,6 +308,64 @@ class ReplayBuffer:
             raise ValueError("gather: some ids are not sampleable")
         return self._gather(slots, np.ones(slots.size))
 
+    def sample_indices(self, batch_size: int, beta: float = 0.4, consumer: str = "learner", draw: bool = True,
+                       max_delta_frames: int = MAX_DELTA_FRAMES) -> IndexBatch:
+        """A sample as frame uids, for a consumer that mirrors this buffer's frame ring.
+
+        The answer's delta carries every frame stored since the previous answer to
+        ``consumer`` (all stored frames, with ``reset``, for a consumer this buffer has not
+        answered in its current epoch). A consumer that applies each answer's delta, in the
+        order it asked, before gathering that answer's uids, holds every frame they name
+        and none newer in their slots (see ``learner/mirror.py``). Items are drawn exactly
+        as :meth:`sample` draws them, unless ``draw`` is False (the rate limiter said wait)
+        or the delta has not caught up (more than ``max_delta_frames`` behind): then the
+        answer carries the delta alone. Raises ValueError if a draw finds no item.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        delta = self.frame_delta(self._consumers.get(consumer), max_delta_frames)
+        self._consumers[consumer] = (self._epoch, delta.end_uid)
+        if not draw or delta.end_uid < self._records_added:
+            return IndexBatch(delta=delta)
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        n_items = self.num_sampleable
+        if n_items == 0:
+            raise ValueError("no sampleable items in the replay buffer")
+        slots, weights = self.sampler.draw(self.rng, batch_size, beta, n_items)
+        sl = self._slots
+        return IndexBatch(
+            delta=delta,
+            ids=item_ids(sl["epoch"][slots], sl["uid"][slots]),
+            obs_uids=sl["stack_uids"][slots],
+            next_uids=sl["stack_uids"][sl["boot_uid"][slots] % self.capacity],
+            actions=sl["action"][slots].astype(np.int64),
+            returns=sl["return"][slots],
+            discounts=sl["discount"][slots],
+            weights=np.asarray(weights, dtype=np.float32),
+        )
+
+    def forget_consumer(self, consumer: str) -> None:
+        """The next answer to ``consumer`` resends every stored frame, with ``reset``."""
+        self._consumers.pop(consumer, None)
+
+    def frame_delta(self, cursor: tuple[int, int] | None, max_frames: int = MAX_DELTA_FRAMES) -> FrameDelta:
+        """The stored frames from ``cursor`` = (epoch, next uid) on, at most ``max_frames``
+        of them, oldest first; every stored frame (``reset``) when ``cursor`` is None or of
+        another epoch. Reads only: the caller keeps the cursor."""
+        reset = cursor is None or cursor[0] != self._epoch or cursor[1] > self._records_added
+        lo = self._lowest_stored_uid() if reset else max(cursor[1], self._lowest_stored_uid())
+        hi = min(self._records_added, lo + max(int(max_frames), 1))
+        cap, n, s0 = self.capacity, hi - lo, lo % self.capacity
+        blobs = self._blobs[s0 : s0 + n] if s0 + n <= cap else self._blobs[s0:] + self._blobs[: s0 + n - cap]
+        offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)), out=offsets[1:])
+        codec, shape, dtype = self._frame_spec or ("raw", (), "uint8")
+        return FrameDelta(epoch=self._epoch, since_uid=-1 if reset else cursor[1], first_uid=lo, end_uid=hi, reset=reset, codec=codec,
+                          frame_shape=tuple(shape), frame_dtype=dtype,
+                          positions=(np.arange(lo, hi, dtype=np.int64) % cap).astype(np.int32), offsets=offsets,
+                          blobs=np.frombuffer(b"".join(blobs), dtype=np.uint8))
+
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots ``int64[K]`` of item ids, and which ids name a sampleable item of their epoch."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
@@ -407,3 +470,4 @@ class ReplayBuffer:
         self._priority_updates_ignored = new.counters["priority_updates_ignored"]
         self._epoch = epoch
         self.rng = new.rng
+        self._consumers = {}  # every consumer's mirror must start over

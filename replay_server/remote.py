@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from common.messages import NO_ACTION, MessageError, SampleBatch, decode_step_batch
+from common.messages import NO_ACTION, IndexBatch, MessageError, SampleBatch, decode_step_batch
 from replay_server.buffer import ReplayBuffer
 from replay_server.rate_limiter import RateLimiter
 from replay_server.snapshot import SnapshotError, read_snapshot, write_snapshot
@@ -103,6 +103,20 @@ class ReplayServer:
             return None
         self.limiter.on_sample(batch_size)
         return self.buffer.sample(batch_size, beta)
+
+    def sample_indices(self, batch_size: int, beta: float = 0.4, consumer: str = "learner") -> IndexBatch:
+        """A batch as frame uids, with the frames ``consumer`` has not been sent yet
+        (``ReplayBuffer.sample_indices``). Always answers: while the rate limiter says wait
+        the answer carries the frame delta alone, so the consumer's mirror never falls behind."""
+        draw = self.limiter.can_sample(batch_size, self.buffer.num_sampleable)
+        answer = self.buffer.sample_indices(batch_size, beta, consumer, draw=draw)
+        if answer.has_batch:
+            self.limiter.on_sample(batch_size)
+        return answer
+
+    def forget_consumer(self, consumer: str = "learner") -> None:
+        """The next answer to ``consumer`` resends every stored frame (its mirror lost track)."""
+        self.buffer.forget_consumer(consumer)
 
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> int:
         return self.buffer.update_priorities(ids, priorities)

@@ -1,0 +1,201 @@
+"""The replay's side of the mirror feed: ``sample_indices`` answers with frame uids and a
+delta that carries each stored frame to a consumer once, in order, even without a batch.
+
+Frames are uint8[2, 2] = (stream, step) as in tests/fakes.py; the mirror's side, and the
+equivalence with the stacked path, are in tests/learner/test_mirror.py.
+"""
+
+import pickle
+
+import lz4.block
+import numpy as np
+import pytest
+
+from common.messages import IndexBatch, MessageError, compress_frame
+from fakes import step_batch
+from nstep_cases import episode
+from replay_server.buffer import ReplayBuffer
+from replay_server.remote import ReplayServer
+
+S, N, GAMMA = 4, 3, 0.5
+
+
+class Streams:
+    """Random episodes on a few streams, each stream's records numbered in order."""
+
+    def __init__(self, seed: int, streams=(1, 2, 3)):
+        self.rng = np.random.default_rng(seed)
+        self.sent = {sid: 0 for sid in streams}
+
+    def add_to(self, buf) -> int:
+        sid = int(self.rng.choice(list(self.sent)))
+        end = self.rng.choice(["term", "trunc", None])
+        recs = episode(self.rng.integers(-1, 2, size=int(self.rng.integers(1, 9))).astype(float).tolist(), end)
+        batch = step_batch(sid, recs, start=self.sent[sid])
+        self.sent[sid] += len(recs)
+        if isinstance(buf, ReplayServer):
+            from common.messages import encode_step_batch
+
+            buf.add(encode_step_batch(batch))
+        else:
+            buf.add(batch)
+        return len(recs)
+
+
+def delta_uids(delta) -> list[int]:
+    return list(range(delta.first_uid, delta.end_uid))
+
+
+def test_each_stored_frame_reaches_a_consumer_once_and_in_order():
+    buf = ReplayBuffer(29, S, N, GAMMA, seed=0)
+    streams, seen = Streams(0), []
+    for step in range(300):
+        streams.add_to(buf)
+        if buf.num_sampleable and step % 4 == 0:
+            answer = buf.sample_indices(8, 0.4)
+            answer.validate()
+            d = answer.delta
+            assert d.reset == (not seen)
+            assert d.since_uid == (-1 if not seen else seen[-1] + 1)
+            uids = delta_uids(d)
+            assert uids == sorted(set(uids)) and (not seen or uids[0] > seen[-1])
+            assert np.array_equal(d.positions, np.array(uids) % 29)
+            # the frames are the stored bytes of exactly those uids, and every one is still stored
+            assert uids[0] >= buf.records_added - 29 and d.end_uid == buf.records_added
+            blobs = [d.blobs[d.offsets[i]:d.offsets[i + 1]].tobytes() for i in range(len(d))]
+            assert blobs == [buf._blobs[u % 29] for u in uids]
+            seen += uids
+    assert len(seen) == len(set(seen)) > 29  # the ring wrapped and nothing came twice
+
+
+def test_frames_evicted_before_an_answer_are_skipped_not_sent():
+    buf = ReplayBuffer(16, S, N, GAMMA, seed=0)
+    streams = Streams(1)
+    while buf.num_sampleable == 0:
+        streams.add_to(buf)
+    first = buf.sample_indices(4).delta
+    while buf.records_added < first.end_uid + 40:  # more than the capacity arrives
+        streams.add_to(buf)
+    d = buf.sample_indices(4).delta
+    assert not d.reset and d.since_uid == first.end_uid
+    assert d.first_uid == buf.records_added - 16 and len(d) == 16
+
+
+def test_an_answer_without_a_batch_still_carries_its_delta():
+    server = ReplayServer(64, S, N, GAMMA, seed=0, samples_per_insert=1.0, min_size=10, tolerance=8.0)
+    streams = Streams(2)
+    streams.add_to(server)
+    answer = server.sample_indices(8)  # too few items: the limiter says wait
+    assert not answer.has_batch and len(answer) == 0 and answer.delta.reset
+    assert len(answer.delta) == server.buffer.records_added
+    while server.buffer.num_sampleable < 10:
+        streams.add_to(server)
+    got, deltas = [], [answer.delta]
+    for _ in range(6):  # the ratio runs out: answers go on, with their deltas, without batches
+        a = server.sample_indices(8)
+        got.append(a.has_batch)
+        deltas.append(a.delta)
+        streams.add_to(server)
+    assert True in got and False in got
+    assert server.limiter.samples == 8 * got.count(True)
+    uids = [u for d in deltas for u in delta_uids(d)]
+    assert server.buffer.records_added <= 64  # nothing evicted: every frame went out, once, in order
+    assert uids == list(range(deltas[-1].end_uid))
+
+
+def test_a_consumer_far_behind_catches_up_over_answers_without_batches():
+    buf = ReplayBuffer(200, S, N, GAMMA, seed=0)
+    streams = Streams(3)
+    while buf.records_added < 150:
+        streams.add_to(buf)
+    answers = []
+    while not answers or not answers[-1].has_batch:
+        answers.append(buf.sample_indices(8, max_delta_frames=40))
+    assert [len(a.delta) for a in answers[:-1]] == [40] * (len(answers) - 1)
+    assert answers[0].delta.reset and not any(a.delta.reset for a in answers[1:])
+    assert [u for a in answers for u in delta_uids(a.delta)] == list(range(buf.records_added))
+
+
+def test_a_restore_or_forget_resends_everything_with_reset():
+    buf = ReplayBuffer(32, S, N, GAMMA, seed=0)
+    streams = Streams(4)
+    while buf.records_added < 50:
+        streams.add_to(buf)
+    buf.sample_indices(4)
+    state = buf.state_dict()
+    streams.add_to(buf)
+    assert not buf.sample_indices(4).delta.reset
+    buf.load_state_dict(state)  # a restore: a new epoch, uids issued again
+    d = buf.sample_indices(4).delta
+    assert d.reset and d.epoch == 1 and delta_uids(d) == list(range(buf.records_added - 32, buf.records_added))
+    assert not buf.sample_indices(4).delta.reset
+    buf.forget_consumer("learner")
+    assert buf.sample_indices(4).delta.reset
+    # consumers are counted apart
+    assert buf.sample_indices(4, consumer="other").delta.reset
+
+
+def test_draws_are_the_same_items_as_sample_draws():
+    a, b = ReplayBuffer(64, S, N, GAMMA, seed=5), ReplayBuffer(64, S, N, GAMMA, seed=5)
+    sa, sb = Streams(6), Streams(6)
+    for _ in range(30):
+        sa.add_to(a), sb.add_to(b)
+    ia, sb_ = a.sample_indices(32, 0.5), b.sample(32, 0.5)
+    assert np.array_equal(ia.ids, sb_.ids) and np.array_equal(ia.weights, sb_.weights)
+    for name in ("actions", "returns", "discounts"):
+        assert np.array_equal(getattr(ia, name), getattr(sb_, name))
+
+
+def test_validate_names_a_broken_field():
+    buf = ReplayBuffer(64, S, N, GAMMA, seed=0)
+    streams = Streams(7)
+    for _ in range(10):
+        streams.add_to(buf)
+    answer = buf.sample_indices(8)
+    answer.obs_uids = answer.obs_uids.astype(np.int32)
+    with pytest.raises(MessageError, match="obs_uids"):
+        answer.validate()
+
+
+def atari_like_frames(rng, count):
+    """uint8[count, 84, 84] that compress about as Breakout's do (≈ 17x with lz4)."""
+    frames = np.zeros((count, 84, 84), dtype=np.uint8)
+    frames[:, 0:6, :] = 142  # the wall
+    for f in frames:
+        for _ in range(18):  # bricks, ball and paddle: blocks at random places
+            y, x = rng.integers(8, 80), rng.integers(0, 76)
+            f[y:y + 3, x:x + 8] = rng.integers(50, 200)
+        f[rng.integers(8, 84, 40), rng.integers(0, 84, 40)] = rng.integers(0, 255, 40)
+    return frames
+
+
+def test_an_answer_of_512_with_a_realistic_delta_is_under_100_kb():
+    """A learner taking 400 batches/s while actors insert 16K frames/s gets 40 new frames
+    per answer; the answer, pickled as Ray pickles it, stays under 100 KB (a stacked
+    batch of 512 is ≈ 29 MB)."""
+    rng = np.random.default_rng(0)
+    frames = atari_like_frames(rng, 2000)
+    ratio = frames[0].nbytes / np.mean([len(compress_frame(f, "lz4")) for f in frames[:50]])
+    assert 10 < ratio < 30, ratio
+    buf = ReplayBuffer(4096, S, N, 0.99, seed=0)
+    t = 1000
+    recs = [(int(i % 4), 0.0, False, False, i == 0) for i in range(t)]
+    buf.add(step_batch(1, recs, frames=frames[:t]))
+    buf.sample_indices(512)  # the full sync
+    recs = [(int(i % 4), 0.0, False, False, False) for i in range(40)]
+    buf.add(step_batch(1, recs, start=t, frames=frames[t:t + 40]))
+    answer = buf.sample_indices(512)
+    assert answer.has_batch and len(answer.delta) == 40
+    wire = len(pickle.dumps(answer, protocol=5))
+    assert wire <= 100_000, wire
+    assert answer.nbytes <= wire
+    assert lz4.block.decompress(answer.delta.blobs[answer.delta.offsets[0]:answer.delta.offsets[1]].tobytes(),
+                                uncompressed_size=84 * 84) == frames[t].tobytes()
+
+
+def test_index_batch_without_a_batch_is_small():
+    buf = ReplayBuffer(64, S, N, GAMMA, seed=0)
+    answer = buf.sample_indices(8, draw=False)
+    assert isinstance(answer, IndexBatch) and not answer.has_batch and len(answer.delta) == 0
+    answer.validate()
+    assert len(pickle.dumps(answer, protocol=5)) < 2_000
