@@ -83,7 +83,7 @@ def test_resume_with_a_corrupt_snapshot_goes_on(tmp_path):
     cfg = Config.from_dict({"env": {"env_id": "CartPole-v1", "envs_per_actor": 2}, "actors": {"num_actors": 1},
                             "replay": {"replay_capacity": 2000, "learning_starts": 200},
                             "learner": {"batch_size": 16, "device": "cpu"},
-                            "run": {"num_cpus": 2, "log_interval": 1.0, "run_dir": str(run), "time_limit": 120.0}})
+                            "run": {"log_interval": 1.0, "run_dir": str(run), "time_limit": 120.0}})
     spec = describe_env("CartPole-v1")
     cfg = resolve(cfg, atari=False, cuda=False)
     (run / "config.json").write_text(dumps(cfg))
