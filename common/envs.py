@@ -11,7 +11,8 @@ frames after each reset, FIRE pressed by the env after a reset and after a life 
 games that need it (FIRE is action 1 and the game has >= 3 actions, as in baselines'
 ``FireResetEnv``), each action repeated for 4 frames with the max of the last two frames
 taken, 84x84 grayscale (``cv2.INTER_AREA``, as gymnasium's ``AtariPreprocessing``),
-``repeat_action_probability`` 0 and the minimal action set by default, truncation after
+no sticky actions (``repeat_action_probability`` 0) and the game's minimal action set by
+default (``full_action_space`` gives all 18), truncation after
 ``max_episode_frames`` emulator frames of an episode (counted from the reset, no-ops
 included). With ``episodic_life`` a life loss is terminal for learning while the game
 goes on (score accumulating across lives); the default turns it on for games with lives.
@@ -21,16 +22,28 @@ goes on (score accumulating across lives); the default turns it on for games wit
 faster per core (measured: ``docs/design-notes.md``). A test checks its frames against
 gymnasium's ``AtariPreprocessing`` step by step.
 
+MinAtar (:class:`MinAtarVectorEnv`, ``MinAtar/Breakout-v1`` and the other four games; Young
+& Tian 2019, the optional ``minatar`` extra, GPL-3.0) plays the game modules of the
+``minatar`` package directly: frames are the game's 10x10xC boolean state as
+``uint8[C, 10, 10]``, one frame per agent step and no stacking (the paper's agents see one
+state), raw rewards (the paper does not clip), sticky actions (the paper's 0.1 unless
+``repeat_action_probability`` says otherwise); ``-v1`` ids use the game's minimal action
+set, ``-v0`` ids and ``full_action_space`` all 6 actions. ``max_episode_frames`` truncates
+(MinAtar has no time limit of its own but Freeway's); ``noop_max`` and ``episodic_life`` do
+not apply.
+
 Flat-vector gymnasium envs (:class:`GymVectorEnv`, e.g. ``CartPole-v1``) are a list of
 ``gymnasium.make`` envs stepped in a loop and reset by hand; their own ``TimeLimit``
-truncates; ``episodic_life``, ``noop_max``, ``max_episode_frames`` and
-``repeat_action_probability`` do not apply to them.
+truncates; ``episodic_life``, ``noop_max``, ``max_episode_frames``,
+``repeat_action_probability`` and ``full_action_space`` do not apply to them.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib.util
+import re
 import warnings
 
 import cv2
@@ -43,6 +56,17 @@ ATARI_FRAME_SHAPE = (84, 84)
 ATARI_FRAME_SKIP = 4
 ATARI_STACK_SIZE = 4
 FIRE_ACTION_INDEX = 1
+#: No sticky actions on ALE games: the Nature DQN / Ape-X protocol (Machado et al. 2018 recommend 0.25).
+ATARI_REPEAT_ACTION_PROBABILITY = 0.0
+
+MINATAR_PREFIX = "MinAtar/"
+#: MinAtar's games: the id's name -> the module in ``minatar.environments``.
+MINATAR_GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freeway", "Seaquest": "seaquest",
+                 "SpaceInvaders": "space_invaders"}
+MINATAR_FRAME_SIDE = 10
+#: MinAtar's own default and the paper's setting (Young & Tian 2019).
+MINATAR_REPEAT_ACTION_PROBABILITY = 0.1
+MINATAR_INSTALL_HINT = 'pip install -e ".[minatar]" (MinAtar, GPL-3.0)'
 
 
 class EnvSpecError(ValueError):
@@ -127,11 +151,19 @@ def _registered_spec(env_id: str):
         return None
 
 
+def is_minatar(env_id: str) -> bool:
+    """True for ``MinAtar/<Game>-v0|v1`` ids (any name after the prefix, even unknown games)."""
+    return env_id.startswith(MINATAR_PREFIX)
+
+
 def is_atari(env_id: str) -> bool:
     """True for ALE ids: ``ALE/<Game>-v5`` (any, even unknown games) and the registered
-    ``<Game>[NoFrameskip]-v0/v4`` ids whose entry point is ale_py's AtariEnv."""
+    ``<Game>[NoFrameskip]-v0/v4`` ids whose entry point is ale_py's AtariEnv. MinAtar ids
+    are not Atari: no emulator, 10x10 frames."""
     if env_id.startswith(ATARI_PREFIX):
         return True
+    if is_minatar(env_id):
+        return False
     spec = _registered_spec(env_id)
     return spec is not None and "ale_py" in str(spec.entry_point)
 
@@ -179,11 +211,26 @@ def _make_flat_env(env_id: str):
     return env
 
 
+def _minatar_game(env_id: str) -> tuple[str, bool]:
+    """The ``minatar.environments`` module name of a MinAtar id and whether the id asks for
+    all 6 actions (``-v0``; ``-v1`` is the minimal set). EnvSpecError for an unknown game or
+    version, or if the ``minatar`` extra is not installed."""
+    m = re.fullmatch(re.escape(MINATAR_PREFIX) + r"(\w+)-v([01])", env_id)
+    if m is None or m.group(1) not in MINATAR_GAMES:
+        raise EnvSpecError(f"unknown environment {env_id!r}: MinAtar ids are MinAtar/<Game>-v0 or -v1 "
+                           f"with <Game> one of {', '.join(MINATAR_GAMES)}")
+    if importlib.util.find_spec("minatar") is None:
+        raise EnvSpecError(f"environment {env_id!r} needs the MinAtar extra: {MINATAR_INSTALL_HINT}")
+    return MINATAR_GAMES[m.group(1)], m.group(2) == "0"
+
+
 def check_env_id(env_id: str) -> None:
-    """Raise EnvSpecError unless ``env_id`` is an installed ALE game or a registered
-    gymnasium env with a flat Box observation and Discrete actions (that one is built once
-    to see its spaces)."""
-    if is_atari(env_id):
+    """Raise EnvSpecError unless ``env_id`` is an installed ALE game, a MinAtar game with
+    the extra installed, or a registered gymnasium env with a flat Box observation and
+    Discrete actions (that one is built once to see its spaces)."""
+    if is_minatar(env_id):
+        _minatar_game(env_id)
+    elif is_atari(env_id):
         _atari_rom(env_id)
     else:
         _make_flat_env(env_id).close()
@@ -197,27 +244,44 @@ def make_vector_env(
     episodic_life: bool | None = None,
     noop_max: int = 30,
     max_episode_frames: int = 108_000,
-    repeat_action_probability: float = 0.0,
+    repeat_action_probability: float | None = None,
+    full_action_space: bool = False,
 ) -> VectorEnv:
     """``num_envs`` copies of ``env_id``, env i seeded with ``seed + i``.
 
     Atari options (see the module docstring): ``episodic_life`` None means on for games
     with lives; ``noop_max`` no-op frames at most after each reset; ``max_episode_frames``
     emulator frames per episode before truncation; ``repeat_action_probability`` sticky
-    actions. Flat-vector envs ignore them.
+    actions (None: the family's protocol, 0 for ALE games, 0.1 for MinAtar);
+    ``full_action_space`` every action of the console (18) or of MinAtar (6) instead of the
+    game's minimal set. Flat-vector envs ignore them.
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if is_minatar(env_id):
+        game, all_actions = _minatar_game(env_id)
+        return MinAtarVectorEnv(
+            game, num_envs, seed, max_episode_frames=max_episode_frames,
+            repeat_action_probability=MINATAR_REPEAT_ACTION_PROBABILITY if repeat_action_probability is None else repeat_action_probability,
+            full_action_space=full_action_space or all_actions,
+        )
     if is_atari(env_id):
         return AleVectorEnv(
             _atari_rom(env_id), num_envs, seed,
             episodic_life=episodic_life, noop_max=noop_max,
             max_episode_frames=max_episode_frames,
-            repeat_action_probability=repeat_action_probability,
+            repeat_action_probability=ATARI_REPEAT_ACTION_PROBABILITY if repeat_action_probability is None else repeat_action_probability,
+            full_action_space=full_action_space,
         )
     return GymVectorEnv(env_id, num_envs, seed)
+
+
+def default_repeat_action_probability(env_id: str) -> float:
+    """The sticky-action probability of the env family's protocol: MinAtar's paper 0.1,
+    Nature DQN / Ape-X's 0 for ALE games (flat-vector envs have none)."""
+    return MINATAR_REPEAT_ACTION_PROBABILITY if is_minatar(env_id) else ATARI_REPEAT_ACTION_PROBABILITY
 
 
 def spec_of(env: VectorEnv, env_id: str) -> EnvSpec:
@@ -229,10 +293,11 @@ def spec_of(env: VectorEnv, env_id: str) -> EnvSpec:
     )
 
 
-def describe_env(env_id: str) -> EnvSpec:
-    """Build one copy of ``env_id`` to read its :class:`EnvSpec`; EnvSpecError if we cannot run it."""
+def describe_env(env_id: str, full_action_space: bool = False) -> EnvSpec:
+    """Build one copy of ``env_id`` to read its :class:`EnvSpec`; EnvSpecError if we cannot run
+    it. ``full_action_space`` changes ``num_actions`` (18 on every ALE game)."""
     check_env_id(env_id)
-    with make_vector_env(env_id, 1, 0) as probe:
+    with make_vector_env(env_id, 1, 0, full_action_space=full_action_space) as probe:
         return spec_of(probe, env_id)
 
 
@@ -274,6 +339,7 @@ class AleVectorEnv(VectorEnv):
         noop_max: int = 30,
         max_episode_frames: int = 108_000,
         repeat_action_probability: float = 0.0,
+        full_action_space: bool = False,
     ):
         import ale_py
 
@@ -296,10 +362,13 @@ class AleVectorEnv(VectorEnv):
             ale.setFloat("repeat_action_probability", float(repeat_action_probability))
             ale.loadROM(rom_path)
             self._ales.append(ale)
-        self._action_set = list(self._ales[0].getMinimalActionSet())
+        minimal = list(self._ales[0].getMinimalActionSet())
+        # The full set is all 18 in the console's order (NOOP, FIRE, UP, ...), for every game.
+        self._action_set = list(self._ales[0].getLegalActionSet()) if full_action_space else minimal
         self.num_actions = len(self._action_set)
-        #: Whether the env presses FIRE after resets and life losses (baselines' rule).
-        self.fire_on_start = self.num_actions >= 3 and self._action_set[FIRE_ACTION_INDEX] == ale_py.Action.FIRE
+        #: Whether the env presses FIRE after resets and life losses (baselines' rule, on the
+        #: game's minimal set: with the full set every game has FIRE at index 1).
+        self.fire_on_start = len(minimal) >= 3 and minimal[FIRE_ACTION_INDEX] == ale_py.Action.FIRE
         #: Whether a life loss is terminal for learning.
         self.episodic_life = self._ales[0].lives() > 0 if episodic_life is None else bool(episodic_life)
         self._noop_rngs = [np.random.default_rng(seed + i) for i in range(num_envs)]
@@ -457,6 +526,116 @@ class _ScreenHookALE:
 
     def __getattr__(self, name):
         return getattr(self.ale, name)
+
+
+# --------------------------------------------------------------------------- MinAtar
+
+
+def _minatar_env_class(game: str):
+    """The ``Env`` class of ``minatar.environments.<game>``, loaded from its file so that the
+    ``minatar`` package's own init, which imports matplotlib and seaborn for its display
+    (≈ 1.5 s of CPU in every actor process), never runs. The game modules need only numpy."""
+    import sys
+    from pathlib import Path
+
+    name = f"_raydqn_minatar_{game}"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("minatar")
+        if package is None:
+            raise EnvSpecError(f"MinAtar is not installed: {MINATAR_INSTALL_HINT}")
+        path = Path(list(package.submodule_search_locations)[0]) / "environments" / f"{game}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].Env
+
+
+class MinAtarVectorEnv(VectorEnv):
+    """E MinAtar games (Young & Tian 2019), stepped one after the other.
+
+    Frames ``uint8[C, 10, 10]``: the game's boolean 10x10xC state, channels first, one per
+    agent step (``stack_size`` 1: the paper's network sees one state; MinAtar's states carry
+    the motion that Atari needs 4 frames for, e.g. Breakout's trail channel). Rewards are the
+    game's (0/1 but for Seaquest's surfacing bonus), never clipped, as in the paper. Sticky
+    actions as MinAtar's ``Environment.act``: with probability ``repeat_action_probability``
+    the previous action is played instead; the previous action is NOOP after each reset, as
+    ALE's. A game is truncated after ``max_episode_frames`` agent steps (one frame each).
+    """
+
+    frame_dtype = np.dtype(np.uint8)
+    stack_size = 1
+    codec = "lz4"  # 100-byte frames of 0/1: lz4 on the raw bytes, like the Atari frames
+    frames_per_step = 1
+    clip_rewards = False
+    atari = False
+
+    def __init__(self, game: str, num_envs: int, seed: int, *, max_episode_frames: int = 108_000,
+                 repeat_action_probability: float = MINATAR_REPEAT_ACTION_PROBABILITY,
+                 full_action_space: bool = False):
+        if max_episode_frames < 1:
+            raise ValueError(f"max_episode_frames must be >= 1, got {max_episode_frames}")
+        if not 0.0 <= repeat_action_probability <= 1.0:
+            raise ValueError(f"repeat_action_probability must lie in [0, 1], got {repeat_action_probability}")
+        env_class = _minatar_env_class(game)
+        self.game = game
+        self.num_envs = num_envs
+        self.max_episode_frames = max_episode_frames
+        self.repeat_action_probability = float(repeat_action_probability)
+        self._games = [env_class(ramping=True) for _ in range(num_envs)]  # difficulty ramping: MinAtar's default
+        for i, g in enumerate(self._games):
+            g.random = np.random.RandomState((seed + i) % 2**32)  # MinAtar's games draw from .random
+        self._sticky_rngs = [np.random.default_rng([seed + i, 1]) for i in range(num_envs)]
+        self._action_set = list(range(6)) if full_action_space else list(self._games[0].minimal_action_set())
+        self.num_actions = len(self._action_set)
+        height, width, channels = self._games[0].state_shape()
+        self.frame_shape = (int(channels), int(height), int(width))
+        self._last_action = np.zeros(num_envs, np.int64)
+        self._steps = np.zeros(num_envs, np.int64)
+        self._started = False
+
+    def _frame(self, i: int) -> np.ndarray:
+        return self._games[i].state().transpose(2, 0, 1).astype(np.uint8)
+
+    def _reset_one(self, i: int) -> np.ndarray:
+        self._games[i].reset()
+        self._last_action[i] = 0
+        self._steps[i] = 0
+        return self._frame(i)
+
+    def reset(self) -> np.ndarray:
+        frames = np.stack([self._reset_one(i) for i in range(self.num_envs)])
+        self._started = True
+        return frames
+
+    def step(self, actions: np.ndarray) -> EnvStep:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = self._check_actions(actions)
+        n = self.num_envs
+        frames = np.empty((n, *self.frame_shape), np.uint8)
+        rewards = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        for i, game in enumerate(self._games):
+            action = self._action_set[actions[i]]
+            if self._sticky_rngs[i].random() < self.repeat_action_probability:
+                action = int(self._last_action[i])
+            self._last_action[i] = action
+            reward, ended = game.act(action)
+            self._steps[i] += 1
+            frames[i] = self._frame(i)
+            rewards[i] = reward
+            terminated[i] = bool(ended)
+        truncated = (self._steps >= self.max_episode_frames) & ~terminated
+        game_over = terminated | truncated
+        restart = frames.copy()
+        for i in np.flatnonzero(game_over):
+            restart[i] = self._reset_one(i)
+        return EnvStep(frames, rewards, terminated, truncated, game_over, restart)
+
+    def close(self) -> None:
+        self._games = []
+        self._started = False
 
 
 # --------------------------------------------------------------------------- flat vectors

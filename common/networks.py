@@ -1,8 +1,10 @@
-"""Q-networks: the Nature CNN for Atari frames, an MLP for flat vectors, each with a
-dueling head (Wang et al. 2016, Ape-X) or the plain one of Nature DQN (Mnih et al. 2015).
+"""Q-networks: the Nature CNN for Atari frames, MinAtar's small CNN for its 10x10 states,
+an MLP for flat vectors, each with a dueling head (Wang et al. 2016, Ape-X) or the plain one
+of Nature DQN (Mnih et al. 2015).
 
-Both take the stacked observation as it comes from the replay or the actor's stacker
-(``uint8[B, 4, 84, 84]`` or ``float32[B, 1, D]``) and return ``float32[B, num_actions]``.
+All take the stacked observation as it comes from the replay or the actor's stacker
+(``uint8[B, 4, 84, 84]``, ``uint8[B, 1, C, 10, 10]`` or ``float32[B, 1, D]``) and return
+``float32[B, num_actions]``.
 uint8 frames are converted to float and scaled on whatever device the network is on, so
 batches cross to a GPU as bytes, a quarter of the float32 size.
 """
@@ -50,6 +52,21 @@ class NatureCNN(nn.Module):
         return self.head(self.torso(obs.float() / 255.0))
 
 
+class MinAtarCNN(nn.Module):
+    """MinAtar's DQN network (Young & Tian 2019): one Conv(16, 3x3, stride 1)-ReLU over the
+    10x10 state, then Linear(128)-ReLU and the output, here the head (plain: Linear(1024,
+    128)-ReLU-Linear(128, A), the paper's; dueling: value and advantage streams of 128).
+    Input uint8[B, S, C, 10, 10] of 0/1 (S stacked states, folded into the channels)."""
+
+    def __init__(self, channels: int, stack_size: int, num_actions: int, dueling: bool = True, side: int = 10):
+        super().__init__()
+        self.torso = nn.Sequential(nn.Flatten(1, 2), nn.Conv2d(stack_size * channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.head = q_head(16 * (side - 2) ** 2, num_actions, 128, dueling)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs.float()))
+
+
 class MLP(nn.Module):
     """Two hidden layers and a head. Input float32[B, S, D]."""
 
@@ -63,7 +80,12 @@ class MLP(nn.Module):
 
 
 def build_q_network(frame_shape: tuple[int, ...], stack_size: int, num_actions: int, dueling: bool = True) -> nn.Module:
-    """The network for this observation: CNN for 84x84 frames, MLP for flat vectors."""
+    """The network for this observation: the Nature CNN for 84x84 frames, MinAtar's CNN for
+    ``(C, 10, 10)`` states, an MLP for flat vectors."""
+    if len(frame_shape) == 3:
+        if tuple(frame_shape[1:]) != (10, 10):
+            raise ValueError(f"the MinAtar CNN needs (C, 10, 10) frames, got {frame_shape}")
+        return MinAtarCNN(frame_shape[0], stack_size, num_actions, dueling)
     if len(frame_shape) == 2:
         if tuple(frame_shape) != (84, 84):
             raise ValueError(f"the Nature CNN needs 84x84 frames, got {frame_shape}")
