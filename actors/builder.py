@@ -66,7 +66,9 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
     per = cfg.env.envs_per_actor
     seeds = actor_seeds(cfg.run.seed, actor_index)
     env = make_vector_env(cfg.env.env_id, per, seeds["env"], episodic_life=cfg.env.episodic_life,
-                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames,
+                          repeat_action_probability=cfg.env.repeat_action_probability,
+                          full_action_space=cfg.env.full_action_space)
     torch.manual_seed(seeds["network"])
     network = q_network_for(spec_of(env, cfg.env.env_id), cfg.learner)
     return ActorCore(

@@ -37,16 +37,31 @@ class _Kind(NamedTuple):
     atari: bool
     cuda: bool
     optimizer: str
+    minatar: bool = False
 
 
-def _by_env(atari, vector):
-    return lambda k: atari if k.atari else vector
+def _by_env(atari, vector, minatar=None):
+    """Atari's value, the flat-vector envs', and MinAtar's (default: the vector envs')."""
+    return lambda k: atari if k.atari else (minatar if k.minatar and minatar is not None else vector)
 
 
 def _lr(rmsprop: float):
     # Adam's rates are this project's (Atari as in Rainbow's range, a larger one for small
-    # vector envs); RMSProp's is the preset's paper's.
-    return lambda k: (1e-4 if k.atari else 5e-4) if k.optimizer == "adam" else rmsprop
+    # vector envs, MinAtar's paper's 2.5e-4 between them); RMSProp's is the preset's paper's.
+    return lambda k: _by_env(1e-4, 5e-4, 2.5e-4)(k) if k.optimizer == "adam" else rmsprop
+
+
+#: Replay ratio of the apex preset for Atari with a learner on the CPU. Free-running actors
+#: (Ape-X's setting, for a GPU learner) starve a CPU learner: 16 actors on 2 cores stepped
+#: ~5K frames/s while it managed 0.5-0.7 updates/s. 1 sample per transition is Ape-X's own
+#: balance (19 batches of 512 a second against 50K frames/s: 0.8), and here a CPU update
+#: costs ~1.5 ms of CPU per sample (batch 64, 1 thread: 10.6 updates per CPU-second) against
+#: ~1 ms per agent step of an actor, so learner and actors split the cores about 60/40.
+CPU_ATARI_REPLAY_RATIO = 1.0
+
+
+def _apex_replay_ratio(k: _Kind) -> float:
+    return (0.0 if k.cuda else CPU_ATARI_REPLAY_RATIO) if k.atari else 8.0
 
 
 #: Each preset's value for every field it fills, {section: {field: value or f(_Kind)}}.
@@ -57,10 +72,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "apex": {
         "actors": {"epsilon_schedule": "apex", "epsilon_final": 0.01, "epsilon_decay_agent_steps": 250_000},
         "replay": {"n_step": 3, "prioritized": True, "replay_capacity": _by_env(1_000_000, 100_000),
-                   "learning_starts": _by_env(50_000, 1_000), "replay_ratio": _by_env(0.0, 8.0)},
+                   "learning_starts": _by_env(50_000, 1_000, 5_000), "replay_ratio": _apex_replay_ratio},
         "learner": {"double_q": True, "dueling": True, "optimizer": "adam", "lr": _lr(rmsprop=0.00025 / 4),
                     "rmsprop_eps": 1.5e-7, "grad_clip": 40.0, "batch_size": lambda k: 512 if k.cuda else 64,
-                    "target_update_period": _by_env(2_500, 200)},
+                    "target_update_period": _by_env(2_500, 200, 1_000)},
         # Rainbow's and Dopamine's evaluation eps, every 1M env frames (Dopamine's iteration).
         "eval": {"eval_epsilon": 0.001, "eval_period": _by_env(1_000_000, 10_000)},
     },
@@ -68,12 +83,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # every 4 steps with a batch of 32" is a replay ratio of 8; its error clipping is Huber.
     "nature": {
         "actors": {"epsilon_schedule": "linear", "epsilon_final": 0.1,
-                   "epsilon_decay_agent_steps": _by_env(1_000_000, 10_000)},
+                   "epsilon_decay_agent_steps": _by_env(1_000_000, 10_000, 100_000)},
         "replay": {"n_step": 1, "prioritized": False, "replay_capacity": _by_env(1_000_000, 100_000),
-                   "learning_starts": _by_env(50_000, 1_000), "replay_ratio": 8.0},
+                   "learning_starts": _by_env(50_000, 1_000, 5_000), "replay_ratio": 8.0},
         "learner": {"double_q": False, "dueling": False, "optimizer": "rmsprop", "lr": _lr(rmsprop=0.00025),
                     "rmsprop_eps": 0.01 / 32**2, "grad_clip": 0.0, "batch_size": 32,
-                    "target_update_period": _by_env(10_000, 200)},
+                    "target_update_period": _by_env(10_000, 200, 1_000)},
         "eval": {"eval_epsilon": 0.05, "eval_period": _by_env(1_000_000, 10_000)},
     },
 }
@@ -86,12 +101,16 @@ class EnvConfig:
     episodic_life: Optional[bool] = _f(None, "treat a lost life as terminal for learning (auto: on for games with lives)")
     noop_max: int = _f(30, "up to this many no-op actions at the start of each episode")
     max_episode_frames: int = _f(108_000, "truncate an Atari episode after this many emulator frames")
+    repeat_action_probability: Optional[float] = _f(None, "sticky actions: the probability that the emulator plays the previous action again instead of the chosen one, at each emulator frame (auto: 0 for ALE games: the defaults reproduce Nature DQN / Ape-X, no sticky actions and up to 30 no-ops; Machado et al. 2018 recommend 0.25 with --full-action-space on, which is also ALE/*-v5's upstream default; MinAtar 0.1, its paper's)")
+    full_action_space: bool = _f(False, "all 18 console actions instead of the game's minimal set (Machado et al. 2018's protocol; changes the network's output, so a checkpoint fits only runs with the same setting); MinAtar: all 6 instead of the game's minimal set, as its -v0 ids")
 
     def __post_init__(self):
         _require(isinstance(self.env_id, str) and self.env_id != "", "env", self.env_id, "must name an environment")
         _require(self.envs_per_actor >= 1, "envs_per_actor", self.envs_per_actor, "must be at least 1")
         _require(self.noop_max >= 0, "noop_max", self.noop_max, "must be >= 0")
         _require(self.max_episode_frames >= 4, "max_episode_frames", self.max_episode_frames, "must be at least 4")
+        if self.repeat_action_probability is not None:
+            _require(0 <= self.repeat_action_probability <= 1, "repeat_action_probability", self.repeat_action_probability, "must be in [0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,20 +399,24 @@ def explicit_overrides(parser: argparse.ArgumentParser, argv: list[str], ns: arg
             for name in fields:
                 out.setdefault(section, {}).setdefault(name, None)
     return out
+    if config.env.repeat_action_probability is None:  # the family's protocol (EnvConfig's help)
+        config = dataclasses.replace(config, env=dataclasses.replace(config.env, repeat_action_probability=0.1 if minatar else 0.0))
 
 
-def preset_values(preset: str, atari: bool, cuda: bool, optimizer: str | None = None) -> dict[str, dict[str, Any]]:
+def preset_values(preset: str, atari: bool, cuda: bool, optimizer: str | None = None,
+                  minatar: bool = False) -> dict[str, dict[str, Any]]:
     """The preset's table for this env kind and device, {section: {field: value}}.
     ``optimizer``: the one chosen by hand, if any (the learning rate depends on it)."""
     table = PRESETS[preset]
-    kind = _Kind(atari, cuda, optimizer or table["learner"]["optimizer"])
+    kind = _Kind(atari, cuda, optimizer or table["learner"]["optimizer"], minatar)
     return {section: {name: v(kind) if callable(v) else v for name, v in fields.items()}
             for section, fields in table.items()}
 
 
 def resolve(config: Config, atari: bool, cuda: bool) -> Config:
     """Fill the 'auto' (None) values from the preset's table for this env kind and device."""
-    table = preset_values(config.run.preset, atari, cuda, config.learner.optimizer)
+    minatar = config.env.env_id.startswith("MinAtar/")  # common.envs.is_minatar, without its imports
+    table = preset_values(config.run.preset, atari, cuda, config.learner.optimizer, minatar)
     filled = {section: dataclasses.replace(getattr(config, section), **{
         name: value for name, value in fields.items() if getattr(getattr(config, section), name) is None})
         for section, fields in table.items()}

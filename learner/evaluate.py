@@ -225,8 +225,12 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
     except ConfigError as e:
         raise CheckpointError(f"{checkpoint}: bad config inside: {e}") from None
     env_id = cfg.env.env_id
+    # The run's protocol (sticky actions, action set); a checkpoint from before those were
+    # settings has None and False: the family's defaults, what it was trained with.
     env = make_vector_env(env_id, num_envs, seed, episodic_life=cfg.env.episodic_life,
-                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames,
+                          repeat_action_probability=cfg.env.repeat_action_probability,
+                          full_action_space=cfg.env.full_action_space)
     try:
         spec = spec_of(env, env_id)
         if video and not spec.atari:
@@ -315,9 +319,20 @@ def write_best_video(path: Path, recorder: BestGameRecorder) -> dict:
     }
 
 
-def evaluate(checkpoint: str, episodes: int, epsilon: float = 0.0, seed: int = 12345, num_envs: int | None = None,
+#: eps when neither --epsilon nor the checkpoint's config (``eval_epsilon``) says: Rainbow's and Dopamine's.
+DEFAULT_EVAL_EPSILON = 0.001
+
+
+def checkpoint_epsilon(cfg: Config) -> float:
+    """The evaluation eps a run was configured with, DEFAULT_EVAL_EPSILON for older checkpoints."""
+    eps = getattr(getattr(cfg, "eval", None), "eval_epsilon", None)
+    return DEFAULT_EVAL_EPSILON if eps is None else float(eps)
+
+
+def evaluate(checkpoint: str, episodes: int, epsilon: float | None = None, seed: int = 12345, num_envs: int | None = None,
              video: str | Path | None = None) -> dict:
-    """Raw scores of ``episodes`` whole games played by the checkpoint's policy.
+    """Raw scores of ``episodes`` whole games played by the checkpoint's policy, at eps
+    ``epsilon`` (None: the run's ``--eval-epsilon``, the evaluator's, see :func:`checkpoint_epsilon`).
 
     Returns a dict: env, episodes, epsilon, mean, median, min, max, scores (per episode,
     in order of env then game), agent_steps (per episode), human_normalized_mean and
@@ -335,6 +350,8 @@ def evaluate(checkpoint: str, episodes: int, epsilon: float = 0.0, seed: int = 1
         if video_path is not None:
             recorder = BestGameRecorder(policy.env.num_envs)
             policy.env.set_screen_hook(recorder)  # before the core's first reset
+        if epsilon is None:
+            epsilon = checkpoint_epsilon(policy.cfg)
         core = policy_core(policy, epsilon, seed)
         if recorder is not None:
             recorder.end_step()
@@ -370,7 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m learner.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="path to a checkpoint.pt")
     parser.add_argument("--episodes", type=int, default=10, help="whole games to play")
-    parser.add_argument("--epsilon", type=float, default=0.0, help="probability of a random action")
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="probability of a random action (default: the run's --eval-epsilon, the evaluator's during "
+                             "training: 0.001 as Rainbow/Dopamine with the apex preset, 0.05 with nature; 0.001 for older "
+                             "checkpoints). At 0, greedy play on a deterministic emulator (no sticky actions) can repeat "
+                             "itself until the --max-episode-frames cap (30 minutes of play a game)")
     parser.add_argument("--seed", type=int, default=12345, help="environment and exploration seed")
     parser.add_argument("--video", default=None, help="write the best episode to this .mp4 (60 fps, every emulator frame) or .gif (20 fps, every 3rd frame); ALE games only")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -382,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     from learner.checkpoint import CheckpointError
 
     for bad, flag, value, why in ((args.episodes < 1, "--episodes", args.episodes, "must be at least 1"),
-                                  (not 0 <= args.epsilon <= 1, "--epsilon", args.epsilon, "must be in [0, 1]"),
+                                  (args.epsilon is not None and not 0 <= args.epsilon <= 1, "--epsilon", args.epsilon, "must be in [0, 1]"),
                                   (not 0 <= args.seed < 2**31 - 8, "--seed", args.seed, "must be in 0..2^31-9 (ALE's seeds are signed 32-bit, env i plays seed + i)")):
         if bad:
             print(f"error: {flag}={value}: {why}", file=sys.stderr)

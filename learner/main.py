@@ -68,7 +68,7 @@ def prepare(argv: list[str]):
 
     try:
         cfg, resume_dir = parse(argv)
-        spec = describe_env(cfg.env.env_id)
+        spec = describe_env(cfg.env.env_id, full_action_space=cfg.env.full_action_space)
         if cfg.learner.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"--device={cfg.learner.device}: no CUDA device is available to torch")
         cuda = cfg.learner.device.startswith("cuda") or (cfg.learner.device == "auto" and torch.cuda.is_available())
@@ -213,7 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     from learner.fleet import PlacementError
 
     print(f"raydqn: {cfg.env.env_id}, {cfg.actors.num_actors} actors x {cfg.env.envs_per_actor} envs, "
-          f"batch {cfg.learner.batch_size}, run dir {run_dir}" + (" (resumed)" if payload else ""), flush=True)
+          f"batch {cfg.learner.batch_size}, {pace(cfg)}, run dir {run_dir}" + (" (resumed)" if payload else ""), flush=True)
+    if cfg.actors.epsilon_schedule == "apex" and cfg.actors.num_actors * cfg.env.envs_per_actor == 1:
+        print(f"one env stream: Ape-X's per-stream eps is then a fixed {cfg.actors.epsilon_base:g} for the whole run; "
+              f"--epsilon-schedule linear decays it from 1.0 to --epsilon-final instead", flush=True)
+def pace(cfg: Config) -> str:
+    """Who sets the pace, in a few words for the first line."""
+    r = cfg.replay.replay_ratio
+    if r:
+        return f"{r:g} samples trained per transition (the side that runs ahead waits)"
+    return "actors run free (Ape-X's setting, for a GPU learner)"
+
+
     from learner.checkpoint import CheckpointError
 
     try:
