@@ -399,8 +399,6 @@ def explicit_overrides(parser: argparse.ArgumentParser, argv: list[str], ns: arg
             for name in fields:
                 out.setdefault(section, {}).setdefault(name, None)
     return out
-    if config.env.repeat_action_probability is None:  # the family's protocol (EnvConfig's help)
-        config = dataclasses.replace(config, env=dataclasses.replace(config.env, repeat_action_probability=0.1 if minatar else 0.0))
 
 
 def preset_values(preset: str, atari: bool, cuda: bool, optimizer: str | None = None,
@@ -421,6 +419,8 @@ def resolve(config: Config, atari: bool, cuda: bool) -> Config:
         name: value for name, value in fields.items() if getattr(getattr(config, section), name) is None})
         for section, fields in table.items()}
     config = dataclasses.replace(config, **filled)
+    if config.env.repeat_action_probability is None:  # the family's protocol (EnvConfig's help)
+        config = dataclasses.replace(config, env=dataclasses.replace(config.env, repeat_action_probability=0.1 if minatar else 0.0))
     r, l, a = config.replay, config.learner, config.actors
     streams = a.num_actors * config.env.envs_per_actor
     tolerance = r.replay_ratio_tolerance
