@@ -47,6 +47,7 @@ import warnings
 import numpy as np
 import torch
 
+from actors.acting import ActingNetwork
 from common.messages import NO_ACTION, StepBatch
 from common.nstep import n_step_windows
 from common.stacking import FrameStacker
@@ -108,6 +109,9 @@ class _StreamRecords:
 class ActorCore:
     """Steps ``env`` (a ``common.envs.VectorEnv``) with an eps-greedy copy of the Q-network.
 
+    network: an :class:`~actors.acting.ActingNetwork` (the Q-network in the precision
+        the actor acts in), or a plain ``nn.Module``, run as it is (fp32).
+
     epsilons: a function of the actor's agent steps per stream that returns float[E], so
         fixed (Ape-X) and decaying schedules look the same here.
     stream_ids: globally unique ids of this actor's E env streams.
@@ -122,7 +126,7 @@ class ActorCore:
     def __init__(
         self,
         env,
-        network: torch.nn.Module,
+        network: ActingNetwork | torch.nn.Module,
         epsilons: Callable[[int], np.ndarray],
         stream_ids: list[int],
         steps_per_batch: int,
@@ -141,7 +145,8 @@ class ActorCore:
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.env = env
-        self.network = network.eval()
+        self.acting = network if isinstance(network, ActingNetwork) else ActingNetwork(network, "fp32")
+        self.network = self.acting.network  # the fp32 master the published weights load into
         self.epsilons = epsilons
         self.stream_ids = list(stream_ids)
         self.steps_per_batch = steps_per_batch
@@ -173,8 +178,9 @@ class ActorCore:
         return self.agent_steps * self.frames_per_step
 
     def set_weights(self, state_dict: dict, version: int) -> None:
-        """Load published weights (numpy arrays or tensors) between steps."""
-        self.network.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})
+        """Load published weights (numpy arrays or tensors) between steps, converted to the
+        acting precision."""
+        self.acting.load(state_dict)
         self.policy_version = int(version)
 
     def select_actions(self, epsilons: np.ndarray) -> np.ndarray:
@@ -189,8 +195,7 @@ class ActorCore:
 
     def _q_values(self, stacks: np.ndarray) -> np.ndarray:
         """Q-values float32[B, A] of the stacks ``[B, S, *frame_shape]`` (one forward pass)."""
-        with torch.inference_mode():
-            return self.network(torch.from_numpy(stacks)).float().cpu().numpy()
+        return self.acting.q_values(stacks)
 
     def step(self) -> list[StepBatch]:
         """One agent step of every env; returns the StepBatches that became full."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from actors.acting import ActingNetwork, resolve_precision
 from actors.actor import ActorCore
 from common.config import Config
 from common.envs import make_vector_env, spec_of
@@ -61,8 +62,8 @@ class StreamEpsilons:
 
 
 def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> ActorCore:
-    """Actor ``actor_index``'s envs and ε-greedy network; its streams are numbered
-    ``actor_index * E + j``."""
+    """Actor ``actor_index``'s envs and ε-greedy network (in ``--actor-precision``, made
+    concrete for this CPU); its streams are numbered ``actor_index * E + j``."""
     per = cfg.env.envs_per_actor
     seeds = actor_seeds(cfg.run.seed, actor_index)
     env = make_vector_env(cfg.env.env_id, per, seeds["env"], episodic_life=cfg.env.episodic_life,
@@ -70,7 +71,8 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
                           repeat_action_probability=cfg.env.repeat_action_probability,
                           full_action_space=cfg.env.full_action_space)
     torch.manual_seed(seeds["network"])
-    network = q_network_for(spec_of(env, cfg.env.env_id), cfg.learner)
+    precision, _ = resolve_precision(cfg.actors.actor_precision)
+    network = ActingNetwork(q_network_for(spec_of(env, cfg.env.env_id), cfg.learner), precision)
     return ActorCore(
         env, network, StreamEpsilons(cfg, actor_index),
         stream_ids=[actor_index * per + j for j in range(per)],

@@ -14,6 +14,7 @@ import numpy as np
 import ray
 import torch
 
+from actors.acting import resolve_precision
 from actors.builder import build_actor_core
 from actors.metrics import ActorMetrics
 from common.config import Config
@@ -28,8 +29,13 @@ class ActorShell:
         self.cfg = Config.from_dict(config)
         torch.set_num_threads(self.cfg.actors.actor_threads)
         self.index = actor_index
-        self.replay = replay
+        # The shard's name (learner.fleet passes names, not handles), or a handle.
+        self.replay = ray.get_actor(replay) if isinstance(replay, str) else replay
         self.core = build_actor_core(self.cfg, actor_index)
+        _, why = resolve_precision(self.cfg.actors.actor_precision)
+        self.precision = self.core.acting.precision
+        # Printed: Ray shows an actor's stdout on the driver's console at start.
+        print(f"actor-{actor_index}: acting network {self.core.acting.describe()} [{why}]", flush=True)
         self._weights = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -104,6 +110,7 @@ class ActorShell:
             "agent_steps": self.core.agent_steps,
             "env_frames": self.core.env_frames,
             "policy_version": self.core.policy_version,
+            "precision": self.precision,
             "batches_sent": self.batches_sent,
             "episodes": episodes,
         }

@@ -1,0 +1,161 @@
+"""The actors' acting network (actors/acting.py): what ``auto`` picks, and fidelity to fp32.
+
+Fidelity is measured on 500 real Breakout states (``tests/data/acting_states.npz``, written
+by ``tests/data/make_acting_states.py``: random play, stacks built by the actor's own
+stacker). A random-init network's greedy action is the same on every state (its action
+gaps come from biases, not from the frames), which would make agreement meaningless, so
+the network is first trained a little (150 Adam updates, seeded) to regress Q-values that
+depend on the frame: the Monte-Carlo return of the state plus a ball tracker's preference
+for moving towards the ball (read from the game's RAM when the fixture was written). After
+that its greedy action varies with the state (checked) and the gaps between the best two
+actions spread from near-ties to ≈ 0.4, as a trained DQN's do.
+
+Pinned: greedy agreement ≥ 99 % at the actors' batch sizes, every disagreement a near-tie
+(fp32 gap ≤ 2 × the largest Q error), and |Q_fast − Q_fp32| ≤ 0.5 % of the Q scale
+(max |Q_fp32| over the states); measured on this CPU: bf16 ≈ 0.1 %, int8 ≈ 0.2 %.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from actors import acting
+from actors.acting import ActingNetwork, resolve_precision
+from common.networks import NatureCNN, build_q_network
+
+STATES = Path(__file__).resolve().parents[1] / "data" / "acting_states.npz"
+Q_TOLERANCE = 0.005  # of max |Q| over the states
+MIN_AGREEMENT = 0.99
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """As an actor runs (``--actor-threads 1``); also keeps the test cheap on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gaps(q: np.ndarray) -> np.ndarray:
+    top = np.sort(q, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(states uint8[500, 4, 84, 84], fp32 state dict trained a little, its Q float32[500, 4])."""
+    data = np.load(STATES)
+    states, targets = data["states"], data["targets"]
+    torch.manual_seed(0)
+    net = NatureCNN(4, 4, dueling=True)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        i = rng.integers(0, len(states), 32)
+        loss = torch.nn.functional.mse_loss(net(torch.from_numpy(states[i])), torch.from_numpy(targets[i]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.inference_mode():
+        q = net(torch.from_numpy(states)).numpy()
+    return states, {k: v.detach().clone() for k, v in net.state_dict().items()}, q
+
+
+def test_the_trained_network_makes_agreement_meaningful(trained):
+    states, _, q = trained
+    greedy = np.bincount(q.argmax(axis=1), minlength=4)
+    assert greedy.max() <= 0.8 * len(states), f"greedy actions {greedy}: nearly constant, agreement would say nothing"
+    assert np.median(gaps(q)) > 50 * Q_TOLERANCE * np.abs(q).max()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("batch", [8, 32])
+def test_fast_network_agrees_with_fp32(trained, precision, batch):
+    if precision == "int8" and acting.int8_engine() is None:
+        pytest.skip("torch has no quantized engine here")
+    states, state_dict, q32 = trained
+    torch.manual_seed(1)  # a different init: everything must come from load()
+    fast = ActingNetwork(NatureCNN(4, 4, dueling=True), precision)
+    assert fast.precision == precision
+    fast.load(state_dict)
+    q = np.concatenate([fast.q_values(states[i:i + batch]) for i in range(0, len(states), batch)])
+    assert q.dtype == np.float32 and q.shape == q32.shape
+    err = np.abs(q - q32).max()
+    scale = np.abs(q32).max()
+    assert err <= Q_TOLERANCE * scale, f"{precision}: max |dQ| {err:.2e} = {err / scale:.2%} of the Q scale"
+    differ = q.argmax(axis=1) != q32.argmax(axis=1)
+    assert 1 - differ.mean() >= MIN_AGREEMENT
+    assert np.all(gaps(q32)[differ] <= 2 * err), "a disagreement that is not a near-tie"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_each_load_replaces_the_converted_weights(precision):
+    if precision == "int8" and acting.int8_engine() is None:
+        pytest.skip("torch has no quantized engine here")
+    x = np.random.default_rng(0).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
+    fast = ActingNetwork(NatureCNN(4, 6), precision)
+    for seed in (2, 3):
+        torch.manual_seed(seed)
+        ref = NatureCNN(4, 6).eval()
+        fast.load({k: v.numpy() for k, v in ref.state_dict().items()})  # as published: numpy arrays
+        with torch.inference_mode():
+            want = ref(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(fast.q_values(x), want, atol=Q_TOLERANCE * np.abs(want).max())
+
+
+def test_fp32_runs_the_network_itself():
+    net = NatureCNN(4, 4)
+    fast = ActingNetwork(net, "fp32")
+    x = np.random.default_rng(1).integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(fast.q_values(x), net(torch.from_numpy(x)).numpy())
+
+
+def test_small_networks_stay_fp32():
+    # CartPole's MLP has no large layer: nothing to gain, so nothing is converted.
+    assert ActingNetwork(build_q_network((4,), 1, 2), "bf16").precision == "fp32"
+    assert ActingNetwork(build_q_network((4,), 1, 2), "int8").precision == "fp32"
+
+
+def test_bf16_keeps_the_output_layers_fp32():
+    fast = ActingNetwork(NatureCNN(4, 4, dueling=True), "bf16")
+    # 3 convolutions and the two 3136x512 layers; Linear(512, 1) and Linear(512, 4) stay fp32.
+    assert [type(f).__name__ for _, f in fast._pairs] == ["Conv2d"] * 3 + ["Linear"] * 2
+    assert fast.network.head.value[2].weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("bf16, int8, want", [
+    (True, "x86", "bf16"), (False, "x86", "int8"), (False, None, "fp32"), (True, None, "bf16"),
+])
+def test_auto_picks_what_the_cpu_supports(monkeypatch, bf16, int8, want):
+    monkeypatch.setattr(acting, "native_bf16", lambda: bf16)
+    monkeypatch.setattr(acting, "int8_engine", lambda: int8)
+    precision, why = resolve_precision("auto")
+    assert precision == want and why.startswith("auto")
+    assert resolve_precision("fp32")[0] == "fp32"
+
+
+def test_an_explicit_choice_the_cpu_lacks_falls_back_cleanly(monkeypatch):
+    monkeypatch.setattr(acting, "int8_engine", lambda: None)
+    assert resolve_precision("int8")[0] == "fp32"
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_precision("fp16")
+
+
+def test_the_builder_uses_the_flag():
+    from actors.builder import build_actor_core
+    from common.config import ActorConfig, Config, EnvConfig, resolve
+
+    cfg = resolve(Config(env=EnvConfig(env_id="ALE/Breakout-v5", envs_per_actor=2),
+                         actors=ActorConfig(num_actors=1, actor_precision="bf16")), atari=True, cuda=False)
+    core = build_actor_core(cfg, 0)
+    try:
+        assert core.acting.precision == "bf16"
+        core.step()
+        assert core._last_q.dtype == np.float32 and core._last_q.shape == (2, 4)
+    finally:
+        core.env.close()
