@@ -106,8 +106,10 @@ class Fleet:
         Actor = make_actor_class(num_cpus=1)
         cfg_dict = c.to_dict()
         k = len(self.replays)
-        # Actors spread over the nodes: each one is CPU-bound on its own envs.
-        self.actors = {i: Actor.options(name=f"actor-{i}", scheduling_strategy="SPREAD").remote(cfg_dict, i, self.replays[i % k])
+        # Actors spread over the nodes: each one is CPU-bound on its own envs. Each finds its
+        # shard by name: a handle among an actor's constructor arguments lives in the object
+        # store, and Ray logs an error for each such restartable actor.
+        self.actors = {i: Actor.options(name=f"actor-{i}", scheduling_strategy="SPREAD").remote(cfg_dict, i, f"replay-{i % k}")
                        for i in range(c.actors.num_actors)}
         self.publish(weights, policy_version, agent_steps)
         self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
@@ -139,6 +141,13 @@ class Fleet:
             # Ray starts workers at nice 15; on cores the learner (nice 0) shares with the
             # actors, that starved the actors (measured: 0.23 of 2 cores while free-running).
             os.environ.setdefault("RAY_worker_niceness", "0")
+            # A quiet start. Ray's token authentication stays on, without its warning that
+            # it turned itself on (setting RAY_AUTH_MODE here is too late: Ray has read it at
+            # import). The raylet warns once 4x its start-up concurrency (min(cores, CPUs): 2
+            # here) of workers have started, i.e. at 16 actors on 2 cores, which this run asks
+            # for on purpose: its limit is the run's CPUs.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+            os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(kwargs["num_cpus"]))
         ctx = ray.init(**kwargs)
         self.started_ray = True
         self._describe_cluster(ctx.dashboard_url)
