@@ -148,7 +148,13 @@ class Fleet:
             # for on purpose: its limit is the run's CPUs.
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(kwargs["num_cpus"]))
-        ctx = ray.init(**kwargs)
+        try:
+            ctx = ray.init(**kwargs)
+        except (ConnectionError, RuntimeError) as e:
+            if r.address is None:
+                raise
+            # The cluster went away after main's probe, or is not one Ray can join.
+            raise PlacementError(f"--address={r.address}: cannot join the Ray cluster ({_last_line(e)})") from None
         self.started_ray = True
         self._describe_cluster(ctx.dashboard_url)
 

@@ -143,6 +143,40 @@ def check_ray_address(address: str | None, timeout: float = RAY_PROBE_TIMEOUT_S)
         raise UsageError(f"{flag}: no answer from {host}:{port_text} within {timeout:g}s (is the Ray head running?)")
     if outcome[0] is not None:
         raise UsageError(f"{flag}: no Ray cluster listens at {host}:{port_text} ({outcome[0]})")
+    if "://" not in address:  # ray:// names a Ray client server, not a GCS
+        _check_gcs(flag, f"{host}:{port_text}", timeout)
+
+
+def _check_gcs(flag: str, target: str, timeout: float) -> None:
+    """UsageError unless what answers at ``target`` is a Ray GCS (a port that accepts any
+    connection, a proxy, another service: ray.init would retry it for a minute, then fail)."""
+    from ray._raylet import GcsClient
+
+    outcome: list = []
+
+    def probe():
+        try:
+            GcsClient(address=target).cluster_id
+            outcome.append(None)
+        except Exception as e:
+            outcome.append(f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")
+
+    # Ray's C++ client logs each failed attempt straight to fd 2; the user gets our one line.
+    saved_stderr = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        worker = threading.Thread(target=probe, daemon=True)
+        worker.start()
+        worker.join(timeout + 2.0)
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+    if not outcome:
+        raise UsageError(f"{flag}: {target} accepts connections but no Ray GCS answered within {timeout + 2.0:g}s")
+    if outcome[0] is not None:
+        raise UsageError(f"{flag}: {target} answers, but not as a Ray cluster's head ({outcome[0].split('. ')[0]})")
+
 
 
 class RunDirUndo:

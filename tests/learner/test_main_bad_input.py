@@ -257,6 +257,35 @@ def test_no_cluster_at_address_fails_fast_before_writing(capsys, tmp_path, addre
     assert not (tmp_path / "run").exists()
 
 
+def test_something_else_at_address_fails_fast(capsys, tmp_path):
+    """A port that answers, but not as a Ray GCS (a proxy, another service): ray.init would
+    retry it for a minute before failing with a traceback."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        code, err = run_main(capsys, "--env", "CartPole-v1", "--address", f"127.0.0.1:{port}", "--run-dir", str(tmp_path / "run"))
+    finally:
+        server.close()
+    assert_one_line(code, err, f"--address=127.0.0.1:{port}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_auto_with_no_cluster_fails_fast(capsys, tmp_path, monkeypatch):
     import ray._private.services as services
 
