@@ -145,7 +145,7 @@ class ActorConfig:
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
     replay_capacity: Optional[int] = _f(None, "transitions held in replay, FIFO (auto, both presets: 1,000,000 for Atari, 100,000 otherwise)")
-    replay_shards: int = _f(1, "replay actors; actor i sends to shard i mod K and the learner samples shards in proportion to their sizes")
+    replay_shards: Optional[int] = _f(1, "replay actors; actor i sends to shard i mod K and the learner samples shards in proportion to their sizes (auto: 1 on a CPU learner; on a GPU learner min(4, cores // 4), so that sampling keeps up with the GPU)")
     snapshot_interval: float = _f(600.0, "seconds between replay snapshots in the run dir (also written at every checkpoint; a restarted replay and --resume start from them). 0: at checkpoints only; -1: never")
     n_step: Optional[int] = _f(None, "n of the n-step return (auto: apex preset 3, nature 1)")
     prioritized: Optional[bool] = _f(None, "prioritized sampling (off: uniform) (auto: apex preset on, nature off)")
@@ -158,7 +158,8 @@ class ReplayConfig:
     def __post_init__(self):
         if self.replay_capacity is not None:
             _require(self.replay_capacity >= 16, "replay_capacity", self.replay_capacity, "must be at least 16")
-        _require(self.replay_shards >= 1, "replay_shards", self.replay_shards, "must be at least 1")
+        if self.replay_shards is not None:
+            _require(self.replay_shards >= 1, "replay_shards", self.replay_shards, "must be at least 1")
         _require(self.snapshot_interval >= 0 or self.snapshot_interval == -1, "snapshot_interval", self.snapshot_interval, "must be >= 0, or -1 for never")
         if self.n_step is not None:
             _require(1 <= self.n_step <= 100, "n_step", self.n_step, "must be in 1..100")
@@ -191,6 +192,7 @@ class LearnerConfig:
     device: str = _f("auto", "torch device for the learner: auto (cuda when available), cpu, cuda, cuda:N")
     learner_threads: int = _f(0, "torch threads for a CPU learner (0: the cores left after the local actors and replay, at least 1)")
     prefetch: int = _f(4, "sample requests kept in flight to the replay so the learner never waits on a round trip")
+    feed: str = _f("auto", "how samples reach the learner. mirror: each frame crosses once, into a copy of each replay shard's frames on the learner's device, and a sample is frame indices (kilobytes); stacked: each sample's stacks of frames through Ray (megabytes) (auto: mirror on a GPU whose free memory holds the replay's frames twice over, stacked elsewhere)", choices=("auto", "mirror", "stacked"))
     precision: str = _f("auto", "the forward passes in bf16 autocast, or fp32; weights, targets, TD errors and the loss stay fp32 either way (auto: bf16 on CUDA and on CPUs with native bf16, AVX-512 BF16 or AMX, where it measured 1.45x the updates/s at batch 32; fp32 elsewhere, where bf16 is emulated)", choices=("auto", "fp32", "bf16"))
     tf32: Optional[bool] = _f(None, "TF32 matmuls and convolutions on CUDA, a 10-bit mantissa at several times fp32's speed (auto: on on CUDA; off on a CPU, where it does nothing)")
     channels_last: Optional[bool] = _f(None, "NHWC frames and conv weights, the layout the convolution kernels prefer (auto: on on CUDA; CPU_CHANNELS_LAST)")
@@ -220,6 +222,7 @@ class LearnerConfig:
         _require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device", self.device, "must be auto, cpu, cuda or cuda:N")
         _require(self.learner_threads >= 0, "learner_threads", self.learner_threads, "must be >= 0")
         _require(self.prefetch >= 1, "prefetch", self.prefetch, "must be at least 1")
+        _require(self.feed in ("auto", "mirror", "stacked"), "feed", self.feed, "must be auto, mirror or stacked")
         _require(self.precision in ("auto", "fp32", "bf16"), "precision", self.precision, "must be auto, fp32 or bf16")
         if self.stats_period is not None:
             _require(self.stats_period >= 0, "stats_period", self.stats_period, "must be >= 0")
@@ -413,8 +416,11 @@ def preset_values(preset: str, atari: bool, cuda: bool, optimizer: str | None = 
             for section, fields in table.items()}
 
 
-def resolve(config: Config, atari: bool, cuda: bool) -> Config:
-    """Fill the 'auto' (None) values from the preset's table for this env kind and device."""
+def resolve(config: Config, atari: bool, cuda: bool, frame_bytes: int | None = None,
+            device_free_bytes: int | None = None, cores: int | None = None) -> Config:
+    """Fill the 'auto' (None) values from the preset's table for this env kind and device.
+    The feed and the shards also need one frame's bytes, the learner device's free memory
+    and the driver node's cores (:func:`resolve_feed`)."""
     minatar = config.env.env_id.startswith("MinAtar/")  # common.envs.is_minatar, without its imports
     table = preset_values(config.run.preset, atari, cuda, config.learner.optimizer, minatar)
     filled = {section: dataclasses.replace(getattr(config, section), **{
@@ -423,6 +429,7 @@ def resolve(config: Config, atari: bool, cuda: bool) -> Config:
     config = dataclasses.replace(config, **filled)
     if config.env.repeat_action_probability is None:  # the family's protocol (EnvConfig's help)
         config = dataclasses.replace(config, env=dataclasses.replace(config.env, repeat_action_probability=0.1 if minatar else 0.0))
+    config = resolve_feed(config, cuda, frame_bytes, device_free_bytes, cores)
     r, l, a = config.replay, config.learner, config.actors
     streams = a.num_actors * config.env.envs_per_actor
     tolerance = r.replay_ratio_tolerance
@@ -458,6 +465,38 @@ def resolve_fast_paths(l: LearnerConfig, cuda: bool) -> LearnerConfig:
     if l.precision == "auto":
         filled["precision"] = "bf16" if cuda or cpu_has_native_bf16() else "fp32"
     return dataclasses.replace(l, **filled)
+
+
+#: The largest share of the learner device's free memory a mirror of the replay's frames may take.
+MIRROR_MEMORY_SHARE = 0.5
+
+
+def resolve_feed(config: Config, cuda: bool, frame_bytes: int | None, device_free_bytes: int | None,
+                 cores: int | None) -> Config:
+    """``--feed`` and ``--replay-shards`` left auto, for the learner's device.
+
+    The mirror feed sends each frame to the learner once and samples as indices
+    (``learner/mirror.py``); it needs the whole replay's frames on the device. On a GPU
+    that holds them within MIRROR_MEMORY_SHARE of its free memory (1M Atari frames are
+    7 GB), the feed is the mirror; elsewhere (a CPU learner, whose RAM would hold the
+    frames twice; a small GPU) stacked frames through Ray. A CPU learner gets one shard (it
+    trains far slower than one shard samples); a GPU learner min(4, cores // 4), as one
+    shard answers only so many calls a second (samples, priorities, inserts).
+    """
+    r, l = config.replay, config.learner
+    need = r.replay_capacity * frame_bytes if frame_bytes else None
+    feed = l.feed
+    if feed == "auto":
+        fits = cuda and need is not None and device_free_bytes is not None and need <= MIRROR_MEMORY_SHARE * device_free_bytes
+        feed = "mirror" if fits else "stacked"
+    elif feed == "mirror" and cuda and need is not None and device_free_bytes is not None:
+        _require(need <= device_free_bytes, "feed", feed, f"the replay's frames ({need / 2**30:.1f} GiB) do not fit in "
+                 f"the learner device's free memory ({device_free_bytes / 2**30:.1f} GiB); lower --replay-capacity or use stacked")
+    shards = r.replay_shards
+    if shards is None:
+        shards = max(1, min(4, (cores or 1) // 4)) if cuda else 1
+    return dataclasses.replace(config, replay=dataclasses.replace(r, replay_shards=shards),
+                               learner=dataclasses.replace(l, feed=feed))
 
 
 def dumps(config: Config) -> str:

@@ -153,8 +153,8 @@ class DQNLearner:
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         # uint8 frames travel as bytes and are converted on the device by the network.
-        t = torch.from_numpy(np.ascontiguousarray(array))
-        if self.device.type == "cuda":
+        t = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
+        if t.device.type != self.device.type:  # not gathered on the device already (learner/mirror.py)
             return t.pin_memory().to(self.device, non_blocking=True)
         return t
 

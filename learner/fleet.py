@@ -76,6 +76,7 @@ class Fleet:
         self.restarting: dict[int, tuple] = {}  # actor -> (stats probe, deadline)
         self.restart_counts: dict[int, int] = {}
         self.pending: collections.deque = collections.deque()  # (shard, sample ref)
+        self.mirrors: dict = {}  # shard -> learner.mirror.FrameMirror, with --feed mirror
         self.shard_stats: list[dict] = []
         self.shard_sizes = np.zeros(cfg.replay.replay_shards)
         self.rng = np.random.default_rng(cfg.run.seed)
@@ -218,20 +219,46 @@ class Fleet:
     def next_batch(self, batch_size: int, beta: float):
         """``(shard, SampleBatch)``, or None when there is nothing to train on yet (the rate
         limiter holds the learner, or the shard is restarting). Keeps ``prefetch`` requests
-        in flight, so the learner rarely waits on a round trip."""
+        in flight, so the learner rarely waits on a round trip. With ``--feed mirror`` the
+        shards answer with frame indices and the stacks are gathered from the shard's
+        mirror on the learner's device (:meth:`_mirrored`)."""
+        mirrored = self.cfg.learner.feed == "mirror"
         while len(self.pending) < self.cfg.learner.prefetch:
             shard = self._pick_shard()
-            self.pending.append((shard, self.replays[shard].sample.remote(batch_size, beta)))
+            sample = self.replays[shard].sample_indices if mirrored else self.replays[shard].sample
+            self.pending.append((shard, sample.remote(batch_size, beta)))
         shard, ref = self.pending.popleft()
         try:
             batch = ray.get(ref)
         except ray.exceptions.RayActorError:  # the shard is restarting: wait, ask again
             time.sleep(0.2)
             return None
+        if mirrored:
+            batch = self._mirrored(shard, batch)
         if batch is None:  # the rate limiter holds the learner until actors catch up
             time.sleep(0.002)
             return None
         return shard, batch
+
+    def _mirrored(self, shard: int, answer):
+        """Apply the answer's frames to the shard's mirror, then gather its batch there (None:
+        the answer had none). Answers are handled in the order they were asked for, each
+        gathered before the next one's frames go in: ``learner/mirror.py`` says why that
+        is exact. A mirror that lost an answer asks its shard to send everything again."""
+        from learner.mirror import FrameMirror
+        from learner.trainer import pick_device
+
+        if shard not in self.mirrors:
+            capacity = -(-self.cfg.replay.replay_capacity // self.cfg.replay.replay_shards)
+            self.mirrors[shard] = FrameMirror(capacity, pick_device(self.cfg.learner.device))
+        mirror = self.mirrors[shard]
+        if not mirror.apply(answer.delta):
+            if not mirror.resync_requested:
+                mirror.resync_requested = True
+                log.warning("replay-%d: an answer to the mirror was lost; resending its frames", shard)
+                self.replays[shard].forget_consumer.remote()
+            return None
+        return mirror.gather(answer) if answer.has_batch else None
 
     def _pick_shard(self) -> int:
         """A shard drawn in proportion to its sampleable items (uniform before any stats)."""

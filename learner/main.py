@@ -72,7 +72,7 @@ def prepare(argv: list[str]):
         if cfg.learner.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"--device={cfg.learner.device}: no CUDA device is available to torch")
         cuda = cfg.learner.device.startswith("cuda") or (cfg.learner.device == "auto" and torch.cuda.is_available())
-        cfg = resolve(cfg, atari=spec.atari, cuda=cuda)
+        cfg = resolve(cfg, atari=spec.atari, cuda=cuda, **device_facts(cfg.learner.device, spec, cuda))
         payload = None
         if resume_dir is not None:
             payload = load_checkpoint(checkpoint_path(resume_dir), signature_for(spec, cfg.learner))
@@ -200,6 +200,22 @@ class RunDirUndo:
                 self.run_dir.rmdir()
         except OSError as e:
             logging.getLogger("raydqn").warning("could not restore %s: %s", self.run_dir, e)
+
+
+def device_facts(device: str, spec, cuda: bool) -> dict:
+    """What ``resolve`` needs to choose the feed and the shards: one frame's bytes, the
+    learner device's free memory (None on a CPU) and this node's cores."""
+    import math
+    import os
+
+    import numpy as np
+    import torch
+
+    free = None
+    if cuda:
+        free = torch.cuda.mem_get_info(torch.device("cuda" if device == "auto" else device))[0]
+    return {"frame_bytes": math.prod(spec.frame_shape) * np.dtype(spec.frame_dtype).itemsize,
+            "device_free_bytes": free, "cores": os.cpu_count()}
 
 
 def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):

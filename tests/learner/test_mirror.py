@@ -1,0 +1,170 @@
+"""The mirror feed end to end: a FrameMirror fed with a replay's answers gathers exactly
+the batches the stacked path gives, under prefetch, ring wrap-around, eviction and a
+snapshot restore; it notices a lost answer; and the real entry point trains with it.
+
+Frames are uint8[2, 2] = (stream, step) (or float32 vectors) as in tests/fakes.py.
+"""
+
+import collections
+import copy
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fakes import step_batch
+from learner.mirror import FrameMirror, MirrorError, mirror_bytes
+from nstep_cases import episode
+from replay_server.buffer import ReplayBuffer
+
+S, N, GAMMA = 4, 3, 0.5
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Streams:
+    """Random episodes on three streams, each stream's records numbered in order."""
+
+    def __init__(self, seed: int, flat: bool = False):
+        self.rng = np.random.default_rng(seed)
+        self.sent = {1: 0, 2: 0, 3: 0}
+        self.flat = flat
+
+    def add_to(self, buf: ReplayBuffer) -> None:
+        sid = int(self.rng.integers(1, 4))
+        recs = episode(self.rng.integers(-1, 2, size=int(self.rng.integers(1, 9))).astype(float).tolist(),
+                       self.rng.choice(["term", "trunc", None]))
+        buf.add(step_batch(sid, recs, start=self.sent[sid], flat=self.flat))
+        self.sent[sid] += len(recs)
+
+
+def expected(buf: ReplayBuffer, answer):
+    """What the stacked path gives for the answer's items, now (at draw time)."""
+    ref = buf.gather(answer.ids)
+    ref.weights = answer.weights
+    return ref
+
+
+def assert_same(got, ref):
+    for name in ("obs", "next_obs"):
+        g = getattr(got, name)
+        assert isinstance(g, torch.Tensor)
+        assert np.array_equal(g.numpy(), getattr(ref, name)), name
+    for name in ("ids", "actions", "returns", "discounts", "weights"):
+        assert np.array_equal(getattr(got, name), getattr(ref, name)), name
+    assert got.obs.dtype == torch.from_numpy(ref.obs).dtype and got.obs.shape == ref.obs.shape
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["atari-like", "flat"])
+@pytest.mark.parametrize("seed", range(4))
+def test_mirror_gathers_what_the_stacked_path_gives(seed, flat):
+    """Random inserts and draws on a ring of 23 (it wraps dozens of times), up to 4 answers
+    drawn before any is applied (prefetch, with inserts in between: frames they name are
+    overwritten before they are gathered), and a snapshot restore halfway (a new epoch,
+    uids issued again) while answers of the old epoch are still in flight."""
+    rng = np.random.default_rng(100 + seed)
+    buf = ReplayBuffer(23, S, N, GAMMA, seed=seed)
+    mirror = FrameMirror(23)
+    streams = Streams(seed, flat)
+    in_flight: collections.deque = collections.deque()
+    gathered = resets = 0
+    snapshot = None
+    for step in range(400):
+        streams.add_to(buf)
+        if step == 150:
+            snapshot = copy.deepcopy(buf.state_dict())  # its arrays are the live ones
+        if step == 250:
+            buf.load_state_dict(snapshot)
+        if buf.num_sampleable and rng.random() < 0.6:
+            answer = buf.sample_indices(int(rng.integers(1, 12)), 0.4, draw=rng.random() < 0.9)
+            in_flight.append((answer, expected(buf, answer) if answer.has_batch else None))
+        while in_flight and (len(in_flight) > rng.integers(0, 5) or step == 399):
+            answer, ref = in_flight.popleft()
+            resets += answer.delta.reset
+            assert mirror.apply(answer.delta)
+            if ref is not None:
+                assert_same(mirror.gather(answer), ref)
+                gathered += 1
+    assert buf.epoch == 1 and resets == 2 and gathered > 50
+    assert buf.records_added > 10 * 23
+
+
+def test_gathering_before_the_delta_that_brings_a_frame_is_refused():
+    buf = ReplayBuffer(32, S, N, GAMMA, seed=0)
+    streams = Streams(1)
+    while buf.num_sampleable < 4:
+        streams.add_to(buf)
+    first = buf.sample_indices(4)
+    for _ in range(12):
+        streams.add_to(buf)
+    second = buf.sample_indices(16)
+    mirror = FrameMirror(32)
+    mirror.apply(first.delta)
+    with pytest.raises(MirrorError):
+        mirror.gather(second)  # names frames only second's delta brings (or that replaced first's)
+    mirror.apply(second.delta)
+    assert_same(mirror.gather(second), expected(buf, second))
+
+
+def test_a_lost_answer_puts_the_mirror_out_of_sync_until_a_reset():
+    buf = ReplayBuffer(32, S, N, GAMMA, seed=0)
+    streams = Streams(2)
+    while buf.num_sampleable < 4:
+        streams.add_to(buf)
+    mirror = FrameMirror(32)
+    assert mirror.apply(buf.sample_indices(4).delta)
+    streams.add_to(buf)
+    buf.sample_indices(4)  # lost on the way
+    streams.add_to(buf)
+    answer = buf.sample_indices(4)
+    assert not mirror.apply(answer.delta) and not mirror.in_sync
+    with pytest.raises(MirrorError):
+        mirror.gather(answer)
+    streams.add_to(buf)
+    assert not mirror.apply(buf.sample_indices(4).delta)  # still waiting for the reset
+    buf.forget_consumer("learner")
+    answer = buf.sample_indices(4)
+    assert answer.delta.reset and mirror.apply(answer.delta)
+    assert_same(mirror.gather(answer), expected(buf, answer))
+
+
+def test_mirror_bytes_is_capacity_times_a_frame():
+    assert mirror_bytes(1_000_000, (84, 84), "uint8") == 7_056_000_000
+    assert mirror_bytes(10, (4,), "float32") == 160
+
+
+def test_resolve_picks_the_mirror_where_it_fits_and_sizes_the_shards():
+    from common.config import Config, ConfigError, ReplayConfig, resolve
+
+    auto = Config(replay=ReplayConfig(replay_shards=None))
+    atari = dict(atari=True, frame_bytes=84 * 84, cores=16)
+    h200 = resolve(auto, cuda=True, device_free_bytes=139 * 2**30, **atari)
+    assert h200.learner.feed == "mirror" and h200.replay.replay_shards == 4
+    small_gpu = resolve(auto, cuda=True, device_free_bytes=8 * 2**30, **atari)  # 7 GB of frames > half of 8
+    assert small_gpu.learner.feed == "stacked" and small_gpu.replay.replay_shards == 4
+    cpu = resolve(auto, cuda=False, device_free_bytes=None, **atari)
+    assert cpu.learner.feed == "stacked" and cpu.replay.replay_shards == 1
+    forced = Config(learner=dataclasses.replace(Config().learner, feed="mirror"))
+    assert resolve(forced, cuda=False, **atari).learner.feed == "mirror"  # a CPU mirror, as asked
+    with pytest.raises(ConfigError, match="--feed=mirror"):
+        resolve(forced, cuda=True, device_free_bytes=4 * 2**30, **atari)
+    assert resolve(Config(), atari=True, cuda=True).replay.replay_shards == 1  # typed (the default) wins
+
+
+@pytest.mark.ray
+def test_entry_point_trains_with_a_cpu_mirror(tmp_path):
+    """The real system, Ray and all, with the mirror forced on a CPU learner."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--feed", "mirror", "--num-actors", "1",
+           "--envs-per-actor", "2", "--learning-starts", "200", "--batch-size", "32", "--replay-capacity", "5000",
+           "--total-learner-steps", "40", "--time-limit", "90", "--log-interval", "2", "--run-dir", str(run_dir)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["learner_steps"] > 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["learner"]["feed"] == "mirror" and config["replay"]["replay_shards"] == 1
