@@ -195,10 +195,10 @@ class LearnerConfig:
     feed: str = _f("auto", "how samples reach the learner. mirror: each frame crosses once, into a copy of each replay shard's frames on the learner's device, and a sample is frame indices (kilobytes); stacked: each sample's stacks of frames through Ray (megabytes) (auto: mirror on a GPU whose free memory holds the replay's frames twice over, stacked elsewhere)", choices=("auto", "mirror", "stacked"))
     precision: str = _f("auto", "the forward passes in bf16 autocast, or fp32; weights, targets, TD errors and the loss stay fp32 either way (auto: bf16 on CUDA and on CPUs with native bf16, AVX-512 BF16 or AMX, where it measured 1.45x the updates/s at batch 32; fp32 elsewhere, where bf16 is emulated)", choices=("auto", "fp32", "bf16"))
     tf32: Optional[bool] = _f(None, "TF32 matmuls and convolutions on CUDA, a 10-bit mantissa at several times fp32's speed (auto: on on CUDA; off on a CPU, where it does nothing)")
-    channels_last: Optional[bool] = _f(None, "NHWC frames and conv weights, the layout the convolution kernels prefer (auto: on on CUDA; CPU_CHANNELS_LAST)")
-    fused_optimizer: Optional[bool] = _f(None, "the optimizer over all tensors at once: Adam's fused kernel on CUDA, foreach on a CPU, RMSProp's foreach on both; off: torch's per-tensor loop (auto: on on CUDA; CPU_FUSED)")
-    compile: Optional[bool] = _f(None, "torch.compile the forward passes and the loss at the first update (its time is logged); falls back to eager with one warning if it fails (auto: on on CUDA; CPU_COMPILE)")
-    joint_forward: bool = _f(False, "with --double-q, one online forward over s and s' together instead of two; off by default, as the backward pass then also runs over s' (CPU_JOINT)")
+    channels_last: Optional[bool] = _f(None, "NHWC frames and conv weights, the layout the convolution kernels prefer (auto: on on CUDA; off on a CPU, where it did not measurably pay)")
+    fused_optimizer: Optional[bool] = _f(None, "the optimizer over all tensors at once: Adam's fused kernel on CUDA, foreach on a CPU, RMSProp's foreach on both; off: torch's per-tensor loop (auto: on: the same arithmetic in fewer kernels)")
+    compile: Optional[bool] = _f(None, "torch.compile the forward passes and the loss at the first update (its time is logged); falls back to eager with one warning if it fails (auto: on on CUDA; off on a CPU, where compiling the Nature CNN's update took 2 to 9 minutes on 2 loaded cores for no measured gain)")
+    joint_forward: bool = _f(False, "with --double-q, one online forward over s and s' together instead of two; off by default: the backward pass then also runs over s', extra work that pays only where kernel launches, not arithmetic, set the pace")
     stats_period: Optional[int] = _f(None, "updates between reading loss and mean Q back from the device, each read a sync (0 or 1: every update) (auto: on CUDA the --publish-period, as each weight broadcast syncs anyway; 1 on a CPU, where a read costs nothing)")
 
     def __post_init__(self):
@@ -459,8 +459,8 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_fast_paths(l: LearnerConfig, cuda: bool) -> LearnerConfig:
     """The learner's fast paths left 'auto', for this device (LearnerConfig's help says why)."""
-    auto = {"tf32": cuda, "channels_last": cuda or False, "fused_optimizer": cuda or False,
-            "compile": cuda or False, "stats_period": l.publish_period if cuda else 1}
+    auto = {"tf32": cuda, "channels_last": cuda, "fused_optimizer": True, "compile": cuda,
+            "stats_period": l.publish_period if cuda else 1}
     filled = {name: value for name, value in auto.items() if getattr(l, name) is None}
     if l.precision == "auto":
         filled["precision"] = "bf16" if cuda or cpu_has_native_bf16() else "fp32"
