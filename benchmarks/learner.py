@@ -33,8 +33,12 @@ TARGET = 0.9
 
 
 def standalone_rate(batch_size: int, threads: int, seconds: float, device: str = "cpu", seed: int = 0,
-                    num_actions: int = 4, warmup_updates: int = 5) -> dict:
-    """updates/s of DQNLearner.update on random batches already in memory."""
+                    num_actions: int = 4, warmup_updates: int = 5, fast_paths: dict | None = None) -> dict:
+    """updates/s of DQNLearner.update on random batches already in memory.
+
+    ``fast_paths``: LearnerConfig values to set instead of 'auto' (``{"precision": "fp32"}``,
+    ``{"compile": True}``, ...), so that fp32, bf16 and compiled updates can be compared; the
+    result names the values used and the compile time (the first update, not timed)."""
     import torch
 
     from common.config import Config, LearnerConfig, resolve
@@ -47,7 +51,8 @@ def standalone_rate(batch_size: int, threads: int, seconds: float, device: str =
     try:
         torch.manual_seed(seed)
         # The system's own update: the default (apex) preset resolved for Atari, built as the trainer builds it.
-        cfg = resolve(Config(learner=LearnerConfig(batch_size=batch_size)), atari=True, cuda=device != "cpu")
+        cfg = resolve(Config(learner=LearnerConfig(batch_size=batch_size, **(fast_paths or {}))), atari=True,
+                      cuda=device != "cpu")
         spec = EnvSpec("ALE/Breakout-v5", (84, 84), "uint8", 4, num_actions, 4, "lz4", True, True)
         learner = build_learner(cfg, spec, device)
         rng = np.random.default_rng(seed)
@@ -66,11 +71,14 @@ def standalone_rate(batch_size: int, threads: int, seconds: float, device: str =
         foreign = ForeignLoad()
         t0, c0 = time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
-            learner.update(pool[n % len(pool)])  # returns priorities on the CPU: the device syncs
+            learner.update(pool[n % len(pool)])  # priorities to the host (on CUDA one update late: no sync)
             n += 1
+        learner.flush()  # the last update's priorities: the device has finished every update timed
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         return {"updates_per_s": n / wall, "updates_per_cpu_s": n / cpu if cpu > 0 else float("nan"),
-                "cpu_per_wall": cpu / wall, "foreign_cores": foreign.cores(cpu), "updates": n, "threads": threads, "batch_size": batch_size, "device": device}
+                "cpu_per_wall": cpu / wall, "foreign_cores": foreign.cores(cpu), "updates": n, "threads": threads, "batch_size": batch_size, "device": device,
+                "fast_paths": {k: getattr(cfg.learner, k) for k in ("precision", "tf32", "channels_last", "fused_optimizer", "compile", "joint_forward", "stats_period")},
+                "compile_seconds": learner.compile_seconds, "compile_error": learner.compile_error}
     finally:
         torch.set_num_threads(before)
 
