@@ -125,7 +125,7 @@ class ActorConfig:
     steps_per_batch: int = _f(64, "records of one env stream sent to the replay in one message")
     max_inflight_batches: int = _f(4, "messages an actor may have in flight to the replay before it waits (back-pressure)")
     actor_threads: int = _f(1, "torch threads per actor for the eps-greedy forward pass")
-    actor_precision: str = _f("auto", "number format of the actors' acting network: bf16 (convolutions and the 512-unit layers in bf16, output layers fp32), int8 (the 512-unit layers dynamically quantized), fp32 (auto: bf16 on CPUs with native bf16, AVX-512 BF16 or AMX, where the forward pass measured about 1.8x faster than fp32 (docs/benchmarks.md); else int8 where torch has a quantized engine; else fp32; each actor decides on its own CPU and reports it at start)", choices=("auto", "fp32", "bf16", "int8"))
+    actor_precision: str = _f("auto", "number format of the actors' acting network: bf16 (convolutions and the 3136x512 layers in bf16, output layers fp32), int8 (the 3136x512 layers dynamically quantized), bf16-int8 (both), fp32 (auto: bf16 on CPUs with native bf16, AVX-512 BF16 or AMX, where the forward pass measured about 1.8x faster than fp32 (docs/benchmarks.md); else int8 where torch has a quantized engine; else fp32; each actor decides on its own CPU and reports it at start)", choices=("auto", "fp32", "bf16", "int8", "bf16-int8"))
 
     def __post_init__(self):
         _require(self.num_actors >= 1, "num_actors", self.num_actors, "must be at least 1")
@@ -139,7 +139,7 @@ class ActorConfig:
         _require(self.steps_per_batch >= 1, "steps_per_batch", self.steps_per_batch, "must be >= 1")
         _require(self.max_inflight_batches >= 1, "max_inflight_batches", self.max_inflight_batches, "must be >= 1")
         _require(self.actor_threads >= 1, "actor_threads", self.actor_threads, "must be >= 1")
-        _require(self.actor_precision in ("auto", "fp32", "bf16", "int8"), "actor_precision", self.actor_precision, "must be auto, fp32, bf16 or int8")
+        _require(self.actor_precision in ("auto", "fp32", "bf16", "int8", "bf16-int8"), "actor_precision", self.actor_precision, "must be auto, fp32, bf16, int8 or bf16-int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +265,7 @@ class RunConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    eval_period: Optional[int] = _f(None, "env frames between evaluations during training: a separate Ray actor plays --eval-episodes fresh whole games with the newest weights at --eval-epsilon, without feeding the replay; its score is the run's headline and what --stop-return judges. 0: no evaluation (auto: 1,000,000 for Atari, 10,000 otherwise)")
+    eval_period: Optional[int] = _f(None, "env frames between evaluations during training: a separate Ray actor plays --eval-episodes fresh whole games with the newest weights at --eval-epsilon, without feeding the replay; its score is the run's headline and what --stop-return judges. 0: no evaluation (auto, the same in both presets: 1,000,000 for Atari, 10,000 otherwise)")
     eval_episodes: int = _f(10, "games per evaluation (played side by side, up to 8 at once)")
     eval_epsilon: Optional[float] = _f(None, "eps of evaluation play: a little randomness keeps a deterministic emulator from looping (auto: 0.001 as Rainbow/Dopamine with the apex preset; 0.05 as Nature DQN with the nature preset)")
 

@@ -56,10 +56,10 @@ def test_preset_tables(argv, atari, cuda, expected):
 @pytest.mark.parametrize("atari", [True, False])
 def test_every_preset_fills_every_auto_value_of_the_algorithm(preset, atari):
     got = resolve(Config(run=RunConfig(preset=preset)), atari=atari, cuda=False)
-    for section in ("actors", "replay", "learner"):
+    for section in ("actors", "replay", "learner", "eval"):
         for name, value in dataclasses.asdict(getattr(got, section)).items():
             assert value is not None, f"{preset}: {section}.{name} left auto"
-    assert set(PRESETS[preset]) == {"actors", "replay", "learner"}
+    assert set(PRESETS[preset]) == {"actors", "replay", "learner", "eval"}
     assert {s: set(f) for s, f in PRESETS[preset].items()} == {s: set(f) for s, f in PRESETS["apex"].items()}
 
 
