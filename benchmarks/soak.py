@@ -166,14 +166,22 @@ def main(argv=None) -> int:
     for k in keys:
         if k == "t_s":
             continue
-        mask = after & np.array([k in r for r in rows])
+        present = np.array([k in r for r in rows])
+        # A process born after the run's warm-up (an actor Ray restarted after a kill) has a
+        # warm-up of its own: its first minutes of growth are not a leak.
+        born = t[present][0]
+        own = t >= born + args.warmup_minutes * 60 / 2 if born > t[0] + 60 else np.ones_like(present)
+        mask = after & present & own
         y = np.array([r[k] for r, m in zip(rows, mask) if m], dtype=float)
-        if len(y) < 3:
+        if len(y) < 5:
+            if k.startswith("rss_mb:") and present.any():
+                print(f"  {k:45s} lived {t[present][-1] - born:5.0f} s from t={born:.0f} s: too short to fit")
             continue
         s, noise = slope_and_noise(t[mask], y)
         result[k] = {"first": float(y[0]), "last": float(y[-1]), "max": float(y.max()), "slope_per_hour": s,
-                     "slope_stderr_per_hour": noise}
-        print(f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f} ± {noise:.2f}/h")
+                     "slope_stderr_per_hour": noise, "born_s": float(born), "samples": int(len(y))}
+        print(f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f} ± {noise:.2f}/h"
+              f"  ({len(y)} samples from t={t[mask][0]:.0f} s)")
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     replay = summary.get("replay", {})
     # Records lost: agent steps the actors reported that never became a replay transition
