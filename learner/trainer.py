@@ -155,6 +155,10 @@ class Trainer:
 
     def _finish(self) -> dict:
         try:
+            if self.fleet.started:  # on the late-priority (CUDA) path the last update's are still held
+                late = self.learner.flush()
+                if late is not None:
+                    self.fleet.update_priorities(*late)
             final = self.fleet.stop()
             if final is not None:
                 self._absorb(final)
