@@ -36,6 +36,7 @@ from replay_server.remote import make_replay_actor
 log = logging.getLogger("raydqn")
 ACTOR_RESTART_TIMEOUT_S = 120.0
 MAX_ACTOR_RESTARTS = 3  # per actor, as Ray's max_restarts for its process
+MAX_HELD_PRIORITIES = 8  # priority batches held for a shard's next sample request (mirror feed)
 
 
 class PlacementError(RuntimeError):
@@ -77,6 +78,7 @@ class Fleet:
         self.restart_counts: dict[int, int] = {}
         self.pending: collections.deque = collections.deque()  # (shard, sample ref)
         self.mirrors: dict = {}  # shard -> learner.mirror.FrameMirror, with --feed mirror
+        self.held_priorities: dict[int, list] = {}  # shard -> [(ids, priorities)] for its next request
         self.shard_stats: list[dict] = []
         self.shard_sizes = np.zeros(cfg.replay.replay_shards)
         self.rng = np.random.default_rng(cfg.run.seed)
@@ -225,8 +227,11 @@ class Fleet:
         mirrored = self.cfg.learner.feed == "mirror"
         while len(self.pending) < self.cfg.learner.prefetch:
             shard = self._pick_shard()
-            sample = self.replays[shard].sample_indices if mirrored else self.replays[shard].sample
-            self.pending.append((shard, sample.remote(batch_size, beta)))
+            if mirrored:
+                ref = self.replays[shard].sample_indices.remote(batch_size, beta, "learner", self._take_priorities(shard))
+            else:
+                ref = self.replays[shard].sample.remote(batch_size, beta)
+            self.pending.append((shard, ref))
         shard, ref = self.pending.popleft()
         try:
             batch = ray.get(ref)
@@ -268,7 +273,22 @@ class Fleet:
         return int(self.rng.choice(len(self.shard_sizes), p=self.shard_sizes / total))
 
     def update_priorities(self, shard: int, ids: np.ndarray, priorities: np.ndarray) -> None:
+        """With the mirror feed, priorities ride on the shard's next sample request (one
+        Ray call per update instead of two: each costs the driver ≈ 0.6 ms on 2 cores), or
+        go on their own once MAX_HELD_PRIORITIES batches of them wait for a rarely drawn shard."""
+        if self.cfg.learner.feed == "mirror":
+            held = self.held_priorities.setdefault(shard, [])
+            held.append((ids, priorities))
+            if len(held) < MAX_HELD_PRIORITIES:
+                return
+            ids, priorities = self._take_priorities(shard)
         self.replays[shard].update_priorities.remote(ids, priorities)
+
+    def _take_priorities(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
+        held = self.held_priorities.pop(shard, None)
+        if not held:
+            return None
+        return np.concatenate([i for i, _ in held]), np.concatenate([p for _, p in held])
 
     def publish(self, weights: dict, policy_version: int, agent_steps: int) -> None:
         """One ray.put of the weights; every actor gets the same object reference, with the
@@ -297,6 +317,10 @@ class Fleet:
 
     def save_snapshots(self, wait: bool) -> None:
         """Each shard writes its own file (atomically); ``wait=False`` lets the learner go on."""
+        for shard in list(self.held_priorities):  # held for a sample request: they belong in the snapshot
+            held = self._take_priorities(shard)
+            if held is not None:
+                self.replays[shard].update_priorities.remote(*held)
         refs = [r.save_snapshot.remote(str(snapshot_path(self.run_dir, j))) for j, r in enumerate(self.replays)]
         self.last_snapshot = time.monotonic()
         if not wait:

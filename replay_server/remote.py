@@ -104,10 +104,15 @@ class ReplayServer:
         self.limiter.on_sample(batch_size)
         return self.buffer.sample(batch_size, beta)
 
-    def sample_indices(self, batch_size: int, beta: float = 0.4, consumer: str = "learner") -> IndexBatch:
+    def sample_indices(self, batch_size: int, beta: float = 0.4, consumer: str = "learner",
+                       priorities: tuple[np.ndarray, np.ndarray] | None = None) -> IndexBatch:
         """A batch as frame uids, with the frames ``consumer`` has not been sent yet
         (``ReplayBuffer.sample_indices``). Always answers: while the rate limiter says wait
-        the answer carries the frame delta alone, so the consumer's mirror never falls behind."""
+        the answer carries the frame delta alone, so the consumer's mirror never falls behind.
+        ``priorities`` (ids, new priorities), if given, are applied first: the learner sends
+        them with its next request instead of in a call of their own."""
+        if priorities is not None:
+            self.buffer.update_priorities(*priorities)
         draw = self.limiter.can_sample(batch_size, self.buffer.num_sampleable)
         answer = self.buffer.sample_indices(batch_size, beta, consumer, draw=draw)
         if answer.has_batch:

@@ -199,3 +199,16 @@ def test_index_batch_without_a_batch_is_small():
     assert isinstance(answer, IndexBatch) and not answer.has_batch and len(answer.delta) == 0
     answer.validate()
     assert len(pickle.dumps(answer, protocol=5)) < 2_000
+
+
+def test_priorities_sent_with_a_request_are_applied_before_its_draw():
+    a = ReplayServer(64, S, N, GAMMA, seed=3)
+    b = ReplayServer(64, S, N, GAMMA, seed=3)
+    sa, sb = Streams(8), Streams(8)
+    for _ in range(20):
+        sa.add_to(a), sb.add_to(b)
+    ids = a.buffer.sampleable_ids()
+    prios = np.linspace(0.0, 5.0, ids.size)
+    b.update_priorities(ids, prios)
+    got, want = a.sample_indices(16, 0.4, priorities=(ids, prios)), b.sample_indices(16, 0.4)
+    assert np.array_equal(got.ids, want.ids) and np.array_equal(got.weights, want.weights)
