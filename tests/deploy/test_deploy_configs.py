@@ -398,10 +398,11 @@ def readme_commands() -> list[tuple[str, list[str]]]:
 
 def parse_learner_argv(argv: list[str]):
     """Flags checked by learner.main's own parser; the config is built unless it is a --resume."""
+    from common.cli import OneLineParser
     from common.config import build_arg_parser
     from learner import main as learner_main
 
-    ns = build_arg_parser(parser_class=learner_main._Parser).parse_args(argv)
+    ns = build_arg_parser(parser_class=OneLineParser).parse_args(argv)
     if getattr(ns, "run.resume") is not None:
         return None
     cfg, _ = learner_main.parse(argv)
