@@ -66,7 +66,9 @@ def ray_state(address: str, namespace: str) -> dict:
         "objs = list_objects(limit=10000, raise_on_missing_output=False)\n"
         "used = sum((o.object_size or 0) for o in objs)\n"
         "tasks = list_tasks(filters=[('state', '!=', 'FINISHED')], limit=10000, raise_on_missing_output=False)\n"
-        "print(json.dumps({'object_store_mb': used / 2**20, 'objects': len(objs), 'unfinished_tasks': len(tasks)}))\n"
+        "kinds = {}\n"
+        "for o in objs: kinds[f'objects:{o.reference_type}'] = kinds.get(f'objects:{o.reference_type}', 0) + 1\n"
+        "print(json.dumps({'object_store_mb': used / 2**20, 'objects': len(objs), 'unfinished_tasks': len(tasks), **kinds}))\n"
     )
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
