@@ -7,6 +7,10 @@
 raydqn against CleanRL's DQN algorithm as a plain single-process loop (written here) and
 RLlib's DQN (``benchmarks._rllib_dqn``; DESIGN.md's recorded figures without RLlib), all at
 Breakout, batch 32, replay ratio 8, capacity 100K, learning from 10K, learner on the CPU.
+Two comparisons: at the peers' settings with raydqn's default (Ape-X) update, and at equal
+work per update (issue 14): ``--preset nature`` with Adam against the loop (CleanRL's
+algorithm), ``--preset nature`` as published (RMSProp) against the loop with the same
+RMSProp, and raydqn at RLlib's own settings (double, no dueling, n = 1) against RLlib.
 Each system's settings, how memory is counted, and the targets:
 ``docs/benchmark-methods.md`` (peers).
 """
@@ -14,6 +18,7 @@ Each system's settings, how memory is counted, and the targets:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shutil
@@ -36,7 +41,52 @@ RLLIB_RECORDED = {"agent_steps_per_s": 17.6, "updates_per_s": 4.4, "trained_samp
 TARGETS = {"samples_vs_rllib": 3.5, "samples_vs_loop": 0.95, "memory_vs_rllib": 0.25, "memory_full_replay_vs_rllib": 0.25,
            "memory_projected_100k_vs_rllib": 0.25,
            "free_steps_vs_rllib": 20.0,
-           "free_learner_vs_standalone": 0.9}
+           "free_learner_vs_standalone": 0.9,
+           "equal_work_adam_vs_loop": 0.95, "equal_work_rmsprop_vs_loop": 0.95, "rllib_settings_vs_rllib": 3.5}
+
+# The equal-work rows (issue 14): raydqn doing, per update, what its peer does. Batch 32, replay
+# ratio 8 (one update of 32 per 4 agent steps), capacity and learning start come from the shared
+# flags. The loop syncs its target every 1,000 agent steps, RLlib every 1,000 sampled env steps
+# (target_network_update_freq): 250 updates at one update per 4 steps, hence the period.
+LOOP_TARGET_UPDATES = 250
+#: Every raydqn run here, today's rows too: no evaluator. Both presets evaluate Atari runs every
+#: 1M env frames, the first time as soon as the learner has trained, so without this a separate
+#: Ray actor plays 10 games of Breakout inside the measurement window, on the same 2 cores;
+#: neither the loop nor RLlib evaluates.
+NO_EVAL = ["--eval-period", 0]
+#: CleanRL's algorithm exactly: Nature CNN, max target, n = 1, uniform, MSE, Adam lr 1e-4 eps 1e-8, fp32.
+NATURE_ADAM = ["--preset", "nature", "--optimizer", "adam", "--lr", 1e-4, "--adam-eps", 1e-8, "--loss", "mse",
+               "--precision", "fp32", "--target-update-period", LOOP_TARGET_UPDATES]
+#: --preset nature as published (centred RMSProp, Huber), fp32; the loop runs the same RMSProp.
+NATURE_RMSPROP = ["--preset", "nature", "--precision", "fp32", "--target-update-period", LOOP_TARGET_UPDATES]
+#: RLlib's DQN settings (benchmarks._rllib_dqn): double, no dueling, n = 1, uniform, Adam lr 1e-4,
+#: Huber; the learner's precision as shipped (auto: bf16 on a CPU with native bf16).
+RLLIB_SETTINGS = ["--double-q", "on", "--dueling", "off", "--n-step", 1, "--prioritized", "off", "--optimizer", "adam",
+                  "--lr", 1e-4, "--target-update-period", LOOP_TARGET_UPDATES]
+#: the same update alone (benchmarks.learner.standalone_rate's LearnerConfig values)
+NATURE_ADAM_UPDATE = {"double_q": False, "dueling": False, "loss": "mse", "optimizer": "adam", "lr": 1e-4, "adam_eps": 1e-8,
+                      "grad_clip": 0.0, "target_update_period": LOOP_TARGET_UPDATES,
+                      "precision": "fp32"}
+
+
+@contextlib.contextmanager
+def extra_flags(flags: list):
+    """``benchmarks.learner.system_rate`` with ``flags`` appended to learner.main's command
+    line (argparse: the last occurrence wins), so the equal-work runs are measured by exactly
+    the code that measures today's rows."""
+    from benchmarks import learner as L
+
+    base = L.SystemRun
+
+    class WithFlags(base):
+        def __init__(self, argv, run_dir, **kw):
+            super().__init__(list(argv) + [str(f) for f in flags], run_dir, **kw)
+
+    L.SystemRun = WithFlags
+    try:
+        yield
+    finally:
+        L.SystemRun = base
 
 
 # --------------------------------------------------------------------------- the single-process loop
@@ -85,7 +135,21 @@ def cleanrl_update_step(q_network, target_network, optimizer, batch, gamma: floa
     return loss.detach()
 
 
-def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: str = "cpu", seed: int = 0) -> dict:
+def loop_optimizer(name: str, params):
+    """CleanRL's Adam (lr 1e-4, torch's defaults otherwise), or for the equal-work RMSProp pair
+    raydqn's own :class:`learner.dqn.CentredRMSProp` with the nature preset's values, built as
+    raydqn builds it on a CPU (foreach), so both sides run the same optimizer code."""
+    import torch
+
+    if name == "adam":
+        return torch.optim.Adam(params, lr=1e-4)
+    from learner.dqn import NATURE_RMSPROP_EPS, make_optimizer
+
+    return make_optimizer("rmsprop", params, lr=0.00025, rmsprop_decay=0.95, rmsprop_eps=NATURE_RMSPROP_EPS, fused="foreach")
+
+
+def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: str = "cpu", seed: int = 0,
+                        optimizer: str = "adam") -> dict:
     """updates/s of CleanRL's update alone on random batches in memory (the counterpart of
     ``benchmarks.learner.standalone_rate`` for raydqn's double + dueling update)."""
     import torch
@@ -96,7 +160,7 @@ def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: s
         torch.manual_seed(seed)
         dev = torch.device(device)
         q, t = cleanrl_qnetwork(4).to(dev), cleanrl_qnetwork(4).to(dev)
-        opt = torch.optim.Adam(q.parameters(), lr=1e-4)
+        opt = loop_optimizer(optimizer, q.parameters())
         rng = np.random.default_rng(seed)
         pool = [tuple(torch.from_numpy(a).to(dev) for a in (
             rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8), rng.integers(0, 4, batch_size).astype(np.int64),
@@ -111,19 +175,22 @@ def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: s
             float(cleanrl_update_step(q, t, opt, pool[n % 8]))  # float(): waits for the device
             n += 1
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        return {"updates_per_s": n / wall, "cpu_per_wall": cpu / wall, "foreign_cores": foreign.cores(cpu), "updates": n}
+        return {"updates_per_s": n / wall, "cpu_per_wall": cpu / wall, "foreign_cores": foreign.cores(cpu), "updates": n,
+                "threads": threads, "optimizer": optimizer}
     finally:
         torch.set_num_threads(before)
 
 
 def cleanrl_loop(seconds: float, learning_starts: int, buffer_size: int, batch_size: int, train_frequency: int,
-                 warmup: float, seed: int = 1, total_timesteps: int = 30_000, device: str = "cpu") -> dict:
+                 warmup: float, seed: int = 1, total_timesteps: int = 30_000, device: str = "cpu",
+                 optimizer: str = "adam", target_network_frequency: int = 1000) -> dict:
     """CleanRL's dqn_atari.py algorithm as a plain loop; measures after learning starts.
     The stored observations stay uint8 (CleanRL's buffer keeps them so; its network divides
     by 255 after the batch reaches the device).
 
     Runs until ``seconds`` after learning started; the first ``warmup`` seconds of training
-    are not measured."""
+    are not measured. ``optimizer``: CleanRL's Adam, or "rmsprop" (:func:`loop_optimizer`);
+    ``target_network_frequency``: agent steps between target syncs (CleanRL's 1,000)."""
     import ale_py
     import gymnasium as gym
     import torch
@@ -166,9 +233,9 @@ def cleanrl_loop(seconds: float, learning_starts: int, buffer_size: int, batch_s
     dev = torch.device(device)
     q_network, target_network = cleanrl_qnetwork(n_actions).to(dev), cleanrl_qnetwork(n_actions).to(dev)
     target_network.load_state_dict(q_network.state_dict())
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=1e-4)
+    optimizer_name, optimizer = optimizer, loop_optimizer(optimizer, q_network.parameters())
     rb = ReplayBuffer(buffer_size)
-    gamma, target_network_frequency, start_e, end_e = 0.99, 1000, 1.0, 0.01
+    gamma, start_e, end_e = 0.99, 1.0, 0.01
     exploration_steps = int(0.1 * total_timesteps)
 
     obs, _ = env.reset(seed=seed)
@@ -213,13 +280,15 @@ def cleanrl_loop(seconds: float, learning_starts: int, buffer_size: int, batch_s
             "trained_samples_per_s": (updates - u0) * batch_size / wall, "window_s": wall, "cpu_cores": cpu / wall,
             "foreign_cores": foreign.cores(cpu), "warmup_agent_steps_per_s": warmup_rate,
             "learning_started_s": t_learn - t_begin, "replay_size": rb.size if rb.full else rb.pos,
-            "peak_rss_mb": vm_hwm_mb(), "torch_threads": torch.get_num_threads()}
+            "peak_rss_mb": vm_hwm_mb(), "torch_threads": torch.get_num_threads(), "optimizer": optimizer_name,
+            "batch_size": batch_size, "train_frequency": train_frequency, "target_network_frequency": target_network_frequency}
 
 
-def run_cleanrl_child(args) -> dict:
+def run_cleanrl_child(args, optimizer: str = "adam") -> dict:
     cmd = [sys.executable, "-m", "benchmarks.peers", "--cleanrl-child", "--cleanrl-seconds", str(args.warmup + args.window),
            "--warmup", str(args.warmup), "--learning-starts", str(args.learning_starts), "--device", args.device,
-           "--batch-size", str(args.batch_size), "--replay-capacity", str(args.replay_capacity)]
+           "--batch-size", str(args.batch_size), "--replay-capacity", str(args.replay_capacity),
+           "--cleanrl-optimizer", optimizer]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"the single-process loop failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
@@ -275,6 +344,63 @@ def run_rllib(args, python: str, run_dir) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- equal work
+
+
+def equal_work_report(args, eq: dict, loop: dict, rllib: dict, py, eq_alone: list, eq_clean: list, ratios: dict, m: dict) -> list:
+    """Prints the equal-work table (issue 14) and its targets; adds the ratios to ``ratios``."""
+    def cpu(r):  # raydqn: learner (driver) / actors / replay cores in the window; the loop: its one process
+        c = r.get("cpu_cores")
+        return f"{c['learner (driver)']:.2f}/{c['actors']:.2f}/{c['replay']:.2f}" if isinstance(c, dict) else (
+            f"{c:.2f}" if c is not None else "-")
+
+    rows = []
+    pairs = [("adam", "Adam, fp32 (CleanRL's algorithm)", loop, "single-process loop, Adam", "raydqn " + " ".join(map(str, NATURE_ADAM)),
+              "equal_work_adam_vs_loop")]
+    if "rmsprop" in eq:
+        pairs.append(("rmsprop", "centred RMSProp, fp32 (--preset nature)", eq["rmsprop"]["loop"], "single-process loop, same RMSProp",
+                      "raydqn " + " ".join(map(str, NATURE_RMSPROP)), "equal_work_rmsprop_vs_loop"))
+    pairs.append(("rllib_settings", "RLlib's: double, no dueling, n=1, Adam", rllib,
+                  "RLlib 2.60 DQN " + ("(measured)" if py else "(RECORDED in DESIGN.md, not measured)"),
+                  "raydqn " + " ".join(map(str, RLLIB_SETTINGS)) + " (precision auto)", "rllib_settings_vs_rllib"))
+    tgt = []
+    for key, settings, peer, peer_name, ours_name, ratio_key in pairs:
+        ours = eq[key]
+        ratio = ours["trained_samples_per_s"] / peer["trained_samples_per_s"]
+        ratios[ratio_key] = ratio
+        rows.append([settings, peer_name, peer["agent_steps_per_s"], peer["updates_per_s"], peer["trained_samples_per_s"],
+                     cpu(peer), peer.get("foreign_cores"), None, ""])
+        rows.append(["", ours_name, ours["agent_steps_per_s"], ours["updates_per_s"], ours["trained_samples_per_s"], cpu(ours),
+                     ours["foreign_cores"], ratio, f">= {TARGETS[ratio_key]:g} {verdict(ratio, TARGETS[ratio_key])}"])
+        tgt.append([f"equal work, {settings}: raydqn / peer trained samples/s", ratio, f">= {TARGETS[ratio_key]:g}",
+                    verdict(ratio, TARGETS[ratio_key])])
+    a = sum(r["updates_per_s"] for r in eq_alone) / len(eq_alone)
+    c = sum(r["updates_per_s"] for r in eq_clean) / len(eq_clean)
+    rows.append([f"the Adam pair's update alone, {args.threads} thread(s)", "CleanRL's update", None, c, c * args.batch_size,
+                 f"{sum(r['cpu_per_wall'] for r in eq_clean) / len(eq_clean):.2f}",
+                 sum(r["foreign_cores"] for r in eq_clean) / len(eq_clean), None, ""])
+    rows.append(["", "raydqn's DQNLearner.update, same settings", None, a, a * args.batch_size,
+                 f"{sum(r['cpu_per_wall'] for r in eq_alone) / len(eq_alone):.2f}",
+                 sum(r["foreign_cores"] for r in eq_alone) / len(eq_alone), a / c, "(update cost)"])
+    ratios["equal_work_update_alone_vs_cleanrl"] = a / c
+    ratios["equal_work_adam_vs_own_update"] = eq["adam"]["updates_per_s"] / a
+    print()
+    print(table(["settings", "system", "agent steps/s", "updates/s", "trained samples/s", "CPU cores", "foreign CPU",
+                 "ratio", "target"], rows,
+                title=f"Equal work per update (Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g} = one update per "
+                      f"{args.batch_size / max(args.replay_ratio, 1e-9):g} agent steps, capacity {args.replay_capacity:,}, learning from {args.learning_starts:,}; "
+                      f"raydqn {args.num_actors} actors x {args.envs_per_actor} env, {args.threads} learner thread(s))"))
+    print("CPU cores: raydqn learner (driver)/actors/replay over the window; the loop its one process; the updates alone "
+          "their own. 'foreign CPU': cores other work on this shared machine used meanwhile. ratio: raydqn's trained "
+          f"samples/s over the peer's in the row above. Machine: {m['cores']} cores, {m['cpu']}; load average now {loadavg()}.")
+    print(f"raydqn nature/Adam in the system does {ratios['equal_work_adam_vs_own_update']:.2f}x its update alone "
+          f"({a:.1f}/s at {args.threads} thread(s)); the loop does {loop['updates_per_s'] / c:.2f}x CleanRL's update alone "
+          f"at {args.threads} thread(s) (the loop itself runs torch's default {loop.get('torch_threads')} threads).")
+    print()
+    print(table(["target", "ratio", "target", "verdict"], tgt, title="Equal-work targets (issue 14)"))
+    return rows
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -291,13 +417,23 @@ def main(argv=None) -> int:
     p.add_argument("--skip-free-running", action="store_true")
     p.add_argument("--cleanrl-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cleanrl-seconds", type=SECONDS, default=60.0, help=argparse.SUPPRESS)
+    p.add_argument("--cleanrl-optimizer", choices=("adam", "rmsprop"), default="adam", help=argparse.SUPPRESS)
+    p.add_argument("--skip-equal-work", action="store_true", help="skip the equal-work rows (raydqn --preset nature "
+                   "against the loop, raydqn at RLlib's settings)")
+    p.add_argument("--skip-rmsprop", action="store_true", help="skip the equal-work RMSProp pair (--preset nature as "
+                   "published against the loop with the same centred RMSProp)")
     args = p.parse_args(argv)
     L.check_system_flags(p, args)
+    if not args.skip_equal_work:
+        from benchmarks.cli import check_learner_flags
+
+        for extra in (NATURE_ADAM, NATURE_RMSPROP, RLLIB_SETTINGS):
+            check_learner_flags(p, ["--batch-size", args.batch_size, "--replay-ratio", args.replay_ratio] + extra + NO_EVAL)
     if args.rllib_python not in (None, "off") and shutil.which(args.rllib_python) is None:
         p.error(f"--rllib-python {args.rllib_python}: no such executable (name an interpreter, or 'off')")
     if args.cleanrl_child:
         out = cleanrl_loop(args.cleanrl_seconds, args.learning_starts, args.replay_capacity, args.batch_size, 4, args.warmup,
-                           device=args.device)
+                           device=args.device, optimizer=args.cleanrl_optimizer)
         print(json.dumps(out), flush=True)
         return 0
     L.apply_quick(args)
@@ -321,18 +457,55 @@ def main(argv=None) -> int:
     print(f"standalone raydqn update loop (before): {alone1['updates_per_s']:.1f} updates/s", flush=True)
     clean1 = cleanrl_update_rate(args.batch_size, loop_threads, args.standalone_seconds, args.device, args.seed)
     print(f"standalone CleanRL update loop (before): {clean1['updates_per_s']:.1f} updates/s", flush=True)
+    equal = not args.skip_equal_work
+    eq_alone, eq_clean = [], []  # the equal-work update alone, both at raydqn's learner threads (before, after)
+
+    def equal_work_updates(seed):
+        eq_alone.append(L.standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, seed,
+                                          fast_paths=NATURE_ADAM_UPDATE))
+        eq_clean.append(cleanrl_update_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, seed))
+        print(f"equal-work update alone, {args.threads} thread(s): raydqn nature/Adam/fp32 {eq_alone[-1]['updates_per_s']:.1f}, "
+              f"CleanRL {eq_clean[-1]['updates_per_s']:.1f} updates/s", flush=True)
+
+    if equal:
+        equal_work_updates(args.seed)
     wait_quiet(timeout=args.quiet_wait)
     loop = run_cleanrl_child(args)
     print(f"single-process loop: {loop['agent_steps_per_s']:.1f} agent steps/s, {loop['updates_per_s']:.1f} updates/s, "
           f"peak RSS {loop['peak_rss_mb']:,.0f} MB (replay {loop['replay_size']:,})", flush=True)
     wait_quiet(timeout=args.quiet_wait)
-    ray8 = L.system_rate(args, out_dir / "raydqn-r8", args.profile)
+    with extra_flags(NO_EVAL):
+        ray8 = L.system_rate(args, out_dir / "raydqn-r8", args.profile)
     print(f"raydqn, replay ratio {args.replay_ratio:g}: {ray8['agent_steps_per_s']:.1f} agent steps/s, "
           f"{ray8['updates_per_s']:.1f} updates/s", flush=True)
+    eq = {}  # name -> (raydqn run, its peer's figures or None until RLlib runs)
+    if equal:
+        wait_quiet(timeout=args.quiet_wait)
+        with extra_flags(NATURE_ADAM + NO_EVAL):
+            eq["adam"] = L.system_rate(args, out_dir / "raydqn-nature-adam", False)
+        print(f"raydqn --preset nature, Adam, fp32: {eq['adam']['agent_steps_per_s']:.1f} agent steps/s, "
+              f"{eq['adam']['updates_per_s']:.1f} updates/s", flush=True)
+        if not args.skip_rmsprop:
+            wait_quiet(timeout=args.quiet_wait)
+            loop_rms = run_cleanrl_child(args, "rmsprop")
+            print(f"single-process loop, RMSProp: {loop_rms['agent_steps_per_s']:.1f} agent steps/s, "
+                  f"{loop_rms['updates_per_s']:.1f} updates/s", flush=True)
+            wait_quiet(timeout=args.quiet_wait)
+            with extra_flags(NATURE_RMSPROP + NO_EVAL):
+                eq["rmsprop"] = L.system_rate(args, out_dir / "raydqn-nature-rmsprop", False)
+            eq["rmsprop"]["loop"] = loop_rms
+            print(f"raydqn --preset nature (RMSProp), fp32: {eq['rmsprop']['agent_steps_per_s']:.1f} agent steps/s, "
+                  f"{eq['rmsprop']['updates_per_s']:.1f} updates/s", flush=True)
+        wait_quiet(timeout=args.quiet_wait)
+        with extra_flags(RLLIB_SETTINGS + NO_EVAL):
+            eq["rllib_settings"] = L.system_rate(args, out_dir / "raydqn-rllib-settings", False)
+        print(f"raydqn at RLlib's settings: {eq['rllib_settings']['agent_steps_per_s']:.1f} agent steps/s, "
+              f"{eq['rllib_settings']['updates_per_s']:.1f} updates/s", flush=True)
     free = None
     if not args.skip_free_running:
         wait_quiet(timeout=args.quiet_wait)
-        free = L.system_rate(args, out_dir / "raydqn-free", False, replay_ratio=0.0)
+        with extra_flags(NO_EVAL):
+            free = L.system_rate(args, out_dir / "raydqn-free", False, replay_ratio=0.0)
         print(f"raydqn, free-running: {free['agent_steps_per_s']:,.0f} agent steps/s, {free['updates_per_s']:.1f} updates/s",
               flush=True)
     wait_quiet(timeout=args.quiet_wait)
@@ -340,6 +513,8 @@ def main(argv=None) -> int:
     print(f"standalone raydqn update loop (after): {alone2['updates_per_s']:.1f} updates/s", flush=True)
     clean2 = cleanrl_update_rate(args.batch_size, loop_threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone CleanRL update loop (after): {clean2['updates_per_s']:.1f} updates/s", flush=True)
+    if equal:
+        equal_work_updates(args.seed + 1)
     alone = (alone1["updates_per_s"] + alone2["updates_per_s"]) / 2
     clean_alone = (clean1["updates_per_s"] + clean2["updates_per_s"]) / 2
     py = rllib_python(args)
@@ -441,6 +616,7 @@ def main(argv=None) -> int:
     print()
     print(table(["target", "ratio", "target", "verdict"], tgt,
                   title="Targets (RLlib " + ("measured in this run" if py else "= DESIGN.md's recorded figures") + ")"))
+    equal_rows = equal_work_report(args, eq, loop, rllib, py, eq_alone, eq_clean, ratios, m) if equal else None
     if args.profile and "py_spy" in ray8:
         for name, title in (("driver", "raydqn learner driver's _loop, py-spy"), ("replay", "raydqn replay, py-spy (idle included)"),
                             ("actor", "raydqn actor-0's stepping thread, py-spy")):
@@ -455,6 +631,9 @@ def main(argv=None) -> int:
         "single_process_loop": loop, "raydqn": ray8, "raydqn_free_running": free, "rllib": rllib,
         "standalone_before": alone1, "standalone_after": alone2, "standalone_updates_per_s": alone,
         "cleanrl_update_before": clean1, "cleanrl_update_after": clean2, "cleanrl_update_per_s": clean_alone,
+        "equal_work": {"raydqn": eq, "flags": {"nature_adam": NATURE_ADAM, "nature_rmsprop": NATURE_RMSPROP,
+                                                "rllib_settings": RLLIB_SETTINGS},
+                       "update_alone_raydqn": eq_alone, "update_alone_cleanrl": eq_clean, "rows": equal_rows} if equal else None,
         "ratios": ratios, "targets": TARGETS,
         "met": {k: (v <= TARGETS[k] if k.startswith("memory") else v >= TARGETS[k])
                 for k, v in ratios.items() if k in TARGETS},
