@@ -13,6 +13,7 @@ network as the master that published weights load into, and runs a converted cop
   and slower than fp32.
 - ``int8``: the large Linear layers dynamically quantized (int8 weights, per output
   channel; activations quantized per batch), the convolutions fp32.
+- ``bf16-int8``: both: bf16 convolutions, int8 large Linear layers, fp32 output layers.
 - ``auto``: bf16 where the CPU has native bf16, else int8 where torch has a quantized
   engine, else fp32.
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from common.config import cpu_has_native_bf16
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "bf16-int8")
 #: Layers with fewer weights than this stay fp32: the output layers, which cost nothing
 #: next to the torso and decide the argmax.
 LARGE_LAYER_WEIGHTS = 65_536
@@ -68,11 +69,13 @@ def resolve_precision(requested: str) -> tuple[str, str]:
         if int8:
             return "int8", f"auto: no native bf16; int8 engine {int8}"
         return "fp32", "auto: no native bf16, no int8 engine"
+    if requested == "bf16-int8" and not int8:
+        requested = "bf16"  # then as bf16, below
     if requested == "int8" and not int8:
         return "fp32", "int8 asked for, but torch has no quantized engine here: fp32"
-    if requested == "bf16" and not bf16:
+    if requested in ("bf16", "bf16-int8") and not bf16:
         # Allowed (oneDNN emulates it), but say that it is slow.
-        return "bf16", "bf16 asked for; this CPU has no native bf16 (emulated, slower than fp32)"
+        return requested, f"{requested} asked for; this CPU has no native bf16 (emulated, slower than fp32)"
     return requested, requested
 
 
@@ -125,14 +128,21 @@ class ActingNetwork:
 
     def __init__(self, network: nn.Module, precision: str = "fp32"):
         if precision not in PRECISIONS[1:]:
-            raise ValueError(f"precision must be fp32, bf16 or int8, got {precision!r}")
+            raise ValueError(f"precision must be one of {PRECISIONS[1:]}, got {precision!r}")
         self.network = network.eval()
-        self._pairs: list[tuple[nn.Module, nn.Module]] = []  # (master layer, converted layer)
-        convertible = any(_large(m) for m in network.modules())
-        if precision == "int8":
-            convertible = any(_large(m) and isinstance(m, nn.Linear) for m in network.modules())
+        self._pairs: list[tuple[nn.Module, nn.Module, str]] = []  # (master layer, converted layer, format)
+        self.precision = precision
+        convertible = any(self._format(m) for m in network.modules())
         self.precision = precision if convertible else "fp32"
         self.fast = self.network if self.precision == "fp32" else self._convert()
+
+    def _format(self, module: nn.Module) -> str | None:
+        """What a layer is converted to in this precision: "bf16", "int8" or None (fp32)."""
+        if not _large(module):
+            return None
+        if isinstance(module, nn.Linear) and self.precision in ("int8", "bf16-int8"):
+            return "int8"
+        return "bf16" if self.precision in ("bf16", "bf16-int8") else None
 
     def _convert(self) -> nn.Module:
         with warnings.catch_warnings():
@@ -143,16 +153,16 @@ class ActingNetwork:
         """A converted copy of ``module``: large layers converted (and remembered for
         ``load``), small layers and other leaves shared with the master (so a load updates
         them for free), containers rebuilt around the new children."""
-        if _large(module) and self.precision == "bf16":
+        fmt = self._format(module)
+        if fmt == "bf16":
             fast = _Cast(copy.deepcopy(module).to(torch.bfloat16), torch.bfloat16)
-            self._pairs.append((module, fast.layer))
-            return fast
-        if _large(module) and isinstance(module, nn.Linear):  # int8
+        elif fmt == "int8":
             fast = _Cast(_quantize_linear(module), torch.float32)
-            self._pairs.append((module, fast.layer))
+        if fmt is not None:
+            self._pairs.append((module, fast.layer, fmt))
             return fast
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            return _Cast(module, torch.float32) if self.precision == "bf16" else module
+            return _Cast(module, torch.float32)  # its input may come from a bf16 layer
         children = dict(module.named_children())
         if not children:
             return module
@@ -169,8 +179,8 @@ class ActingNetwork:
         """Convert the master's current weights into the acting copy."""
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for master, fast in self._pairs:
-                if self.precision == "bf16":
+            for master, fast, fmt in self._pairs:
+                if fmt == "bf16":
                     fast.weight.copy_(master.weight)
                     if master.bias is not None:
                         fast.bias.copy_(master.bias)
@@ -183,5 +193,5 @@ class ActingNetwork:
             return self.fast(torch.from_numpy(stacks)).float().cpu().numpy()
 
     def describe(self) -> str:
-        layers = ", ".join(type(f).__name__ for _, f in self._pairs)
+        layers = ", ".join(f"{type(m).__name__} {fmt}" for m, _, fmt in self._pairs)
         return f"{self.precision} ({len(self._pairs)} layers converted: {layers})" if self._pairs else self.precision

@@ -3,11 +3,15 @@
     python -m benchmarks.actors                  # N = 1, 2 on this machine (about 3-4 min)
     python -m benchmarks.actors --quick          # smoke check, under a minute
     python -m benchmarks.actors --max-actors 14  # on a 16-core machine: N = 1, 2, 4, 8, 14
+    python -m benchmarks.actors --sweep --actor-counts 1   # + the core per precision and E (about 3 min more)
 
 efficiency(N) = fleet agent steps/s / (emulator agent steps/s per core x min(N, cores)):
 the bare emulator stepped in this process before and after the fleets, the fleets the
 real system (``learner.main`` with a learner that never trains), so the ratio says what
-the actors' network, compression and Ray cost. What each row measures and how:
+the actors' network, compression and Ray cost. The acting network runs in
+``--actor-precision`` (``actors/acting.py``); the core's rows give the forward pass's
+share of the loop (timed around each call) and what converting a publish costs (the
+actor's ``set_weights``, timed). What each row measures and how:
 ``docs/benchmark-methods.md`` (actors).
 """
 
@@ -35,6 +39,17 @@ from benchmarks.system_run import SystemRun, tmp_dir, window_bounds, window_rate
 
 TARGET = 0.5
 
+# The forward pass runs in common/networks.py and, converted, in actors/acting.py (listed
+# before actors/, so it is not charged to the actor loop).
+_FORWARD = ("forward pass (common/networks.py, actors/acting.py)", ("common/networks.py", "actors/acting.py"))
+
+
+def _with_acting(categories):
+    return [_FORWARD if label.startswith("forward pass") else (label, mods) for label, mods in categories]
+
+
+CORE_CATEGORIES, ACTOR_CATEGORIES = _with_acting(CORE_CATEGORIES), _with_acting(ACTOR_CATEGORIES)
+
 
 # --------------------------------------------------------------------------- in-process parts
 
@@ -61,29 +76,62 @@ def emulator_rate(env_id: str, num_envs: int, seconds: float, seed: int) -> dict
             "foreign_cores": foreign.cores(cpu)}
 
 
-def actor_config(env_id: str, num_envs: int, num_actors: int, seed: int):
+def actor_config(env_id: str, num_envs: int, num_actors: int, seed: int, precision: str = "auto"):
     from common.config import ActorConfig, Config, EnvConfig, RunConfig, resolve
 
-    cfg = Config(env=EnvConfig(env_id=env_id, envs_per_actor=num_envs), actors=ActorConfig(num_actors=num_actors),
-                 run=RunConfig(seed=seed))
+    cfg = Config(env=EnvConfig(env_id=env_id, envs_per_actor=num_envs),
+                 actors=ActorConfig(num_actors=num_actors, actor_precision=precision), run=RunConfig(seed=seed))
     return resolve(cfg, atari=env_id.startswith("ALE/"), cuda=False)
 
 
-def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profile: bool = False) -> dict:
-    """Agent steps/s of ``build_actor_core`` + message encoding in this process (no Ray)."""
+class _TimedForward:
+    """Wraps an ActingNetwork's ``q_values`` and adds up the wall time spent in it."""
+
+    def __init__(self, q_values):
+        self.q_values, self.seconds = q_values, 0.0
+
+    def __call__(self, stacks):
+        t = time.perf_counter()
+        try:
+            return self.q_values(stacks)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+def publish_cost(core, repeats: int = 20) -> dict:
+    """Milliseconds ``core.set_weights`` takes for a publish (numpy arrays, as they arrive
+    from the object store): the load into the fp32 master plus the conversion."""
+    weights = {k: v.detach().numpy().copy() for k, v in core.network.state_dict().items()}
+    times = []
+    for v in range(repeats):
+        t = time.perf_counter()
+        core.set_weights(weights, core.policy_version + 1)
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    return {"median_ms": float(np.median(ms)), "max_ms": float(ms.max())}
+
+
+def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profile: bool = False,
+                    precision: str = "auto") -> dict:
+    """Agent steps/s of ``build_actor_core`` + message encoding in this process (no Ray),
+    the forward pass's share of the loop, a publish's cost and the core's memory."""
     import torch
 
     from actors.remote import build_actor_core
+    from benchmarks.machine import psutil
     from common.messages import encode_step_batch
 
-    cfg = actor_config(env_id, num_envs, 1, seed)
+    cfg = actor_config(env_id, num_envs, 1, seed, precision)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.actors.actor_threads)
+    rss0 = psutil.Process().memory_info().rss
     try:
         core = build_actor_core(cfg, 0)
         for _ in range(20):
             for b in core.step():
                 encode_step_batch(b)
+        publish = publish_cost(core)
+        timed = core.acting.q_values = _TimedForward(core.acting.q_values)
         sampler = ThreadSampler() if profile else contextlib.nullcontext()
         steps0, nbytes = core.agent_steps, 0
         foreign = ForeignLoad()
@@ -96,7 +144,9 @@ def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profi
         steps = core.agent_steps - steps0
         out = {"agent_steps_per_s": steps / wall, "agent_steps_per_cpu_s": steps / cpu, "cpu_per_wall": cpu / wall,
                "message_bytes_per_step": nbytes / max(steps, 1), "foreign_cores": foreign.cores(cpu),
-               "profiled": profile}
+               "profiled": profile, "precision": core.acting.precision, "envs_per_actor": num_envs,
+               "forward_share": timed.seconds / wall, "forward_ms_per_stack": 1e3 * timed.seconds / max(steps, 1),
+               "publish": publish, "core_rss_mb": (psutil.Process().memory_info().rss - rss0) / 2**20}
         if profile:
             out["profile"] = stack_shares(sampler.stacks, None, CORE_CATEGORIES)[0]
         core.env.close()
@@ -110,6 +160,7 @@ def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profi
 
 def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
     argv = ["--env", args.env, "--num-actors", n, "--envs-per-actor", args.envs_per_actor, "--replay-ratio", 0,
+            "--actor-precision", args.actor_precision,
             "--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity,
             "--log-interval", 1, "--seed", args.seed, "--device", "cpu",
             "--time-limit", args.warmup + args.window + 120 + (args.spy_seconds if profile else 0)]
@@ -153,6 +204,25 @@ def spy_actor(run: SystemRun, seconds: float, run_dir) -> dict:
     }, seconds, run_dir.parent / run_dir.name)
 
 
+def run_sweep(args) -> list[dict]:
+    """The actor core per precision and E, each point against the emulator at the same E."""
+    out = []
+    for num_envs in [int(x) for x in args.sweep_envs.split(",")]:
+        wait_quiet(timeout=args.quiet_wait)
+        base = emulator_rate(args.env, num_envs, args.sweep_seconds, args.seed)
+        for precision in args.sweep_precisions.split(","):
+            r = actor_core_rate(args.env, num_envs, args.sweep_seconds, args.seed, precision=precision)
+            r.update(emulator_steps_per_s=base["agent_steps_per_s"],
+                     efficiency=r["agent_steps_per_s"] / base["agent_steps_per_s"],
+                     cpu_efficiency=r["agent_steps_per_cpu_s"] / base["agent_steps_per_cpu_s"],
+                     foreign_cores=(r["foreign_cores"] + base["foreign_cores"]) / 2)
+            out.append(r)
+            print(f"sweep E={num_envs} {r['precision']}: efficiency {r['efficiency']:.2f} (CPU {r['cpu_efficiency']:.2f}), "
+                  f"forward {r['forward_share']:.0%} of the loop, publish {r['publish']['median_ms']:.1f} ms, "
+                  f"core {r['core_rss_mb']:.0f} MB, foreign {r['foreign_cores']:.2f} cores", flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -180,7 +250,15 @@ def _counts(text: str) -> str:
 def main(argv=None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--env", default="ALE/Breakout-v5")
-    p.add_argument("--envs-per-actor", type=POSITIVE_INT, default=8, help="E: envs per actor, and per baseline process")
+    p.add_argument("--envs-per-actor", type=POSITIVE_INT, default=None, help="E: envs per actor, and per baseline "
+                   "process (default: learner.main's --envs-per-actor)")
+    p.add_argument("--actor-precision", default="auto", choices=("auto", "fp32", "bf16", "int8", "bf16-int8"),
+                   help="the actors' acting network (learner.main's --actor-precision)")
+    p.add_argument("--sweep", action="store_true", help="also the actor core for each precision and E of "
+                   "--sweep-precisions x --sweep-envs, each against the emulator at that E")
+    p.add_argument("--sweep-precisions", default="fp32,bf16,int8,bf16-int8")
+    p.add_argument("--sweep-envs", type=_counts, default="8,16,32,64")
+    p.add_argument("--sweep-seconds", type=SECONDS, default=8.0, help="each point of the sweep (and its emulator baseline)")
     p.add_argument("--max-actors", type=POSITIVE_INT, default=None, help="largest N (default: cores); N runs 1, 2, 4, ... up to it")
     p.add_argument("--actor-counts", type=_counts, default=None, help="explicit list of N, e.g. 1,2,3")
     p.add_argument("--baseline-seconds", type=SECONDS, default=20.0, help="each emulator baseline (run before and after the fleet)")
@@ -198,11 +276,15 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, N=1 only")
     p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
     args = p.parse_args(argv)
+    if args.envs_per_actor is None:
+        from common.config import EnvConfig
+
+        args.envs_per_actor = EnvConfig().envs_per_actor
     check_env(p, "--env", args.env)
     check_out_dir(p, "--out-dir", args.out_dir)
     check_learner_flags(p, ["--env", args.env, "--num-actors", args.max_actors or 1, "--envs-per-actor", args.envs_per_actor,
                             "--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity,
-                            "--seed", args.seed, "--device", "cpu"])
+                            "--seed", args.seed, "--device", "cpu", "--actor-precision", args.actor_precision])
     cores = os.cpu_count() or 1
     if args.quick:
         args.baseline_seconds, args.core_seconds, args.warmup, args.window = 4.0, 5.0, 3.0, 8.0
@@ -222,11 +304,16 @@ def main(argv=None) -> int:
     print(f"emulator baseline (before): {base1['agent_steps_per_s']:,.0f} agent steps/s "
           f"({base1['cpu_per_wall']:.2f} CPU-s per s)", flush=True)
     wait_quiet(timeout=args.quiet_wait)
-    core = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed)
+    core = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, precision=args.actor_precision)
     if args.profile:  # a separate pass: the sampler takes the GIL, so it never feeds the figures
-        core["profile"] = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, profile=True)["profile"]
+        core["profile"] = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, profile=True,
+                                          precision=args.actor_precision)["profile"]
     print(f"actor core, no Ray: {core['agent_steps_per_s']:,.0f} agent steps/s, "
-          f"{core['message_bytes_per_step']:.0f} message bytes per agent step", flush=True)
+          f"{core['message_bytes_per_step']:.0f} message bytes per agent step; acting network {core['precision']} "
+          f"(--actor-precision {args.actor_precision}): forward pass {core['forward_share']:.0%} of the loop, "
+          f"{core['forward_ms_per_stack']:.3f} ms per stack; a publish costs {core['publish']['median_ms']:.1f} ms "
+          f"(max {core['publish']['max_ms']:.1f})", flush=True)
+    sweep = run_sweep(args) if args.sweep else []
     fleets = []
     for n in counts:
         run_dir = out_dir / f"fleet-{n}"
@@ -244,7 +331,7 @@ def main(argv=None) -> int:
     rows, prev = [], None
     rows.append(["emulator only, 1 process", per_core, per_core, 1.0, None, None, None,
                  (base1["foreign_cores"] + base2["foreign_cores"]) / 2, per_cpu_s, 1.0, ""])
-    rows.append(["actor core, no Ray, 1 process", core["agent_steps_per_s"], core["agent_steps_per_s"],
+    rows.append([f"actor core ({core['precision']}), no Ray, 1 process", core["agent_steps_per_s"], core["agent_steps_per_s"],
                  core["agent_steps_per_s"] / per_core, None, None, None, core["foreign_cores"], core["agent_steps_per_cpu_s"],
                  core["agent_steps_per_cpu_s"] / per_cpu_s, ""])
     for f in fleets:
@@ -272,6 +359,17 @@ def main(argv=None) -> int:
           "CPU-second / emulator steps per CPU-second (insensitive to the machine's other load); "
           "'actor CPU', 'system CPU' (replay + driver + Ray daemons) and 'foreign CPU' (everything else on this "
           "shared machine, measured over the same interval) in cores.")
+    if sweep:
+        print()
+        print(table(["precision", "E", "agent steps/s", "emulator steps/s (same E)", "efficiency", "CPU eff.",
+                     "forward share", "forward ms/stack", "publish ms", "core MB", "foreign CPU"],
+                    [[r["precision"], r["envs_per_actor"], r["agent_steps_per_s"], r["emulator_steps_per_s"],
+                      r["efficiency"], r["cpu_efficiency"], r["forward_share"], r["forward_ms_per_stack"],
+                      r["publish"]["median_ms"], r["core_rss_mb"], r["foreign_cores"]] for r in sweep],
+                    title="Actor core (no Ray) per precision and envs per actor E, each against the bare emulator "
+                          "stepping E envs just before it"))
+        print("core MB: this process's resident memory grown by building the core and stepping it (the E emulators, "
+              "the network, the records held); a Ray actor adds its worker's own memory.")
     if args.profile:
         print()
         print(table(["part of the actor core loop (stack samples, by module)", "share of samples"],
@@ -286,6 +384,7 @@ def main(argv=None) -> int:
         "benchmark": "actors", "machine": m, "env": args.env, "envs_per_actor": args.envs_per_actor,
         "baseline_before": base1, "baseline_after": base2, "baseline_per_core": per_core,
         "baseline_per_cpu_s": per_cpu_s, "actor_core": core, "fleets": fleets, "target": TARGET,
+        "actor_precision": args.actor_precision, "sweep": sweep,
         "met": {f"N={f['num_actors']}": f["efficiency"] >= TARGET for f in fleets},
     })
     return 0

@@ -125,7 +125,7 @@ class ActorConfig:
     steps_per_batch: int = _f(64, "records of one env stream sent to the replay in one message")
     max_inflight_batches: int = _f(4, "messages an actor may have in flight to the replay before it waits (back-pressure)")
     actor_threads: int = _f(1, "torch threads per actor for the eps-greedy forward pass")
-    actor_precision: str = _f("auto", "number format of the actors' acting network: bf16 (convolutions and the 3136x512 layers in bf16, output layers fp32), int8 (the 3136x512 layers dynamically quantized), bf16-int8 (both), fp32 (auto: bf16 on CPUs with native bf16, AVX-512 BF16 or AMX, where the forward pass measured about 1.8x faster than fp32 (docs/benchmarks.md); else int8 where torch has a quantized engine; else fp32; each actor decides on its own CPU and reports it at start)", choices=("auto", "fp32", "bf16", "int8", "bf16-int8"))
+    actor_precision: str = _f("auto", "number format of the actors' acting network: bf16 (convolutions and the 3136x512 layers in bf16, output layers fp32), int8 (the 3136x512 layers dynamically quantized), bf16-int8 (both), fp32 (auto: bf16 on CPUs with native bf16, AVX-512 BF16 or AMX, where the forward pass measured 1.5-1.8x faster than fp32 (docs/benchmarks.md); else int8 where torch has a quantized engine; else fp32; each actor decides on its own CPU and reports it at start)", choices=("auto", "fp32", "bf16", "int8", "bf16-int8"))
 
     def __post_init__(self):
         _require(self.num_actors >= 1, "num_actors", self.num_actors, "must be at least 1")
