@@ -39,16 +39,6 @@ from benchmarks.system_run import SystemRun, tmp_dir, window_bounds, window_rate
 
 TARGET = 0.5
 
-# The forward pass runs in common/networks.py and, converted, in actors/acting.py (listed
-# before actors/, so it is not charged to the actor loop).
-_FORWARD = ("forward pass (common/networks.py, actors/acting.py)", ("common/networks.py", "actors/acting.py"))
-
-
-def _with_acting(categories):
-    return [_FORWARD if label.startswith("forward pass") else (label, mods) for label, mods in categories]
-
-
-CORE_CATEGORIES, ACTOR_CATEGORIES = _with_acting(CORE_CATEGORIES), _with_acting(ACTOR_CATEGORIES)
 
 
 # --------------------------------------------------------------------------- in-process parts

@@ -206,7 +206,8 @@ def print_spy(title: str, result: dict) -> None:
 # (load_state_dict) to actors/.
 CORE_CATEGORIES: list[Category] = [
     ("emulator + preprocessing (common/envs.py)", ("common/envs.py",)),
-    ("forward pass (common/networks.py)", ("common/networks.py",)),
+    # The acting network (actors/acting.py) is listed before actors/ so it is not charged to the loop.
+    ("forward pass (common/networks.py, actors/acting.py)", ("common/networks.py", "actors/acting.py")),
     ("frame stacking (common/stacking.py)", ("common/stacking.py",)),
     ("StepBatch lz4 + msgpack (common/messages.py)", ("common/messages.py",)),
     ("actor loop: eps-greedy, priorities, batching (actors/)", ("actors/",)),
