@@ -178,7 +178,6 @@ def _check_gcs(flag: str, target: str, timeout: float) -> None:
         raise UsageError(f"{flag}: {target} answers, but not as a Ray cluster's head ({outcome[0].split('. ')[0]})")
 
 
-
 class RunDirUndo:
     """What ``run_dir`` held before the run started writing (its paths, config.json's
     bytes), so that a run that never got going (a PlacementError) can leave it as it was."""
@@ -248,6 +247,14 @@ def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
                    signature_for(spec, cfg.learner))
 
 
+def pace(cfg: Config) -> str:
+    """Who sets the pace, in a few words for the first line."""
+    r = cfg.replay.replay_ratio
+    if r:
+        return f"{r:g} samples trained per transition (the side that runs ahead waits)"
+    return "actors run free (Ape-X's setting, for a GPU learner)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -267,14 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.actors.epsilon_schedule == "apex" and cfg.actors.num_actors * cfg.env.envs_per_actor == 1:
         print(f"one env stream: Ape-X's per-stream eps is then a fixed {cfg.actors.epsilon_base:g} for the whole run; "
               f"--epsilon-schedule linear decays it from 1.0 to --epsilon-final instead", flush=True)
-def pace(cfg: Config) -> str:
-    """Who sets the pace, in a few words for the first line."""
-    r = cfg.replay.replay_ratio
-    if r:
-        return f"{r:g} samples trained per transition (the side that runs ahead waits)"
-    return "actors run free (Ape-X's setting, for a GPU learner)"
-
-
     from learner.checkpoint import CheckpointError
 
     try:
