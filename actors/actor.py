@@ -40,9 +40,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Callable
-
 import warnings
+from typing import Callable
 
 import numpy as np
 import torch

@@ -26,15 +26,31 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cli import (
+    NICENESS,
+    POSITIVE_INT,
+    SECONDS,
+    SECONDS_OR_ZERO,
+    SEED,
+    at_least,
+    check_env,
+    check_learner_flags,
+    check_out_dir,
+    parser,
+)
 from benchmarks.machine import ForeignLoad, describe_machine, loadavg, machine, wait_quiet
 from benchmarks.procs import cpu_delta, foreign_cores, sample_near
 from benchmarks.profiling import (
-    ACTOR_CATEGORIES, ACTOR_KEEP, CORE_CATEGORIES, REPLAY_CATEGORIES, ThreadSampler, print_spy, spy_processes,
+    ACTOR_CATEGORIES,
+    ACTOR_KEEP,
+    CORE_CATEGORIES,
+    REPLAY_CATEGORIES,
+    ThreadSampler,
+    print_spy,
+    spy_processes,
     stack_shares,
 )
 from benchmarks.report import final_json, table, verdict
-from benchmarks.cli import (NICENESS, POSITIVE_INT, SECONDS, SECONDS_OR_ZERO, SEED, at_least, check_env, check_learner_flags,
-                            check_out_dir, parser)
 from benchmarks.system_run import SystemRun, tmp_dir, window_bounds, window_rate
 
 TARGET = 0.5

@@ -18,7 +18,6 @@ them at leisure and for the numbers in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os

@@ -20,7 +20,6 @@ batch (a learner at 400 batches/s fed 16K frames/s gets 40):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import pickle
 import time

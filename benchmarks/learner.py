@@ -19,12 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import (NICENESS, POSITIVE_INT, SECONDS, SECONDS_OR_ZERO, SEED, at_least, check_env, check_learner_flags,
-                            check_out_dir, parser)
+from benchmarks.cli import (
+    NICENESS,
+    POSITIVE_INT,
+    SECONDS,
+    SECONDS_OR_ZERO,
+    SEED,
+    at_least,
+    check_env,
+    check_learner_flags,
+    check_out_dir,
+    parser,
+)
 from benchmarks.machine import ForeignLoad, describe_machine, loadavg, machine, wait_quiet
 from benchmarks.procs import MB, cpu_delta, foreign_cores, sample_near
 from benchmarks.profiling import (
-    ACTOR_CATEGORIES, ACTOR_KEEP, DRIVER_CATEGORIES, DRIVER_KEEP, REPLAY_CATEGORIES, print_spy, spy_processes,
+    ACTOR_CATEGORIES,
+    ACTOR_KEEP,
+    DRIVER_CATEGORIES,
+    DRIVER_KEEP,
+    REPLAY_CATEGORIES,
+    print_spy,
+    spy_processes,
 )
 from benchmarks.report import final_json, table, verdict
 from benchmarks.system_run import SystemRun, memory_projection, tmp_dir, window_bounds, window_rate
@@ -138,7 +154,6 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
 
 
 def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ratio: float = 8.0) -> None:
-    import torch
 
     p.add_argument("--env", default="ALE/Breakout-v5")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=batch_size)
@@ -185,7 +200,7 @@ def default_threads(args) -> int:
     if not args.device.startswith("cpu"):
         return torch.get_num_threads()
     try:
-        from common.config import Config, config_from_args, build_arg_parser
+        from common.config import build_arg_parser, config_from_args
         from learner.trainer import cpu_learner_threads
 
         ns = build_arg_parser().parse_args(["--num-actors", str(args.num_actors), "--replay-shards", str(args.replay_shards)])

@@ -15,8 +15,8 @@ import time
 try:
     import psutil
 except ImportError:  # Ray ships psutil in ray/thirdparty_files and puts it on sys.path when imported
-    import ray  # noqa: F401
     import psutil
+    import ray  # noqa: F401
 
 
 def machine() -> dict:

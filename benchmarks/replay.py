@@ -174,7 +174,7 @@ def run_game(args, game: str) -> None:
             buf.add(batch)
     profiled("steady ReplayBuffer.add", add_loop, args.profile)
     buffer_rate = n / (time.perf_counter() - t0)
-    del decoded
+    decoded = None
     say(f"insert at steady state: ReplayServer.add {server_rate:,.0f} records/s; ReplayBuffer.add alone "
         f"{buffer_rate:,.0f}/s; decode_step_batch alone {decode_rate:,.0f}/s "
         f"({decode_nocheck_rate:,.0f}/s without the lz4 frame check) [target >= 100K/s: {verdict(server_rate >= 1e5)}]")
@@ -233,7 +233,7 @@ def run_game(args, game: str) -> None:
     try:
         saved = server.save_snapshot(path)
         stats, ids = server.stats(), buf.sampleable_ids()
-        del server, buf
+        server = buf = None  # freed before the next game is measured
         gc.collect()
         other = ReplayServer(capacity=cap, stack_size=STACK, n_step=N_STEP, gamma=GAMMA, seed=0,
                              samples_per_insert=None, min_size=b)

@@ -13,7 +13,6 @@ flat memory and a bounded queue are what "no leak" means. Samples go to soak.csv
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess

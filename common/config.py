@@ -430,18 +430,18 @@ def resolve(config: Config, atari: bool, cuda: bool, frame_bytes: int | None = N
     if config.env.repeat_action_probability is None:  # the family's protocol (EnvConfig's help)
         config = dataclasses.replace(config, env=dataclasses.replace(config.env, repeat_action_probability=0.1 if minatar else 0.0))
     config = resolve_feed(config, cuda, frame_bytes, device_free_bytes, cores)
-    r, l, a = config.replay, config.learner, config.actors
+    r, lc, a = config.replay, config.learner, config.actors
     streams = a.num_actors * config.env.envs_per_actor
     tolerance = r.replay_ratio_tolerance
     if tolerance is None:
         # Room for one message from every stream and the learner's requests in flight, so
         # neither side stalls on the other's granularity; the long-run ratio stays exact.
-        tolerance = max(r.replay_ratio * a.steps_per_batch * streams, 2.0 * l.batch_size * l.prefetch)
+        tolerance = max(r.replay_ratio * a.steps_per_batch * streams, 2.0 * lc.batch_size * lc.prefetch)
     if r.replay_ratio:
-        _require(tolerance >= max(r.replay_ratio, l.batch_size), "replay_ratio_tolerance", tolerance,
-                 f"must be at least --replay-ratio={r.replay_ratio} and --batch-size={l.batch_size}, or a side could wait forever")
+        _require(tolerance >= max(r.replay_ratio, lc.batch_size), "replay_ratio_tolerance", tolerance,
+                 f"must be at least --replay-ratio={r.replay_ratio} and --batch-size={lc.batch_size}, or a side could wait forever")
     return dataclasses.replace(config, replay=dataclasses.replace(r, replay_ratio_tolerance=float(tolerance)),
-                               learner=resolve_fast_paths(l, cuda))
+                               learner=resolve_fast_paths(lc, cuda))
 
 
 def cpu_has_native_bf16() -> bool:
@@ -457,14 +457,14 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_fast_paths(l: LearnerConfig, cuda: bool) -> LearnerConfig:
+def resolve_fast_paths(lc: LearnerConfig, cuda: bool) -> LearnerConfig:
     """The learner's fast paths left 'auto', for this device (LearnerConfig's help says why)."""
     auto = {"tf32": cuda, "channels_last": cuda, "fused_optimizer": True, "compile": cuda,
-            "stats_period": l.publish_period if cuda else 1}
-    filled = {name: value for name, value in auto.items() if getattr(l, name) is None}
-    if l.precision == "auto":
+            "stats_period": lc.publish_period if cuda else 1}
+    filled = {name: value for name, value in auto.items() if getattr(lc, name) is None}
+    if lc.precision == "auto":
         filled["precision"] = "bf16" if cuda or cpu_has_native_bf16() else "fp32"
-    return dataclasses.replace(l, **filled)
+    return dataclasses.replace(lc, **filled)
 
 
 #: The largest share of the learner device's free memory a mirror of the replay's frames may take.
@@ -483,9 +483,9 @@ def resolve_feed(config: Config, cuda: bool, frame_bytes: int | None, device_fre
     trains far slower than one shard samples); a GPU learner min(4, cores // 4), as one
     shard answers only so many calls a second (samples, priorities, inserts).
     """
-    r, l = config.replay, config.learner
+    r, lc = config.replay, config.learner
     need = r.replay_capacity * frame_bytes if frame_bytes else None
-    feed = l.feed
+    feed = lc.feed
     if feed == "auto":
         fits = cuda and need is not None and device_free_bytes is not None and need <= MIRROR_MEMORY_SHARE * device_free_bytes
         feed = "mirror" if fits else "stacked"
@@ -496,7 +496,7 @@ def resolve_feed(config: Config, cuda: bool, frame_bytes: int | None, device_fre
     if shards is None:
         shards = max(1, min(4, (cores or 1) // 4)) if cuda else 1
     return dataclasses.replace(config, replay=dataclasses.replace(r, replay_shards=shards),
-                               learner=dataclasses.replace(l, feed=feed))
+                               learner=dataclasses.replace(lc, feed=feed))
 
 
 def dumps(config: Config) -> str:

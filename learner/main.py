@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from common.cli import USAGE_ERROR, OneLineParser, UsageError, report_usage_error
+from common.cli import OneLineParser, UsageError, report_usage_error
 from common.config import Config, ConfigError, build_arg_parser, config_from_args, dumps, explicit_overrides, resolve
 
 DESCRIPTION = ("Train a distributed DQN (Ape-X family) on an Atari game or a flat-vector gymnasium env. "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 #: Levels with at most this many nodes are recomputed whole on update.
 _WHOLE_LEVEL_NODES = 4096
 

@@ -2,7 +2,6 @@
 
 
 import pytest
-
 from live_run import alive_actors, dashboard_get, finish, ray_info, start_run, summary, wait_for
 
 pytestmark = pytest.mark.ray

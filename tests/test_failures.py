@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from live_run import ROOT, actor_pid, finish, learner_steps, ray_info, start_run, summary, wait_for
 
 pytestmark = pytest.mark.ray
@@ -23,7 +22,7 @@ def test_killed_actor_restarts_and_the_learner_never_stops(tmp_path):
     out = finish(proc, 180)
     assert proc.returncode == 0, out[-3000:]
     s = summary(run)
-    log = "\n".join(l for l in out.splitlines() if "WARNING raydqn" in l or "stop_reason" in l)
+    log = "\n".join(line for line in out.splitlines() if "WARNING raydqn" in line or "stop_reason" in line)
     assert s["stop_reason"] == "time_limit" and s["actor_restarts"] >= 1, log
     assert "actor-1 restarted" in out
     # The learner went on through the crash ...
@@ -46,7 +45,7 @@ def test_killed_replay_comes_back_from_its_snapshot(tmp_path):
     out = finish(proc, 180)
     assert proc.returncode == 0, out[-3000:]
     s = summary(run)
-    log = "\n".join(l for l in out.splitlines() if "raydqn" in l or "replay" in l)
+    log = "\n".join(line for line in out.splitlines() if "raydqn" in line or "replay" in line)
     assert s["stop_reason"] == "time_limit" and s["replay_restarts"] >= 1, log
     # What was lost is what arrived after the last snapshot (3 s at most of ~1-2K records/s), and it is reported.
     assert 0 < s["replay_records_lost_at_restarts"] < 20_000, s
@@ -127,7 +126,7 @@ def test_removed_worker_node_actors_come_back_on_the_remaining_nodes(tmp_path):
         cluster.shutdown()
     assert proc.returncode == 0, out[-3000:]
     s = summary(run)
-    log = "\n".join(l for l in out.splitlines() if "raydqn" in l)
+    log = "\n".join(line for line in out.splitlines() if "raydqn" in line)
     assert s["stop_reason"] == "time_limit" and s["actor_restarts"] >= len(on_worker), log
     for name in on_worker:
         assert f"{name} restarted" in out

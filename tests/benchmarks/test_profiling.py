@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 
 from benchmarks.profiling import (
-    ACTOR_CATEGORIES, ACTOR_KEEP, DRIVER_CATEGORIES, DRIVER_KEEP, ThreadSampler, frame_path, in_module, stack_shares,
+    ACTOR_CATEGORIES,
+    ACTOR_KEEP,
+    DRIVER_CATEGORIES,
+    DRIVER_KEEP,
+    ThreadSampler,
+    frame_path,
+    in_module,
+    stack_shares,
 )
 
 

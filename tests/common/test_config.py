@@ -2,7 +2,16 @@ import dataclasses
 
 import pytest
 
-from common.config import Config, ConfigError, LearnerConfig, ReplayConfig, ActorConfig, build_arg_parser, config_from_args, resolve
+from common.config import (
+    ActorConfig,
+    Config,
+    ConfigError,
+    LearnerConfig,
+    ReplayConfig,
+    build_arg_parser,
+    config_from_args,
+    resolve,
+)
 
 
 def parse(*argv):

@@ -14,7 +14,14 @@ from actors.builder import build_actor_core  # noqa: E402
 from common import envs  # noqa: E402
 from common.config import Config, EnvConfig, resolve  # noqa: E402
 from common.envs import (  # noqa: E402
-    MINATAR_GAMES, EnvSpecError, MinAtarVectorEnv, check_env_id, describe_env, is_atari, is_minatar, make_vector_env,
+    MINATAR_GAMES,
+    EnvSpecError,
+    MinAtarVectorEnv,
+    check_env_id,
+    describe_env,
+    is_atari,
+    is_minatar,
+    make_vector_env,
 )
 from common.messages import decode_step_batch, encode_step_batch  # noqa: E402
 from common.networks import MinAtarCNN, build_q_network, q_network_for  # noqa: E402

@@ -4,8 +4,16 @@ import dataclasses
 
 import pytest
 
-from common.config import (PRESETS, Config, ConfigError, RunConfig, build_arg_parser, config_from_args,
-                           explicit_overrides, resolve)
+from common.config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    RunConfig,
+    build_arg_parser,
+    config_from_args,
+    explicit_overrides,
+    resolve,
+)
 
 
 def parse(*argv):

@@ -186,7 +186,8 @@ def test_recorder_keeps_the_best_counted_game_and_drops_aborted_starts():
         for k in range(n):
             rec.frame(0, frame(first + k))
 
-    rec.new_game(0); rec.end_step()  # reset() before the first step
+    rec.new_game(0)  # reset() before the first step
+    rec.end_step()
     game(3, 0)
     rec.new_game(0)  # game 0 ended inside a step ...
     game(2, 100)  # ... no-ops of a start that ended at once ...
@@ -194,10 +195,12 @@ def test_recorder_keeps_the_best_counted_game_and_drops_aborted_starts():
     rec.end_step()
     assert rec.finished(0, score=5.0, episode=0) == 3
     game(4, 50)
-    rec.new_game(0); rec.end_step()
+    rec.new_game(0)
+    rec.end_step()
     assert rec.finished(0, score=5.0, episode=1) == 4  # a tie keeps the earlier game
     game(2, 200)
-    rec.new_game(0); rec.end_step()
+    rec.new_game(0)
+    rec.end_step()
     assert rec.finished(0, score=9.0, episode=2, keep=False) == 2  # over quota: not counted
     assert rec.best_episode == 0 and rec.best_score == 5.0
     assert [int(f[0, 0, 0]) for f in rec.best.frames(SCREEN)] == [0, 1, 2]

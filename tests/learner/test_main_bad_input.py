@@ -2,7 +2,6 @@
 exit code 2, within a few seconds, the run directory untouched. One table per class of
 bad input: flags, environments, paths, run directories from elsewhere, cluster addresses."""
 
-import json
 import subprocess
 import sys
 import time

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fakes import step_batch
-from learner.mirror import FrameMirror, MirrorError, mirror_bytes
 from nstep_cases import episode
+
+from learner.mirror import FrameMirror, MirrorError, mirror_bytes
 from replay_server.buffer import ReplayBuffer
 
 S, N, GAMMA = 4, 3, 0.5

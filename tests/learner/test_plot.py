@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (a matplotlib dependency)
 
-from learner.run_log import EPISODE_FIELDS, METRIC_FIELDS  # noqa: E402
 from learner.plot import load_run, main, read_csv_columns, rolling_mean, run_labels  # noqa: E402
+from learner.run_log import EPISODE_FIELDS, METRIC_FIELDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

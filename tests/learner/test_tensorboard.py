@@ -15,7 +15,6 @@ from learner.run_log import METRIC_FIELDS
 from learner.tensorboard import METRIC_TAGS, TensorBoardLogger, tags_from_episode, tags_from_metrics
 
 
-
 def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} from every tfevents file in ``log_dir``.
 

@@ -6,10 +6,10 @@ so every stack and bootstrap frame can be checked exactly.
 
 import numpy as np
 import pytest
-
-from common.messages import MessageError
 from fakes import step_batch
 from nstep_cases import CASES, GAMMA, IDS, N, episode
+
+from common.messages import MessageError
 from replay_server.buffer import ReplayBuffer
 
 S = 4

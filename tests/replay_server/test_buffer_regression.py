@@ -13,8 +13,8 @@ plain Python loops straight from the definitions:
 
 import numpy as np
 import pytest
-
 from fakes import step_batch
+
 from replay_server.buffer import ReplayBuffer
 
 

@@ -3,9 +3,9 @@
 import logging
 
 import numpy as np
+from fakes import step_batch
 
 from common.messages import SampleBatch, encode_step_batch
-from fakes import step_batch
 from replay_server.remote import ReplayServer
 
 

@@ -10,10 +10,10 @@ import pickle
 import lz4.block
 import numpy as np
 import pytest
-
-from common.messages import IndexBatch, MessageError, compress_frame
 from fakes import step_batch
 from nstep_cases import episode
+
+from common.messages import IndexBatch, MessageError, compress_frame
 from replay_server.buffer import ReplayBuffer
 from replay_server.remote import ReplayServer
 

@@ -6,10 +6,10 @@ import zlib
 import msgpack
 import numpy as np
 import pytest
-
-from common.messages import NO_ACTION, encode_step_batch
 from fakes import assert_same_state, step_batch
 from nstep_cases import episode
+
+from common.messages import NO_ACTION, encode_step_batch
 from replay_server import snapshot
 from replay_server.buffer import ReplayBuffer, id_parts
 from replay_server.remote import ReplayServer
