@@ -73,7 +73,18 @@ class _StreamRecords:
     ``prios`` the priorities known so far: those of the first ``len(prios)`` records.
     """
 
-    _LISTS = ("frames", "actions", "rewards", "terminated", "truncated", "first", "versions", "q_taken", "q_max", "prios")
+    _LISTS = (
+        "frames",
+        "actions",
+        "rewards",
+        "terminated",
+        "truncated",
+        "first",
+        "versions",
+        "q_taken",
+        "q_max",
+        "prios",
+    )
     __slots__ = _LISTS
 
     def __init__(self):
@@ -83,8 +94,9 @@ class _StreamRecords:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def append(self, frame, action, first, version, reward=0.0, terminated=False, truncated=False,
-               q_taken=0.0, q_max=0.0):
+    def append(
+        self, frame, action, first, version, reward=0.0, terminated=False, truncated=False, q_taken=0.0, q_max=0.0
+    ):
         self.frames.append(frame)
         self.actions.append(action)
         self.rewards.append(reward)
@@ -224,20 +236,37 @@ class ActorCore:
             for i, rec in enumerate(self.records):
                 if prioritize:
                     # float32 as sent, so R is computed from exactly the replay's rewards.
-                    rec.append(self.frames[i], int(actions[i]), bool(self.is_first[i]), v,
-                               float(np.float32(learn_rewards[i])), bool(out.terminated[i]), bool(out.truncated[i]),
-                               q_taken[i], q_max[i])
+                    rec.append(
+                        self.frames[i],
+                        int(actions[i]),
+                        bool(self.is_first[i]),
+                        v,
+                        float(np.float32(learn_rewards[i])),
+                        bool(out.terminated[i]),
+                        bool(out.truncated[i]),
+                        q_taken[i],
+                        q_max[i],
+                    )
                     if ended[i]:
                         rec.append(out.frames[i].copy(), NO_ACTION, False, v, q_max=float(q_final[i]))
                     continue
-                rec.append(self.frames[i], int(actions[i]), bool(self.is_first[i]), v,
-                           float(learn_rewards[i]), bool(out.terminated[i]), bool(out.truncated[i]))
+                rec.append(
+                    self.frames[i],
+                    int(actions[i]),
+                    bool(self.is_first[i]),
+                    v,
+                    float(learn_rewards[i]),
+                    bool(out.terminated[i]),
+                    bool(out.truncated[i]),
+                )
                 if ended[i]:
                     rec.append(out.frames[i].copy(), NO_ACTION, False, v)
             if prioritize:
                 self._resolve(self.records)
         for i in np.flatnonzero(out.game_over):
-            self.episodes.append(EpisodeStats(self.stream_ids[i], float(self.scores[i]), int(self.lengths[i]), float(eps[i])))
+            self.episodes.append(
+                EpisodeStats(self.stream_ids[i], float(self.scores[i]), int(self.lengths[i]), float(eps[i]))
+            )
             self.scores[i] = 0.0
             self.lengths[i] = 0
         # Continuations start new segments; the others push their newest frame.
@@ -297,8 +326,14 @@ class ActorCore:
         first = np.zeros(offsets[-1], dtype=bool)
         first[offsets[:-1][sizes > 0]] = True
         terminated = np.array(cat("terminated"), dtype=bool)
-        w = n_step_windows(cat("rewards"), terminated, terminated | np.array(cat("truncated"), dtype=bool), first,
-                           self.n_step, self.gamma)
+        w = n_step_windows(
+            cat("rewards"),
+            terminated,
+            terminated | np.array(cat("truncated"), dtype=bool),
+            first,
+            self.n_step,
+            self.gamma,
+        )
         final = np.array(cat("actions")) == NO_ACTION
         q_max = np.array(cat("q_max"), dtype=np.float64)
         tail = np.repeat(np.zeros(len(recs)) if tail_q is None else np.asarray(tail_q, dtype=np.float64), sizes)

@@ -44,7 +44,9 @@ class StreamEpsilons:
         self.linear = a.epsilon_schedule == "linear"
         self.decay, self.final = a.epsilon_decay_agent_steps, a.epsilon_final
         self.start = getattr(a, "epsilon_start", 1.0)
-        self.fixed = apex_epsilons(self.total, a.epsilon_base, a.epsilon_alpha)[actor_index * per:(actor_index + 1) * per]
+        self.fixed = apex_epsilons(self.total, a.epsilon_base, a.epsilon_alpha)[
+            actor_index * per : (actor_index + 1) * per
+        ]
         self.run_steps_at_anchor, self.own_at_anchor = 0, 0
 
     def anchor(self, run_agent_steps: int, steps_per_stream: int) -> None:
@@ -66,15 +68,23 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
     concrete for this CPU); its streams are numbered ``actor_index * E + j``."""
     per = cfg.env.envs_per_actor
     seeds = actor_seeds(cfg.run.seed, actor_index)
-    env = make_vector_env(cfg.env.env_id, per, seeds["env"], episodic_life=cfg.env.episodic_life,
-                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames,
-                          repeat_action_probability=cfg.env.repeat_action_probability,
-                          full_action_space=cfg.env.full_action_space)
+    env = make_vector_env(
+        cfg.env.env_id,
+        per,
+        seeds["env"],
+        episodic_life=cfg.env.episodic_life,
+        noop_max=cfg.env.noop_max,
+        max_episode_frames=cfg.env.max_episode_frames,
+        repeat_action_probability=cfg.env.repeat_action_probability,
+        full_action_space=cfg.env.full_action_space,
+    )
     torch.manual_seed(seeds["network"])
     precision, _ = resolve_precision(cfg.actors.actor_precision)
     network = ActingNetwork(q_network_for(spec_of(env, cfg.env.env_id), cfg.learner), precision)
     return ActorCore(
-        env, network, StreamEpsilons(cfg, actor_index),
+        env,
+        network,
+        StreamEpsilons(cfg, actor_index),
         stream_ids=[actor_index * per + j for j in range(per)],
         steps_per_batch=cfg.actors.steps_per_batch,
         frames_per_step=env.frames_per_step,

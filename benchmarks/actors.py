@@ -56,7 +56,6 @@ from benchmarks.system_run import SystemRun, tmp_dir, window_bounds, window_rate
 TARGET = 0.5
 
 
-
 # --------------------------------------------------------------------------- in-process parts
 
 
@@ -78,15 +77,22 @@ def emulator_rate(env_id: str, num_envs: int, seconds: float, seed: int) -> dict
         steps += 10 * num_envs
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     env.close()
-    return {"agent_steps_per_s": steps / wall, "agent_steps_per_cpu_s": steps / cpu, "cpu_per_wall": cpu / wall,
-            "foreign_cores": foreign.cores(cpu)}
+    return {
+        "agent_steps_per_s": steps / wall,
+        "agent_steps_per_cpu_s": steps / cpu,
+        "cpu_per_wall": cpu / wall,
+        "foreign_cores": foreign.cores(cpu),
+    }
 
 
 def actor_config(env_id: str, num_envs: int, num_actors: int, seed: int, precision: str = "auto"):
     from common.config import ActorConfig, Config, EnvConfig, RunConfig, resolve
 
-    cfg = Config(env=EnvConfig(env_id=env_id, envs_per_actor=num_envs),
-                 actors=ActorConfig(num_actors=num_actors, actor_precision=precision), run=RunConfig(seed=seed))
+    cfg = Config(
+        env=EnvConfig(env_id=env_id, envs_per_actor=num_envs),
+        actors=ActorConfig(num_actors=num_actors, actor_precision=precision),
+        run=RunConfig(seed=seed),
+    )
     return resolve(cfg, atari=env_id.startswith("ALE/"), cuda=False)
 
 
@@ -117,8 +123,9 @@ def publish_cost(core, repeats: int = 20) -> dict:
     return {"median_ms": float(np.median(ms)), "max_ms": float(ms.max())}
 
 
-def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profile: bool = False,
-                    precision: str = "auto") -> dict:
+def actor_core_rate(
+    env_id: str, num_envs: int, seconds: float, seed: int, profile: bool = False, precision: str = "auto"
+) -> dict:
     """Agent steps/s of ``build_actor_core`` + message encoding in this process (no Ray),
     the forward pass's share of the loop, a publish's cost and the core's memory."""
     import torch
@@ -148,11 +155,20 @@ def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profi
                     nbytes += len(encode_step_batch(b))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         steps = core.agent_steps - steps0
-        out = {"agent_steps_per_s": steps / wall, "agent_steps_per_cpu_s": steps / cpu, "cpu_per_wall": cpu / wall,
-               "message_bytes_per_step": nbytes / max(steps, 1), "foreign_cores": foreign.cores(cpu),
-               "profiled": profile, "precision": core.acting.precision, "envs_per_actor": num_envs,
-               "forward_share": timed.seconds / wall, "forward_ms_per_stack": 1e3 * timed.seconds / max(steps, 1),
-               "publish": publish, "core_rss_mb": (psutil.Process().memory_info().rss - rss0) / 2**20}
+        out = {
+            "agent_steps_per_s": steps / wall,
+            "agent_steps_per_cpu_s": steps / cpu,
+            "cpu_per_wall": cpu / wall,
+            "message_bytes_per_step": nbytes / max(steps, 1),
+            "foreign_cores": foreign.cores(cpu),
+            "profiled": profile,
+            "precision": core.acting.precision,
+            "envs_per_actor": num_envs,
+            "forward_share": timed.seconds / wall,
+            "forward_ms_per_stack": 1e3 * timed.seconds / max(steps, 1),
+            "publish": publish,
+            "core_rss_mb": (psutil.Process().memory_info().rss - rss0) / 2**20,
+        }
         if profile:
             out["profile"] = stack_shares(sampler.stacks, None, CORE_CATEGORIES)[0]
         core.env.close()
@@ -165,11 +181,30 @@ def actor_core_rate(env_id: str, num_envs: int, seconds: float, seed: int, profi
 
 
 def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
-    argv = ["--env", args.env, "--num-actors", n, "--envs-per-actor", args.envs_per_actor, "--replay-ratio", 0,
-            "--actor-precision", args.actor_precision,
-            "--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity,
-            "--log-interval", 1, "--seed", args.seed, "--device", "cpu",
-            "--time-limit", args.warmup + args.window + 120 + (args.spy_seconds if profile else 0)]
+    argv = [
+        "--env",
+        args.env,
+        "--num-actors",
+        n,
+        "--envs-per-actor",
+        args.envs_per_actor,
+        "--replay-ratio",
+        0,
+        "--actor-precision",
+        args.actor_precision,
+        "--replay-capacity",
+        args.replay_capacity,
+        "--learning-starts",
+        args.replay_capacity,
+        "--log-interval",
+        1,
+        "--seed",
+        args.seed,
+        "--device",
+        "cpu",
+        "--time-limit",
+        args.warmup + args.window + 120 + (args.spy_seconds if profile else 0),
+    ]
     run = SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
     out: dict = {"num_actors": n, "command": run.command}
     try:
@@ -188,10 +223,23 @@ def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
             "replay": cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
             "driver": cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
             "ray_system": cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
-            "other_workers": cpu_delta(s0, s1, lambda p: p["category"] == "worker" and "ActorShell" not in p["label"] and "ReplayServer" not in p["label"]) / dt,
+            "other_workers": cpu_delta(
+                s0,
+                s1,
+                lambda p: (
+                    p["category"] == "worker" and "ActorShell" not in p["label"] and "ReplayServer" not in p["label"]
+                ),
+            )
+            / dt,
         }
-        out.update(agent_steps_per_s=steps_per_s, window_s=b - a, cpu_cores=cpu, foreign_cores=foreign_cores(s0, s1),
-                   replay_size_end=run.rows[-1]["replay_size"], loadavg_end=loadavg())
+        out.update(
+            agent_steps_per_s=steps_per_s,
+            window_s=b - a,
+            cpu_cores=cpu,
+            foreign_cores=foreign_cores(s0, s1),
+            replay_size_end=run.rows[-1]["replay_size"],
+            loadavg_end=loadavg(),
+        )
         if profile:
             out["py_spy"] = spy_actor(run, args.spy_seconds, run_dir)
     finally:
@@ -204,10 +252,15 @@ def spy_actor(run: SystemRun, seconds: float, run_dir) -> dict:
     """py-spy of actor-0's stepping thread and of the replay, after the measurement window."""
     pids = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
     replay = run.sampler.pids("ReplayServer")
-    return spy_processes(run, {
-        "actor": (pids[0] if pids else None, ACTOR_KEEP, ACTOR_CATEGORIES),
-        "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
-    }, seconds, run_dir.parent / run_dir.name)
+    return spy_processes(
+        run,
+        {
+            "actor": (pids[0] if pids else None, ACTOR_KEEP, ACTOR_CATEGORIES),
+            "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
+        },
+        seconds,
+        run_dir.parent / run_dir.name,
+    )
 
 
 def run_sweep(args) -> list[dict]:
@@ -218,14 +271,19 @@ def run_sweep(args) -> list[dict]:
         base = emulator_rate(args.env, num_envs, args.sweep_seconds, args.seed)
         for precision in args.sweep_precisions.split(","):
             r = actor_core_rate(args.env, num_envs, args.sweep_seconds, args.seed, precision=precision)
-            r.update(emulator_steps_per_s=base["agent_steps_per_s"],
-                     efficiency=r["agent_steps_per_s"] / base["agent_steps_per_s"],
-                     cpu_efficiency=r["agent_steps_per_cpu_s"] / base["agent_steps_per_cpu_s"],
-                     foreign_cores=(r["foreign_cores"] + base["foreign_cores"]) / 2)
+            r.update(
+                emulator_steps_per_s=base["agent_steps_per_s"],
+                efficiency=r["agent_steps_per_s"] / base["agent_steps_per_s"],
+                cpu_efficiency=r["agent_steps_per_cpu_s"] / base["agent_steps_per_cpu_s"],
+                foreign_cores=(r["foreign_cores"] + base["foreign_cores"]) / 2,
+            )
             out.append(r)
-            print(f"sweep E={num_envs} {r['precision']}: efficiency {r['efficiency']:.2f} (CPU {r['cpu_efficiency']:.2f}), "
-                  f"forward {r['forward_share']:.0%} of the loop, publish {r['publish']['median_ms']:.1f} ms, "
-                  f"core {r['core_rss_mb']:.0f} MB, foreign {r['foreign_cores']:.2f} cores", flush=True)
+            print(
+                f"sweep E={num_envs} {r['precision']}: efficiency {r['efficiency']:.2f} (CPU {r['cpu_efficiency']:.2f}), "
+                f"forward {r['forward_share']:.0%} of the loop, publish {r['publish']['median_ms']:.1f} ms, "
+                f"core {r['core_rss_mb']:.0f} MB, foreign {r['foreign_cores']:.2f} cores",
+                flush=True,
+            )
     return out
 
 
@@ -256,28 +314,65 @@ def _counts(text: str) -> str:
 def main(argv=None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--env", default="ALE/Breakout-v5")
-    p.add_argument("--envs-per-actor", type=POSITIVE_INT, default=None, help="E: envs per actor, and per baseline "
-                   "process (default: learner.main's --envs-per-actor)")
-    p.add_argument("--actor-precision", default="auto", choices=("auto", "fp32", "bf16", "int8", "bf16-int8"),
-                   help="the actors' acting network (learner.main's --actor-precision)")
-    p.add_argument("--sweep", action="store_true", help="also the actor core for each precision and E of "
-                   "--sweep-precisions x --sweep-envs, each against the emulator at that E")
+    p.add_argument(
+        "--envs-per-actor",
+        type=POSITIVE_INT,
+        default=None,
+        help="E: envs per actor, and per baseline process (default: learner.main's --envs-per-actor)",
+    )
+    p.add_argument(
+        "--actor-precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "int8", "bf16-int8"),
+        help="the actors' acting network (learner.main's --actor-precision)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also the actor core for each precision and E of "
+        "--sweep-precisions x --sweep-envs, each against the emulator at that E",
+    )
     p.add_argument("--sweep-precisions", default="fp32,bf16,int8,bf16-int8")
     p.add_argument("--sweep-envs", type=_counts, default="8,16,32,64")
-    p.add_argument("--sweep-seconds", type=SECONDS, default=8.0, help="each point of the sweep (and its emulator baseline)")
-    p.add_argument("--max-actors", type=POSITIVE_INT, default=None, help="largest N (default: cores); N runs 1, 2, 4, ... up to it")
+    p.add_argument(
+        "--sweep-seconds", type=SECONDS, default=8.0, help="each point of the sweep (and its emulator baseline)"
+    )
+    p.add_argument(
+        "--max-actors", type=POSITIVE_INT, default=None, help="largest N (default: cores); N runs 1, 2, 4, ... up to it"
+    )
     p.add_argument("--actor-counts", type=_counts, default=None, help="explicit list of N, e.g. 1,2,3")
-    p.add_argument("--baseline-seconds", type=SECONDS, default=20.0, help="each emulator baseline (run before and after the fleet)")
+    p.add_argument(
+        "--baseline-seconds", type=SECONDS, default=20.0, help="each emulator baseline (run before and after the fleet)"
+    )
     p.add_argument("--core-seconds", type=SECONDS, default=20.0, help="the in-process actor core measurement")
-    p.add_argument("--warmup", type=SECONDS_OR_ZERO, default=10.0, help="seconds discarded after the fleet's first steps")
+    p.add_argument(
+        "--warmup", type=SECONDS_OR_ZERO, default=10.0, help="seconds discarded after the fleet's first steps"
+    )
     p.add_argument("--window", type=SECONDS, default=40.0, help="seconds measured per fleet size")
-    p.add_argument("--replay-capacity", type=at_least(int, 16), default=1_000_000, help="also --learning-starts, so the learner never trains")
+    p.add_argument(
+        "--replay-capacity",
+        type=at_least(int, 16),
+        default=1_000_000,
+        help="also --learning-starts, so the learner never trains",
+    )
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--worker-niceness", type=NICENESS, default=None, help="RAY_worker_niceness for Ray's workers "
-                   "(default: learner.main's, 0; Ray's own default is 15)")
-    p.add_argument("--quiet-wait", type=SECONDS_OR_ZERO, default=120.0, help="before each phase, wait up to this long for other "
-                   "work on the (shared) machine to drop under 0.25 cores")
-    p.add_argument("--profile", action="store_true", help="where the actor core's loop spends its time, by module; py-spy of a live actor (N=1)")
+    p.add_argument(
+        "--worker-niceness",
+        type=NICENESS,
+        default=None,
+        help="RAY_worker_niceness for Ray's workers (default: learner.main's, 0; Ray's own default is 15)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=SECONDS_OR_ZERO,
+        default=120.0,
+        help="before each phase, wait up to this long for other work on the (shared) machine to drop under 0.25 cores",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="where the actor core's loop spends its time, by module; py-spy of a live actor (N=1)",
+    )
     p.add_argument("--spy-seconds", type=SECONDS, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, N=1 only")
     p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
@@ -288,9 +383,27 @@ def main(argv=None) -> int:
         args.envs_per_actor = EnvConfig().envs_per_actor
     check_env(p, "--env", args.env)
     check_out_dir(p, "--out-dir", args.out_dir)
-    check_learner_flags(p, ["--env", args.env, "--num-actors", args.max_actors or 1, "--envs-per-actor", args.envs_per_actor,
-                            "--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity,
-                            "--seed", args.seed, "--device", "cpu", "--actor-precision", args.actor_precision])
+    check_learner_flags(
+        p,
+        [
+            "--env",
+            args.env,
+            "--num-actors",
+            args.max_actors or 1,
+            "--envs-per-actor",
+            args.envs_per_actor,
+            "--replay-capacity",
+            args.replay_capacity,
+            "--learning-starts",
+            args.replay_capacity,
+            "--seed",
+            args.seed,
+            "--device",
+            "cpu",
+            "--actor-precision",
+            args.actor_precision,
+        ],
+    )
     cores = os.cpu_count() or 1
     if args.quick:
         args.baseline_seconds, args.core_seconds, args.warmup, args.window = 4.0, 5.0, 3.0, 8.0
@@ -303,22 +416,32 @@ def main(argv=None) -> int:
     m = machine()
     print(describe_machine(m), flush=True)
     counts = actor_counts(args)
-    print(f"env {args.env}, {args.envs_per_actor} envs per actor, fleets N = {counts}, run dirs under {out_dir}", flush=True)
+    print(
+        f"env {args.env}, {args.envs_per_actor} envs per actor, fleets N = {counts}, run dirs under {out_dir}",
+        flush=True,
+    )
 
     wait_quiet(timeout=args.quiet_wait)
     base1 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed)
-    print(f"emulator baseline (before): {base1['agent_steps_per_s']:,.0f} agent steps/s "
-          f"({base1['cpu_per_wall']:.2f} CPU-s per s)", flush=True)
+    print(
+        f"emulator baseline (before): {base1['agent_steps_per_s']:,.0f} agent steps/s "
+        f"({base1['cpu_per_wall']:.2f} CPU-s per s)",
+        flush=True,
+    )
     wait_quiet(timeout=args.quiet_wait)
     core = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, precision=args.actor_precision)
     if args.profile:  # a separate pass: the sampler takes the GIL, so it never feeds the figures
-        core["profile"] = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, profile=True,
-                                          precision=args.actor_precision)["profile"]
-    print(f"actor core, no Ray: {core['agent_steps_per_s']:,.0f} agent steps/s, "
-          f"{core['message_bytes_per_step']:.0f} message bytes per agent step; acting network {core['precision']} "
-          f"(--actor-precision {args.actor_precision}): forward pass {core['forward_share']:.0%} of the loop, "
-          f"{core['forward_ms_per_stack']:.3f} ms per stack; a publish costs {core['publish']['median_ms']:.1f} ms "
-          f"(max {core['publish']['max_ms']:.1f})", flush=True)
+        core["profile"] = actor_core_rate(
+            args.env, args.envs_per_actor, args.core_seconds, args.seed, profile=True, precision=args.actor_precision
+        )["profile"]
+    print(
+        f"actor core, no Ray: {core['agent_steps_per_s']:,.0f} agent steps/s, "
+        f"{core['message_bytes_per_step']:.0f} message bytes per agent step; acting network {core['precision']} "
+        f"(--actor-precision {args.actor_precision}): forward pass {core['forward_share']:.0%} of the loop, "
+        f"{core['forward_ms_per_stack']:.3f} ms per stack; a publish costs {core['publish']['median_ms']:.1f} ms "
+        f"(max {core['publish']['max_ms']:.1f})",
+        flush=True,
+    )
     sweep = run_sweep(args) if args.sweep else []
     fleets = []
     for n in counts:
@@ -326,8 +449,11 @@ def main(argv=None) -> int:
         wait_quiet(timeout=args.quiet_wait)
         f = fleet_rate(args, n, run_dir, profile=args.profile and n == counts[0])
         fleets.append(f)
-        print(f"fleet N={n}: {f['agent_steps_per_s']:,.0f} agent steps/s over {f['window_s']:.0f} s; CPU cores used: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_cores"].items()), flush=True)
+        print(
+            f"fleet N={n}: {f['agent_steps_per_s']:,.0f} agent steps/s over {f['window_s']:.0f} s; CPU cores used: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_cores"].items()),
+            flush=True,
+        )
     wait_quiet(timeout=args.quiet_wait)
     base2 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed + 1)
     print(f"emulator baseline (after): {base2['agent_steps_per_s']:,.0f} agent steps/s", flush=True)
@@ -335,11 +461,36 @@ def main(argv=None) -> int:
     per_core = (base1["agent_steps_per_s"] + base2["agent_steps_per_s"]) / 2
     per_cpu_s = (base1["agent_steps_per_cpu_s"] + base2["agent_steps_per_cpu_s"]) / 2
     rows, prev = [], None
-    rows.append(["emulator only, 1 process", per_core, per_core, 1.0, None, None, None,
-                 (base1["foreign_cores"] + base2["foreign_cores"]) / 2, per_cpu_s, 1.0, ""])
-    rows.append([f"actor core ({core['precision']}), no Ray, 1 process", core["agent_steps_per_s"], core["agent_steps_per_s"],
-                 core["agent_steps_per_s"] / per_core, None, None, None, core["foreign_cores"], core["agent_steps_per_cpu_s"],
-                 core["agent_steps_per_cpu_s"] / per_cpu_s, ""])
+    rows.append(
+        [
+            "emulator only, 1 process",
+            per_core,
+            per_core,
+            1.0,
+            None,
+            None,
+            None,
+            (base1["foreign_cores"] + base2["foreign_cores"]) / 2,
+            per_cpu_s,
+            1.0,
+            "",
+        ]
+    )
+    rows.append(
+        [
+            f"actor core ({core['precision']}), no Ray, 1 process",
+            core["agent_steps_per_s"],
+            core["agent_steps_per_s"],
+            core["agent_steps_per_s"] / per_core,
+            None,
+            None,
+            None,
+            core["foreign_cores"],
+            core["agent_steps_per_cpu_s"],
+            core["agent_steps_per_cpu_s"] / per_cpu_s,
+            "",
+        ]
+    )
     for f in fleets:
         n = f["num_actors"]
         used = min(n, cores)
@@ -349,50 +500,135 @@ def main(argv=None) -> int:
             extra = used - min(prev["num_actors"], cores)
             marginal = (f["agent_steps_per_s"] - prev["agent_steps_per_s"]) / (per_core * extra) if extra > 0 else None
         per_actor_cpu = f["agent_steps_per_s"] / max(f["cpu_cores"]["actors"], 1e-9)
-        f.update(cores_used=used, efficiency=eff, marginal_efficiency=marginal,
-                 agent_steps_per_actor_cpu_s=per_actor_cpu, cpu_efficiency=per_actor_cpu / per_cpu_s)
-        others = f["cpu_cores"]["replay"] + f["cpu_cores"]["driver"] + f["cpu_cores"]["ray_system"] + f["cpu_cores"]["other_workers"]
-        rows.append([f"fleet N={n} (cores used {used})", f["agent_steps_per_s"], f["agent_steps_per_s"] / used, eff, marginal,
-                     f["cpu_cores"]["actors"], others, f["foreign_cores"], per_actor_cpu, f["cpu_efficiency"],
-                     verdict(eff, TARGET)])
+        f.update(
+            cores_used=used,
+            efficiency=eff,
+            marginal_efficiency=marginal,
+            agent_steps_per_actor_cpu_s=per_actor_cpu,
+            cpu_efficiency=per_actor_cpu / per_cpu_s,
+        )
+        others = (
+            f["cpu_cores"]["replay"]
+            + f["cpu_cores"]["driver"]
+            + f["cpu_cores"]["ray_system"]
+            + f["cpu_cores"]["other_workers"]
+        )
+        rows.append(
+            [
+                f"fleet N={n} (cores used {used})",
+                f["agent_steps_per_s"],
+                f["agent_steps_per_s"] / used,
+                eff,
+                marginal,
+                f["cpu_cores"]["actors"],
+                others,
+                f["foreign_cores"],
+                per_actor_cpu,
+                f["cpu_efficiency"],
+                verdict(eff, TARGET),
+            ]
+        )
         prev = f
     print()
-    print(table(["what", "agent steps/s", "per core", "efficiency", "marginal", "actor CPU", "system CPU",
-                   "foreign CPU", "steps/actor-CPU-s", "CPU eff.", f"target >= {TARGET}"], rows,
-                  title=f"Actor efficiency ({args.env}, E={args.envs_per_actor}); baseline = mean of "
-                        f"{base1['agent_steps_per_s']:,.0f} (before) and {base2['agent_steps_per_s']:,.0f} (after) steps/s"))
-    print("efficiency = agent steps/s / (emulator steps/s per core x cores used); CPU eff. = agent steps per actor "
-          "CPU-second / emulator steps per CPU-second (insensitive to the machine's other load); "
-          "'actor CPU', 'system CPU' (replay + driver + Ray daemons) and 'foreign CPU' (everything else on this "
-          "shared machine, measured over the same interval) in cores.")
+    print(
+        table(
+            [
+                "what",
+                "agent steps/s",
+                "per core",
+                "efficiency",
+                "marginal",
+                "actor CPU",
+                "system CPU",
+                "foreign CPU",
+                "steps/actor-CPU-s",
+                "CPU eff.",
+                f"target >= {TARGET}",
+            ],
+            rows,
+            title=f"Actor efficiency ({args.env}, E={args.envs_per_actor}); baseline = mean of "
+            f"{base1['agent_steps_per_s']:,.0f} (before) and {base2['agent_steps_per_s']:,.0f} (after) steps/s",
+        )
+    )
+    print(
+        "efficiency = agent steps/s / (emulator steps/s per core x cores used); CPU eff. = agent steps per actor "
+        "CPU-second / emulator steps per CPU-second (insensitive to the machine's other load); "
+        "'actor CPU', 'system CPU' (replay + driver + Ray daemons) and 'foreign CPU' (everything else on this "
+        "shared machine, measured over the same interval) in cores."
+    )
     if sweep:
         print()
-        print(table(["precision", "E", "agent steps/s", "emulator steps/s (same E)", "efficiency", "CPU eff.",
-                     "forward share", "forward ms/stack", "publish ms", "core MB", "foreign CPU"],
-                    [[r["precision"], r["envs_per_actor"], r["agent_steps_per_s"], r["emulator_steps_per_s"],
-                      r["efficiency"], r["cpu_efficiency"], r["forward_share"], r["forward_ms_per_stack"],
-                      r["publish"]["median_ms"], r["core_rss_mb"], r["foreign_cores"]] for r in sweep],
-                    title="Actor core (no Ray) per precision and envs per actor E, each against the bare emulator "
-                          "stepping E envs just before it"))
-        print("core MB: this process's resident memory grown by building the core and stepping it (the E emulators, "
-              "the network, the records held); a Ray actor adds its worker's own memory.")
+        print(
+            table(
+                [
+                    "precision",
+                    "E",
+                    "agent steps/s",
+                    "emulator steps/s (same E)",
+                    "efficiency",
+                    "CPU eff.",
+                    "forward share",
+                    "forward ms/stack",
+                    "publish ms",
+                    "core MB",
+                    "foreign CPU",
+                ],
+                [
+                    [
+                        r["precision"],
+                        r["envs_per_actor"],
+                        r["agent_steps_per_s"],
+                        r["emulator_steps_per_s"],
+                        r["efficiency"],
+                        r["cpu_efficiency"],
+                        r["forward_share"],
+                        r["forward_ms_per_stack"],
+                        r["publish"]["median_ms"],
+                        r["core_rss_mb"],
+                        r["foreign_cores"],
+                    ]
+                    for r in sweep
+                ],
+                title="Actor core (no Ray) per precision and envs per actor E, each against the bare emulator "
+                "stepping E envs just before it",
+            )
+        )
+        print(
+            "core MB: this process's resident memory grown by building the core and stepping it (the E emulators, "
+            "the network, the records held); a Ray actor adds its worker's own memory."
+        )
     if args.profile:
         print()
-        print(table(["part of the actor core loop (stack samples, by module)", "share of samples"],
-                      [[k, v] for k, v in core["profile"].items()]))
+        print(
+            table(
+                ["part of the actor core loop (stack samples, by module)", "share of samples"],
+                [[k, v] for k, v in core["profile"].items()],
+            )
+        )
         spy = fleets[0].get("py_spy", {})
         print()
         print_spy(f"live actor-0 (N={fleets[0]['num_actors']}), py-spy, its stepping thread", spy.get("actor", {}))
         print()
         print_spy("live replay server, py-spy, all threads (idle included)", spy.get("replay", {}))
     print(f"load average at the end: {loadavg()} (the machine is shared; compare ratios, not absolute figures)")
-    final_json({
-        "benchmark": "actors", "machine": m, "env": args.env, "envs_per_actor": args.envs_per_actor,
-        "baseline_before": base1, "baseline_after": base2, "baseline_per_core": per_core,
-        "baseline_per_cpu_s": per_cpu_s, "actor_core": core, "fleets": fleets, "target": TARGET,
-        "actor_precision": args.actor_precision, "sweep": sweep,
-        "met": {f"N={f['num_actors']}": f["efficiency"] >= TARGET for f in fleets},
-    })
+    final_json(
+        {
+            "benchmark": "actors",
+            "machine": m,
+            "env": args.env,
+            "envs_per_actor": args.envs_per_actor,
+            "baseline_before": base1,
+            "baseline_after": base2,
+            "baseline_per_core": per_core,
+            "baseline_per_cpu_s": per_cpu_s,
+            "actor_core": core,
+            "fleets": fleets,
+            "target": TARGET,
+            "actor_precision": args.actor_precision,
+            "sweep": sweep,
+            "met": {f"N={f['num_actors']}": f["efficiency"] >= TARGET for f in fleets},
+        }
+    )
     return 0
 
 

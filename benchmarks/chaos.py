@@ -47,8 +47,10 @@ class LogWatcher:
 
     def first_after(self, t0: float, text: str, timeout: float) -> float:
         """Seconds from t0 until a line containing ``text`` appeared."""
+
         def seen():
             return next((t for t, line in self.lines if t >= t0 and text in line), None)
+
         return wait_for(seen, timeout, repr(text)) - t0
 
 
@@ -76,10 +78,30 @@ def main(argv=None) -> int:
     check_env(ap, "--env", args.env)
     check_out_dir(ap, "--out-dir", args.out_dir)
     run = Path(args.out_dir) / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    flags = ["--env", args.env, "--num-actors", "2", "--envs-per-actor", "2", "--log-interval", "1",
-             "--snapshot-interval", "5", "--checkpoint-period", "500", "--run-dir", str(run)]
-    proc = subprocess.Popen([sys.executable, "-m", "learner.main", *flags, "--time-limit", "3600"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    flags = [
+        "--env",
+        args.env,
+        "--num-actors",
+        "2",
+        "--envs-per-actor",
+        "2",
+        "--log-interval",
+        "1",
+        "--snapshot-interval",
+        "5",
+        "--checkpoint-period",
+        "500",
+        "--run-dir",
+        str(run),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "learner.main", *flags, "--time-limit", "3600"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     log = LogWatcher(proc)
     results = {}
     try:
@@ -103,8 +125,11 @@ def main(argv=None) -> int:
         back = log.first_after(t0, "restarted from its snapshot", 180)
         time.sleep(args.settle)
         line = next(line for t, line in log.lines if t >= t0 and "restarted from its snapshot" in line)
-        results["replay killed"] = {"recovery_s": round(back, 1), "report": line.split("raydqn: ")[-1],
-                                    "updates_per_s_before_after": updates_per_s(run, wall)}
+        results["replay killed"] = {
+            "recovery_s": round(back, 1),
+            "report": line.split("raydqn: ")[-1],
+            "updates_per_s_before_after": updates_per_s(run, wall),
+        }
         print("replay-0 killed:", results["replay killed"], flush=True)
 
         # 3. the learner itself
@@ -115,10 +140,18 @@ def main(argv=None) -> int:
         proc.wait(timeout=60)
         saved = torch.load(run / "checkpoint.pt", weights_only=True)["counters"]
         t0 = time.monotonic()
-        resumed = subprocess.Popen([sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "40"],
-                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: max(learner_steps(run)) > saved["learner_steps"] + 1 and max(learner_steps(run)) != before,
-                 300, "an update after the resume")
+        resumed = subprocess.Popen(
+            [sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "40"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for(
+            lambda: max(learner_steps(run)) > saved["learner_steps"] + 1 and max(learner_steps(run)) != before,
+            300,
+            "an update after the resume",
+        )
         back = time.monotonic() - t0
         resumed.communicate(timeout=300)
         s = summary(run)

@@ -50,8 +50,15 @@ def fill(server, messages, records: int) -> None:
 
 def in_process(args, messages) -> dict:
     """Replay CPU per batch and bytes per answer, stacked and mirror, without Ray."""
-    server = ReplayServer(capacity=args.records, stack_size=STACK, n_step=N_STEP, gamma=GAMMA, seed=args.seed,
-                          samples_per_insert=None, min_size=args.batch_size)
+    server = ReplayServer(
+        capacity=args.records,
+        stack_size=STACK,
+        n_step=N_STEP,
+        gamma=GAMMA,
+        seed=args.seed,
+        samples_per_insert=None,
+        min_size=args.batch_size,
+    )
     fill(server, messages, args.records)
     rng = np.random.default_rng(args.seed)
     ids = server.buffer.sampleable_ids()
@@ -91,11 +98,23 @@ def through_ray(args, messages, feed: str) -> dict:
         def cpu_seconds(self) -> float:
             return time.process_time()
 
-    cfg = Config(replay=ReplayConfig(replay_capacity=args.ray_records, learning_starts=args.batch_size),
-                 learner=LearnerConfig(batch_size=args.batch_size, feed=feed, device=args.device))
+    cfg = Config(
+        replay=ReplayConfig(replay_capacity=args.ray_records, learning_starts=args.batch_size),
+        learner=LearnerConfig(batch_size=args.batch_size, feed=feed, device=args.device),
+    )
     fleet = Fleet(cfg, None, "/tmp")
-    actor = ray.remote(TimedServer).options(num_cpus=1).remote(
-        capacity=args.ray_records, stack_size=STACK, n_step=N_STEP, gamma=GAMMA, seed=args.seed, min_size=args.batch_size)
+    actor = (
+        ray.remote(TimedServer)
+        .options(num_cpus=1)
+        .remote(
+            capacity=args.ray_records,
+            stack_size=STACK,
+            n_step=N_STEP,
+            gamma=GAMMA,
+            seed=args.seed,
+            min_size=args.batch_size,
+        )
+    )
     fill(actor, messages, args.ray_records)
     fleet.replays, fleet.shard_sizes = [actor], np.ones(1)
     gather_s = [0.0]
@@ -139,15 +158,23 @@ def through_ray(args, messages, feed: str) -> dict:
     wall = time.perf_counter() - t_start
     cpu = ray.get(actor.cpu_seconds.remote()) - cpu0
     ray.kill(actor)
-    return {"batches_per_s": delivered / wall, "replay_cpu_ms": 1e3 * cpu / delivered,
-            "driver_ms": 1e3 * (driver_s - gather_s[0]) / delivered, "gather_ms": 1e3 * gather_s[0] / delivered}
+    return {
+        "batches_per_s": delivered / wall,
+        "replay_cpu_ms": 1e3 * cpu / delivered,
+        "driver_ms": 1e3 * (driver_s - gather_s[0]) / delivered,
+        "gather_ms": 1e3 * gather_s[0] / delivered,
+    }
 
 
 def main(argv=None) -> None:
     p = parser(__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=at_least(int, 1024), default=1_000_000, help="records in the in-process replay")
-    p.add_argument("--ray-records", type=at_least(int, 1024), default=100_000,
-                   help="records in the Ray phase's replay (its CPU mirror holds them uncompressed: 7 KB each)")
+    p.add_argument(
+        "--ray-records",
+        type=at_least(int, 1024),
+        default=100_000,
+        help="records in the Ray phase's replay (its CPU mirror holds them uncompressed: 7 KB each)",
+    )
     p.add_argument("--batch-size", type=POSITIVE_INT, default=512)
     p.add_argument("--batches", type=POSITIVE_INT, default=200, help="batches timed per path and phase")
     p.add_argument("--new-frames", type=at_least(float, 0.0), default=40.0, help="records inserted per batch")
@@ -156,8 +183,11 @@ def main(argv=None) -> None:
     p.add_argument("--skip-ray", action="store_true", help="only the in-process phase")
     p.add_argument("--seed", type=SEED, default=0)
     args = p.parse_args(argv)
-    print(f"feed bench: Breakout, batch {args.batch_size}, {args.new_frames:g} new records per batch; "
-          f"{describe_machine(machine())}", flush=True)
+    print(
+        f"feed bench: Breakout, batch {args.batch_size}, {args.new_frames:g} new records per batch; "
+        f"{describe_machine(machine())}",
+        flush=True,
+    )
     batches, real, _ = collect("Breakout", args.real_frames, 8, args.seed)
     messages = cycled_messages(batches, 8)
     load0 = loadavg()
@@ -165,9 +195,12 @@ def main(argv=None) -> None:
     rows = [[path, args.records, f"{v['replay_cpu_ms']:.2f}", f"{v['bytes'] / 1e3:,.1f}"] for path, v in local.items()]
     print(table(["path", "records", "replay CPU ms/batch", "KB/answer"], rows, "in-process, one replay shard"))
     m = local["mirror"]
-    print(f"mirror: replay CPU {m['replay_cpu_ms']:.2f} ms/batch [target <= {TARGET_REPLAY_MS} ms: "
-          f"{verdict(m['replay_cpu_ms'], TARGET_REPLAY_MS, higher_is_better=False)}]; {m['bytes'] / 1e3:.1f} KB/answer "
-          f"[target <= {TARGET_BYTES / 1e3:.0f} KB: {verdict(m['bytes'], TARGET_BYTES, higher_is_better=False)}]", flush=True)
+    print(
+        f"mirror: replay CPU {m['replay_cpu_ms']:.2f} ms/batch [target <= {TARGET_REPLAY_MS} ms: "
+        f"{verdict(m['replay_cpu_ms'], TARGET_REPLAY_MS, higher_is_better=False)}]; {m['bytes'] / 1e3:.1f} KB/answer "
+        f"[target <= {TARGET_BYTES / 1e3:.0f} KB: {verdict(m['bytes'], TARGET_BYTES, higher_is_better=False)}]",
+        flush=True,
+    )
     result = {"in_process": local, "load_before": load0}
     if not args.skip_ray:
         import ray
@@ -176,13 +209,29 @@ def main(argv=None) -> None:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         remote = {feed: through_ray(args, messages, feed) for feed in ("stacked", "mirror")}
         ray.shutdown()
-        rows = [[feed, args.ray_records, f"{v['batches_per_s']:.1f}", f"{v['replay_cpu_ms']:.2f}", f"{v['driver_ms']:.2f}",
-                 f"{v['gather_ms']:.2f}"] for feed, v in remote.items()]
-        print(table(["feed", "records", "batches/s", "replay CPU ms/batch", "driver ms/batch", "gather ms/batch"], rows,
-                    "through Ray, Fleet.next_batch, prefetch 4, no-op update"))
+        rows = [
+            [
+                feed,
+                args.ray_records,
+                f"{v['batches_per_s']:.1f}",
+                f"{v['replay_cpu_ms']:.2f}",
+                f"{v['driver_ms']:.2f}",
+                f"{v['gather_ms']:.2f}",
+            ]
+            for feed, v in remote.items()
+        ]
+        print(
+            table(
+                ["feed", "records", "batches/s", "replay CPU ms/batch", "driver ms/batch", "gather ms/batch"],
+                rows,
+                "through Ray, Fleet.next_batch, prefetch 4, no-op update",
+            )
+        )
         d = remote["mirror"]["driver_ms"]
-        print(f"mirror: driver {d:.2f} ms/batch outside the gather [target <= {TARGET_DRIVER_MS} ms: "
-              f"{verdict(d, TARGET_DRIVER_MS, higher_is_better=False)}]")
+        print(
+            f"mirror: driver {d:.2f} ms/batch outside the gather [target <= {TARGET_DRIVER_MS} ms: "
+            f"{verdict(d, TARGET_DRIVER_MS, higher_is_better=False)}]"
+        )
         result["ray"] = remote
     result["load_after"] = loadavg()
     final_json(result)

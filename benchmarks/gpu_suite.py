@@ -53,8 +53,11 @@ class GpuBusy:
         self.samples: list[float] = []
         self.proc = None
         if shutil.which("nvidia-smi"):
-            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                          "-lms", "200"], stdout=subprocess.PIPE, text=True)
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -83,8 +86,9 @@ def standalone(args) -> dict:
     names = [v for v in VARIANTS if args.device != "cpu" or v in ("fp32", "bf16")]  # TF32 and compile: CUDA
     for name in names:
         try:
-            out[name] = standalone_rate(args.batch_size, args.threads, args.standalone_s, device=args.device,
-                                        fast_paths=VARIANTS[name])
+            out[name] = standalone_rate(
+                args.batch_size, args.threads, args.standalone_s, device=args.device, fast_paths=VARIANTS[name]
+            )
         except Exception as e:  # one variant failing (a compile error, say) must not lose the others
             out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(f"standalone {name}: {out[name]}", flush=True)
@@ -95,10 +99,32 @@ def system(args, busy: GpuBusy, bf16_rate: float | None) -> dict:
     from benchmarks.system_run import SystemRun, window_rate
 
     run_dir = Path(tempfile.mkdtemp(prefix="gpu-suite-")) / "run"
-    flags = ["--env", args.env, "--num-actors", args.actors, "--batch-size", args.batch_size,
-             "--learning-starts", args.learning_starts, "--replay-capacity", args.replay_capacity,
-             "--device", args.device, "--log-interval", 2, "--time-limit", args.system_s + args.system_startup_s,
-             "--eval-period", 0, "--snapshot-interval", -1, "--replay-shards", "auto", "--feed", "auto"]
+    flags = [
+        "--env",
+        args.env,
+        "--num-actors",
+        args.actors,
+        "--batch-size",
+        args.batch_size,
+        "--learning-starts",
+        args.learning_starts,
+        "--replay-capacity",
+        args.replay_capacity,
+        "--device",
+        args.device,
+        "--log-interval",
+        2,
+        "--time-limit",
+        args.system_s + args.system_startup_s,
+        "--eval-period",
+        0,
+        "--snapshot-interval",
+        -1,
+        "--replay-shards",
+        "auto",
+        "--feed",
+        "auto",
+    ]
     if args.tiny:
         flags += ["--envs-per-actor", 2]
     run = SystemRun(flags, run_dir, pss=False).start()
@@ -111,24 +137,41 @@ def system(args, busy: GpuBusy, bf16_rate: float | None) -> dict:
     rate = window_rate(run.rows, "learner_steps", t0, t1)
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
     return {
-        "updates_per_s": rate, "vs_standalone_bf16": (rate / bf16_rate) if bf16_rate else None,
-        "gpu_busy": gpu_busy, "exit_code": code, "window_s": round(t1 - t0, 1),
-        "env_frames_per_s": window_rate(run.rows, "env_frames", t0, t1), "command": run.command,
-        "feed": config.get("learner", {}).get("feed"), "replay_shards": config.get("replay", {}).get("replay_shards"),
+        "updates_per_s": rate,
+        "vs_standalone_bf16": (rate / bf16_rate) if bf16_rate else None,
+        "gpu_busy": gpu_busy,
+        "exit_code": code,
+        "window_s": round(t1 - t0, 1),
+        "env_frames_per_s": window_rate(run.rows, "env_frames", t0, t1),
+        "command": run.command,
+        "feed": config.get("learner", {}).get("feed"),
+        "replay_shards": config.get("replay", {}).get("replay_shards"),
         "log_tail": run.log_tail(8) if code not in (0, None) or rate != rate else None,
     }
 
 
 def feed(args) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.feed", "--records", str(args.feed_records), "--batch-size",
-           str(args.batch_size), "--device", args.device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.feed",
+        "--records",
+        str(args.feed_records),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+    ]
     if args.tiny:
         cmd += ["--skip-ray", "--real-frames", "2000", "--batches", "10"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.feed_timeout_s)
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
     result = json.loads(lines[-1]) if lines else {}
-    return {"exit_code": proc.returncode, "result": result,
-            "stderr_tail": proc.stderr.strip().splitlines()[-5:] if proc.returncode else None}
+    return {
+        "exit_code": proc.returncode,
+        "result": result,
+        "stderr_tail": proc.stderr.strip().splitlines()[-5:] if proc.returncode else None,
+    }
 
 
 def parse(argv) -> argparse.Namespace:
@@ -136,15 +179,25 @@ def parse(argv) -> argparse.Namespace:
 
     p = parser(__doc__.splitlines()[0], prog="python -m benchmarks.gpu_suite")
     p.add_argument("--out", required=True, help="the JSON file to write")
-    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda (the lent machine) or cpu (a smoke test here)")
+    p.add_argument(
+        "--device", default="cuda", choices=("cuda", "cpu"), help="cuda (the lent machine) or cpu (a smoke test here)"
+    )
     p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test of every phase in about a minute")
     args = p.parse_args(argv)
     big = not args.tiny
-    defaults = dict(batch_size=512 if big else 8, threads=1, standalone_s=20.0 if big else 1.0,
-                    env="ALE/Breakout-v5" if big else "CartPole-v1", actors=14 if big else 1,
-                    learning_starts=20_000 if big else 200, replay_capacity=1_000_000 if big else 5_000,
-                    system_s=150.0 if big else 8.0, system_startup_s=240.0 if big else 90.0,
-                    feed_records=300_000 if big else 4096, feed_timeout_s=240 if big else 120)
+    defaults = dict(
+        batch_size=512 if big else 8,
+        threads=1,
+        standalone_s=20.0 if big else 1.0,
+        env="ALE/Breakout-v5" if big else "CartPole-v1",
+        actors=14 if big else 1,
+        learning_starts=20_000 if big else 200,
+        replay_capacity=1_000_000 if big else 5_000,
+        system_s=150.0 if big else 8.0,
+        system_startup_s=240.0 if big else 90.0,
+        feed_records=300_000 if big else 4096,
+        feed_timeout_s=240 if big else 120,
+    )
     for k, v in defaults.items():
         setattr(args, k, v)
     return args

@@ -48,8 +48,16 @@ from benchmarks.system_run import SystemRun, memory_projection, tmp_dir, window_
 TARGET = 0.9
 
 
-def standalone_rate(batch_size: int, threads: int, seconds: float, device: str = "cpu", seed: int = 0,
-                    num_actions: int = 4, warmup_updates: int = 5, fast_paths: dict | None = None) -> dict:
+def standalone_rate(
+    batch_size: int,
+    threads: int,
+    seconds: float,
+    device: str = "cpu",
+    seed: int = 0,
+    num_actions: int = 4,
+    warmup_updates: int = 5,
+    fast_paths: dict | None = None,
+) -> dict:
     """updates/s of DQNLearner.update on random batches already in memory.
 
     ``fast_paths``: LearnerConfig values to set instead of 'auto' (``{"precision": "fp32"}``,
@@ -67,20 +75,24 @@ def standalone_rate(batch_size: int, threads: int, seconds: float, device: str =
     try:
         torch.manual_seed(seed)
         # The system's own update: the default (apex) preset resolved for Atari, built as the trainer builds it.
-        cfg = resolve(Config(learner=LearnerConfig(batch_size=batch_size, **(fast_paths or {}))), atari=True,
-                      cuda=device != "cpu")
+        cfg = resolve(
+            Config(learner=LearnerConfig(batch_size=batch_size, **(fast_paths or {}))), atari=True, cuda=device != "cpu"
+        )
         spec = EnvSpec("ALE/Breakout-v5", (84, 84), "uint8", 4, num_actions, 4, "lz4", True, True)
         learner = build_learner(cfg, spec, device)
         rng = np.random.default_rng(seed)
-        pool = [SampleBatch(
-            ids=np.arange(batch_size, dtype=np.int64),
-            obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
-            actions=rng.integers(0, num_actions, batch_size).astype(np.int64),
-            returns=rng.normal(size=batch_size).astype(np.float32),
-            discounts=np.full(batch_size, 0.99**3, np.float32),
-            next_obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
-            weights=np.ones(batch_size, np.float32),
-        ) for _ in range(8)]
+        pool = [
+            SampleBatch(
+                ids=np.arange(batch_size, dtype=np.int64),
+                obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+                actions=rng.integers(0, num_actions, batch_size).astype(np.int64),
+                returns=rng.normal(size=batch_size).astype(np.float32),
+                discounts=np.full(batch_size, 0.99**3, np.float32),
+                next_obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+                weights=np.ones(batch_size, np.float32),
+            )
+            for _ in range(8)
+        ]
         for i in range(warmup_updates):
             learner.update(pool[i % len(pool)])
         n = 0
@@ -91,10 +103,30 @@ def standalone_rate(batch_size: int, threads: int, seconds: float, device: str =
             n += 1
         learner.flush()  # the last update's priorities: the device has finished every update timed
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        return {"updates_per_s": n / wall, "updates_per_cpu_s": n / cpu if cpu > 0 else float("nan"),
-                "cpu_per_wall": cpu / wall, "foreign_cores": foreign.cores(cpu), "updates": n, "threads": threads, "batch_size": batch_size, "device": device,
-                "fast_paths": {k: getattr(cfg.learner, k) for k in ("precision", "tf32", "channels_last", "fused_optimizer", "compile", "joint_forward", "stats_period")},
-                "compile_seconds": learner.compile_seconds, "compile_error": learner.compile_error}
+        return {
+            "updates_per_s": n / wall,
+            "updates_per_cpu_s": n / cpu if cpu > 0 else float("nan"),
+            "cpu_per_wall": cpu / wall,
+            "foreign_cores": foreign.cores(cpu),
+            "updates": n,
+            "threads": threads,
+            "batch_size": batch_size,
+            "device": device,
+            "fast_paths": {
+                k: getattr(cfg.learner, k)
+                for k in (
+                    "precision",
+                    "tf32",
+                    "channels_last",
+                    "fused_optimizer",
+                    "compile",
+                    "joint_forward",
+                    "stats_period",
+                )
+            },
+            "compile_seconds": learner.compile_seconds,
+            "compile_error": learner.compile_error,
+        }
     finally:
         torch.set_num_threads(before)
 
@@ -102,15 +134,40 @@ def standalone_rate(batch_size: int, threads: int, seconds: float, device: str =
 def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None) -> dict:
     """Updates/s (and agent steps/s, CPU per process class) of the real system after learning starts."""
     ratio = args.replay_ratio if replay_ratio is None else replay_ratio
-    argv = ["--env", args.env, "--num-actors", args.num_actors, "--envs-per-actor", args.envs_per_actor,
-            "--batch-size", args.batch_size, "--replay-ratio", ratio, "--replay-capacity", args.replay_capacity,
-            "--learning-starts", args.learning_starts, "--learner-threads", args.threads, "--device", args.device,
-            "--replay-shards", args.replay_shards,
-            "--log-interval", 1, "--seed", args.seed,
-            "--time-limit", 180 + args.warmup + args.window + (args.spy_seconds if profile else 0)]
+    argv = [
+        "--env",
+        args.env,
+        "--num-actors",
+        args.num_actors,
+        "--envs-per-actor",
+        args.envs_per_actor,
+        "--batch-size",
+        args.batch_size,
+        "--replay-ratio",
+        ratio,
+        "--replay-capacity",
+        args.replay_capacity,
+        "--learning-starts",
+        args.learning_starts,
+        "--learner-threads",
+        args.threads,
+        "--device",
+        args.device,
+        "--replay-shards",
+        args.replay_shards,
+        "--log-interval",
+        1,
+        "--seed",
+        args.seed,
+        "--time-limit",
+        180 + args.warmup + args.window + (args.spy_seconds if profile else 0),
+    ]
     run = SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
-    out: dict = {"command": ("" if args.worker_niceness is None else f"RAY_worker_niceness={args.worker_niceness} ") + run.command,
-                 "replay_ratio": ratio}
+    out: dict = {
+        "command": ("" if args.worker_niceness is None else f"RAY_worker_niceness={args.worker_niceness} ")
+        + run.command,
+        "replay_ratio": ratio,
+    }
     try:
         if not run.watch(lambda r: r.first_row(lambda x: x["learner_steps"] > 0) is not None, timeout=240):
             raise RuntimeError(f"the system did not start learning:\n{run.log_tail()}")
@@ -130,23 +187,37 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
         ups = window_rate(run.rows, "learner_steps", t0, t1)
         last = run.rows[-1]
         out.update(
-            updates_per_s=ups, agent_steps_per_s=window_rate(run.rows, "agent_steps", t0, t1),
-            trained_samples_per_s=ups * args.batch_size, window_s=b - a, cpu_cores=cpu, foreign_cores=foreign_cores(s0, s1),
+            updates_per_s=ups,
+            agent_steps_per_s=window_rate(run.rows, "agent_steps", t0, t1),
+            trained_samples_per_s=ups * args.batch_size,
+            window_s=b - a,
+            cpu_cores=cpu,
+            foreign_cores=foreign_cores(s0, s1),
             updates_per_learner_cpu_s=ups / max(cpu["learner (driver)"], 1e-9),
-            replay_ratio_measured=last.get("replay_ratio"), replay_size_end=last.get("replay_size"), learning_started_s=t_learn - run.t_start,
-            memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
+            replay_ratio_measured=last.get("replay_ratio"),
+            replay_size_end=last.get("replay_size"),
+            learning_started_s=t_learn - run.t_start,
+            memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()},
+            memory_by_kind_mb=run.sampler.peak_by_kind,
             loadavg_end=loadavg(),
         )
         if profile:
             driver = run.proc.pid
             replay = run.sampler.pids("ReplayServer")
             actor = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
-            out["py_spy"] = spy_processes(run, {
-                "driver": (driver, DRIVER_KEEP, DRIVER_CATEGORIES),
-                "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
-                "actor": (actor[0] if actor else None, ACTOR_KEEP, ACTOR_CATEGORIES),
-            }, args.spy_seconds, run_dir.parent / run_dir.name)
-        t_fill = run.first_row(lambda x: x["replay_size"] > 0)["t_local"]  # the warm-up fills the replay: fit from there
+            out["py_spy"] = spy_processes(
+                run,
+                {
+                    "driver": (driver, DRIVER_KEEP, DRIVER_CATEGORIES),
+                    "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
+                    "actor": (actor[0] if actor else None, ACTOR_KEEP, ACTOR_CATEGORIES),
+                },
+                args.spy_seconds,
+                run_dir.parent / run_dir.name,
+            )
+        t_fill = run.first_row(lambda x: x["replay_size"] > 0)[
+            "t_local"
+        ]  # the warm-up fills the replay: fit from there
         out["memory_projection"] = memory_projection(run, "replay_size", ("replay",), t_fill, args.replay_capacity)
     finally:
         out["exit_code"] = run.stop()
@@ -157,25 +228,51 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
 
     p.add_argument("--env", default="ALE/Breakout-v5")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=batch_size)
-    p.add_argument("--replay-ratio", type=at_least(float, 0.0), default=replay_ratio, help="samples trained per transition inserted (0: actors run free)")
+    p.add_argument(
+        "--replay-ratio",
+        type=at_least(float, 0.0),
+        default=replay_ratio,
+        help="samples trained per transition inserted (0: actors run free)",
+    )
     p.add_argument("--num-actors", type=POSITIVE_INT, default=2)
     p.add_argument("--envs-per-actor", type=POSITIVE_INT, default=8)
     p.add_argument("--replay-capacity", type=at_least(int, 16), default=100_000)
     p.add_argument("--replay-shards", type=POSITIVE_INT, default=1, help="replay actors (learner.main --replay-shards)")
     p.add_argument("--learning-starts", type=POSITIVE_INT, default=10_000)
-    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads of the learner, standalone and in the system "
-                   "(--learner-threads); default: what learner.main picks for a CPU learner (the cores the local actors and "
-                   "replay leave, at least 1), torch's default on a GPU")
+    p.add_argument(
+        "--threads",
+        type=POSITIVE_INT,
+        default=None,
+        help="torch threads of the learner, standalone and in the system "
+        "(--learner-threads); default: what learner.main picks for a CPU learner (the cores the local actors and "
+        "replay leave, at least 1), torch's default on a GPU",
+    )
     p.add_argument("--device", default="cpu", help="learner device (cpu, cuda)")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--warmup", type=SECONDS_OR_ZERO, default=20.0, help="seconds discarded after the first update (the rate "
-                   "limiter's tolerance lets the learner run ahead of the actors for a while after learning starts)")
+    p.add_argument(
+        "--warmup",
+        type=SECONDS_OR_ZERO,
+        default=20.0,
+        help="seconds discarded after the first update (the rate "
+        "limiter's tolerance lets the learner run ahead of the actors for a while after learning starts)",
+    )
     p.add_argument("--window", type=SECONDS, default=60.0, help="seconds measured")
-    p.add_argument("--standalone-seconds", type=SECONDS, default=20.0, help="each standalone measurement (before and after)")
-    p.add_argument("--quiet-wait", type=SECONDS_OR_ZERO, default=120.0, help="before each phase, wait up to this long for other "
-                   "work on the (shared) machine to drop under 0.25 cores")
-    p.add_argument("--worker-niceness", type=NICENESS, default=None, help="RAY_worker_niceness for the system's Ray workers "
-                   "(actors, replay); default: learner.main's (0; Ray's own default is 15, the learner runs at 0)")
+    p.add_argument(
+        "--standalone-seconds", type=SECONDS, default=20.0, help="each standalone measurement (before and after)"
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=SECONDS_OR_ZERO,
+        default=120.0,
+        help="before each phase, wait up to this long for other work on the (shared) machine to drop under 0.25 cores",
+    )
+    p.add_argument(
+        "--worker-niceness",
+        type=NICENESS,
+        default=None,
+        help="RAY_worker_niceness for the system's Ray workers "
+        "(actors, replay); default: learner.main's (0; Ray's own default is 15, the learner runs at 0)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the driver, replay and an actor after the window")
     p.add_argument("--spy-seconds", type=SECONDS, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, learning from 2,000")
@@ -186,11 +283,31 @@ def check_system_flags(p: argparse.ArgumentParser, args) -> None:
     """What ``add_system_flags`` gave, checked before any phase starts (``benchmarks.cli``)."""
     check_env(p, "--env", args.env)
     check_out_dir(p, "--out-dir", args.out_dir)
-    check_learner_flags(p, ["--env", args.env, "--batch-size", args.batch_size, "--replay-ratio", args.replay_ratio,
-                            "--num-actors", args.num_actors, "--envs-per-actor", args.envs_per_actor,
-                            "--replay-capacity", args.replay_capacity, "--replay-shards", args.replay_shards,
-                            "--learning-starts", min(args.learning_starts, 2_000) if args.quick else args.learning_starts,
-                            "--device", args.device, "--seed", args.seed])
+    check_learner_flags(
+        p,
+        [
+            "--env",
+            args.env,
+            "--batch-size",
+            args.batch_size,
+            "--replay-ratio",
+            args.replay_ratio,
+            "--num-actors",
+            args.num_actors,
+            "--envs-per-actor",
+            args.envs_per_actor,
+            "--replay-capacity",
+            args.replay_capacity,
+            "--replay-shards",
+            args.replay_shards,
+            "--learning-starts",
+            min(args.learning_starts, 2_000) if args.quick else args.learning_starts,
+            "--device",
+            args.device,
+            "--seed",
+            args.seed,
+        ],
+    )
 
 
 def default_threads(args) -> int:
@@ -203,7 +320,9 @@ def default_threads(args) -> int:
         from common.config import build_arg_parser, config_from_args
         from learner.trainer import cpu_learner_threads
 
-        ns = build_arg_parser().parse_args(["--num-actors", str(args.num_actors), "--replay-shards", str(args.replay_shards)])
+        ns = build_arg_parser().parse_args(
+            ["--num-actors", str(args.num_actors), "--replay-shards", str(args.replay_shards)]
+        )
         return cpu_learner_threads(config_from_args(ns))
     except (ImportError, AttributeError, SystemExit):  # an older learner without that rule: torch's default
         return torch.get_num_threads()
@@ -232,17 +351,25 @@ def main(argv=None) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-learner-")
     m = machine()
     print(describe_machine(m), flush=True)
-    print(f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
-          f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}; "
-          f"run dirs under {out_dir}", flush=True)
+    print(
+        f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
+        f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}; "
+        f"run dirs under {out_dir}",
+        flush=True,
+    )
 
     wait_quiet(timeout=args.quiet_wait)
     s1 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed)
-    print(f"standalone (before): {s1['updates_per_s']:.1f} updates/s ({s1['cpu_per_wall']:.2f} CPU-s per s)", flush=True)
+    print(
+        f"standalone (before): {s1['updates_per_s']:.1f} updates/s ({s1['cpu_per_wall']:.2f} CPU-s per s)", flush=True
+    )
     wait_quiet(timeout=args.quiet_wait)
     sysr = system_rate(args, out_dir / "system", args.profile)
-    print(f"in the system: {sysr['updates_per_s']:.1f} updates/s, {sysr['agent_steps_per_s']:,.0f} agent steps/s over "
-          f"{sysr['window_s']:.0f} s; CPU cores: " + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items()), flush=True)
+    print(
+        f"in the system: {sysr['updates_per_s']:.1f} updates/s, {sysr['agent_steps_per_s']:,.0f} agent steps/s over "
+        f"{sysr['window_s']:.0f} s; CPU cores: " + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items()),
+        flush=True,
+    )
     wait_quiet(timeout=args.quiet_wait)
     s2 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone (after): {s2['updates_per_s']:.1f} updates/s", flush=True)
@@ -252,30 +379,80 @@ def main(argv=None) -> int:
     ratio = sysr["updates_per_s"] / alone
     cpu_ratio = sysr["updates_per_learner_cpu_s"] / alone_cpu
     print()
-    print(table(
-        ["what", "updates/s", "samples/s", "learner CPU", "updates/CPU-s", "foreign CPU", "ratio", f"target >= {TARGET}"],
-        [["standalone (mean of before/after)", alone, alone * args.batch_size, (s1["cpu_per_wall"] + s2["cpu_per_wall"]) / 2,
-          alone_cpu, (s1["foreign_cores"] + s2["foreign_cores"]) / 2, 1.0, ""],
-         ["in the system", sysr["updates_per_s"], sysr["trained_samples_per_s"], sysr["cpu_cores"]["learner (driver)"],
-          sysr["updates_per_learner_cpu_s"], sysr["foreign_cores"], ratio, verdict(ratio, TARGET)]],
-        title=f"Learner efficiency (batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} threads, {args.device}); "
-              f"standalone before {s1['updates_per_s']:.1f}, after {s2['updates_per_s']:.1f} updates/s"))
-    print(f"per learner CPU-second the system does {cpu_ratio:.2f}x the standalone's updates "
-          f"(near 1: the learner loop adds little; the gap in updates/s is then CPU taken by the other processes)")
-    print("CPU in cores; 'foreign CPU': everything else on this shared machine over the same interval. "
-          "CPU cores used in the window: " + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items())
-          + f" (machine: {m['cores']} cores; load average now {loadavg()})")
+    print(
+        table(
+            [
+                "what",
+                "updates/s",
+                "samples/s",
+                "learner CPU",
+                "updates/CPU-s",
+                "foreign CPU",
+                "ratio",
+                f"target >= {TARGET}",
+            ],
+            [
+                [
+                    "standalone (mean of before/after)",
+                    alone,
+                    alone * args.batch_size,
+                    (s1["cpu_per_wall"] + s2["cpu_per_wall"]) / 2,
+                    alone_cpu,
+                    (s1["foreign_cores"] + s2["foreign_cores"]) / 2,
+                    1.0,
+                    "",
+                ],
+                [
+                    "in the system",
+                    sysr["updates_per_s"],
+                    sysr["trained_samples_per_s"],
+                    sysr["cpu_cores"]["learner (driver)"],
+                    sysr["updates_per_learner_cpu_s"],
+                    sysr["foreign_cores"],
+                    ratio,
+                    verdict(ratio, TARGET),
+                ],
+            ],
+            title=f"Learner efficiency (batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} threads, {args.device}); "
+            f"standalone before {s1['updates_per_s']:.1f}, after {s2['updates_per_s']:.1f} updates/s",
+        )
+    )
+    print(
+        f"per learner CPU-second the system does {cpu_ratio:.2f}x the standalone's updates "
+        f"(near 1: the learner loop adds little; the gap in updates/s is then CPU taken by the other processes)"
+    )
+    print(
+        "CPU in cores; 'foreign CPU': everything else on this shared machine over the same interval. "
+        "CPU cores used in the window: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items())
+        + f" (machine: {m['cores']} cores; load average now {loadavg()})"
+    )
     if args.profile and "py_spy" in sysr:
-        for name, title in (("driver", "learner driver's _loop, py-spy"), ("replay", "replay server, py-spy (idle included)"),
-                            ("actor", "actor-0's stepping thread, py-spy")):
+        for name, title in (
+            ("driver", "learner driver's _loop, py-spy"),
+            ("replay", "replay server, py-spy (idle included)"),
+            ("actor", "actor-0's stepping thread, py-spy"),
+        ):
             print()
             print_spy(title, sysr["py_spy"].get(name, {}))
-    final_json({
-        "benchmark": "learner", "machine": m, "batch_size": args.batch_size, "replay_ratio": args.replay_ratio,
-        "threads": args.threads, "device": args.device, "standalone_before": s1, "standalone_after": s2,
-        "standalone_updates_per_s": alone, "system": sysr, "efficiency": ratio, "cpu_efficiency": cpu_ratio,
-        "target": TARGET, "met": ratio >= TARGET,
-    })
+    final_json(
+        {
+            "benchmark": "learner",
+            "machine": m,
+            "batch_size": args.batch_size,
+            "replay_ratio": args.replay_ratio,
+            "threads": args.threads,
+            "device": args.device,
+            "standalone_before": s1,
+            "standalone_after": s2,
+            "standalone_updates_per_s": alone,
+            "system": sysr,
+            "efficiency": ratio,
+            "cpu_efficiency": cpu_ratio,
+            "target": TARGET,
+            "met": ratio >= TARGET,
+        }
+    )
     return 0
 
 

@@ -46,8 +46,10 @@ def machine() -> dict:
 
 
 def describe_machine(m: dict) -> str:
-    return (f"machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, "
-            f"{'GPU ' + m['gpu'] if m['gpu'] else 'no GPU'}, torch {m['torch']}, load average {m['loadavg']}")
+    return (
+        f"machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, "
+        f"{'GPU ' + m['gpu'] if m['gpu'] else 'no GPU'}, torch {m['torch']}, load average {m['loadavg']}"
+    )
 
 
 def busy_cpu_s() -> float:

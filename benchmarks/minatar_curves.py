@@ -63,10 +63,28 @@ def last_row(path: Path) -> dict:
 
 def run_game(args, game: str, out: Path) -> dict:
     run_dir = out / game
-    flags = ["--env", f"MinAtar/{game}-v1", "--full-action-space", "on", "--num-actors", args.num_actors,
-             "--envs-per-actor", args.envs_per_actor, "--total-env-frames", args.frames,
-             "--eval-period", max(args.frames // args.evals, 1), "--eval-episodes", args.eval_episodes,
-             "--log-interval", 10, "--seed", args.seed, "--snapshot-interval", -1]
+    flags = [
+        "--env",
+        f"MinAtar/{game}-v1",
+        "--full-action-space",
+        "on",
+        "--num-actors",
+        args.num_actors,
+        "--envs-per-actor",
+        args.envs_per_actor,
+        "--total-env-frames",
+        args.frames,
+        "--eval-period",
+        max(args.frames // args.evals, 1),
+        "--eval-episodes",
+        args.eval_episodes,
+        "--log-interval",
+        10,
+        "--seed",
+        args.seed,
+        "--snapshot-interval",
+        -1,
+    ]
     t0 = time.monotonic()
     run = SystemRun(flags, run_dir, pss=False).start()
     run.watch(lambda r: False, args.timeout)
@@ -75,10 +93,18 @@ def run_game(args, game: str, out: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     ev = last_row(run_dir / "evals.csv")
     frames = int(summary.get("env_frames") or 0)
-    return {"game": game, "exit_code": code, "wall_s": round(wall, 1), "env_frames": frames,
-            "learner_steps": summary.get("learner_steps"), "eval_return": float(ev["mean"]) if ev else None,
-            "eval_frames": int(ev["env_frames"]) if ev else None, "train_mean_100": summary.get("mean_return_100"),
-            "paper_dqn_at_budget": round(paper_at(game, frames or args.frames), 2), "run_dir": str(run_dir)}
+    return {
+        "game": game,
+        "exit_code": code,
+        "wall_s": round(wall, 1),
+        "env_frames": frames,
+        "learner_steps": summary.get("learner_steps"),
+        "eval_return": float(ev["mean"]) if ev else None,
+        "eval_frames": int(ev["env_frames"]) if ev else None,
+        "train_mean_100": summary.get("mean_return_100"),
+        "paper_dqn_at_budget": round(paper_at(game, frames or args.frames), 2),
+        "run_dir": str(run_dir),
+    }
 
 
 def main(argv=None) -> int:
@@ -104,13 +130,29 @@ def main(argv=None) -> int:
         r["load_before"] = load
         rows.append(r)
         print(f"{game}: {r}", flush=True)
-    print(table(["game", "env frames", "wall", "eval score", "train mean100", "paper DQN", "load before"],
-                [[r["game"], r["env_frames"], f"{r['wall_s']:.0f} s", r["eval_return"], r["train_mean_100"],
-                  r["paper_dqn_at_budget"], r["load_before"][0]] for r in rows],
-                title=f"MinAtar, {args.frames:,} env frames per game"))
+    print(
+        table(
+            ["game", "env frames", "wall", "eval score", "train mean100", "paper DQN", "load before"],
+            [
+                [
+                    r["game"],
+                    r["env_frames"],
+                    f"{r['wall_s']:.0f} s",
+                    r["eval_return"],
+                    r["train_mean_100"],
+                    r["paper_dqn_at_budget"],
+                    r["load_before"][0],
+                ]
+                for r in rows
+            ],
+            title=f"MinAtar, {args.frames:,} env frames per game",
+        )
+    )
     from learner.plot import main as plot_main
 
-    plot_main([r["run_dir"] for r in rows if Path(r["run_dir"], "metrics.csv").exists()] + ["--out", str(out / "minatar.png")])
+    plot_main(
+        [r["run_dir"] for r in rows if Path(r["run_dir"], "metrics.csv").exists()] + ["--out", str(out / "minatar.png")]
+    )
     final_json({"machine": m, "frames": args.frames, "games": rows})
     return 0
 

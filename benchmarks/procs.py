@@ -123,8 +123,18 @@ class ProcSampler:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return None
         self.cpu_seen[p.pid] = (cat, label, t.user + t.system)
-        return {"pid": p.pid, "category": cat, "label": label, "rss_mb": rss / MB, "pss_mb": pss / MB,
-                "cpu_s": t.user + t.system}, rss, pss
+        return (
+            {
+                "pid": p.pid,
+                "category": cat,
+                "label": label,
+                "rss_mb": rss / MB,
+                "pss_mb": pss / MB,
+                "cpu_s": t.user + t.system,
+            },
+            rss,
+            pss,
+        )
 
     def pids(self, part: str) -> list[int]:
         """Live processes (as last sampled) whose label contains ``part``, oldest pid first."""

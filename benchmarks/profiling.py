@@ -132,9 +132,27 @@ def pyspy_start(pid: int, seconds: float, out: Path, rate: int = 50) -> subproce
     exe = pyspy_path()
     if exe is None:
         return None
-    return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(rate), "-f", "raw",
-                             "--idle", "--nolineno", "--nonblocking", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            str(rate),
+            "-f",
+            "raw",
+            "--idle",
+            "--nolineno",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def read_stacks(path: Path) -> list[tuple[list[str], int]]:
@@ -195,8 +213,11 @@ def print_spy(title: str, result: dict) -> None:
         print(f"{title}: {result.get('error', 'no samples')}")
         return
     print(table([title, "share of samples"], [[k, v] for k, v in result["shares"].items()]))
-    print(f"  ({result['samples']} samples; top self time: "
-          + "; ".join(f"{f} {s:.0%}" for f, s in result["top_self"][:5]) + ")")
+    print(
+        f"  ({result['samples']} samples; top self time: "
+        + "; ".join(f"{f} {s:.0%}" for f, s in result["top_self"][:5])
+        + ")"
+    )
 
 
 # --------------------------------------------------------------------------- the system's categories

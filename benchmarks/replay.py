@@ -59,9 +59,16 @@ def collect(game: str, real_frames: int, num_envs: int, seed: int):
             return torch.zeros(x.shape[0], self.num_actions)
 
     env = make_vector_env(f"ALE/{game}-v5", num_envs, seed)
-    core = ActorCore(env, StandIn(env.num_actions), lambda _steps: np.ones(num_envs),
-                     stream_ids=list(range(num_envs)), steps_per_batch=64, frames_per_step=4,
-                     clip_rewards=True, seed=seed)
+    core = ActorCore(
+        env,
+        StandIn(env.num_actions),
+        lambda _steps: np.ones(num_envs),
+        stream_ids=list(range(num_envs)),
+        steps_per_batch=64,
+        frames_per_step=4,
+        clip_rewards=True,
+        seed=seed,
+    )
     batches, records = [], 0
     start = time.perf_counter()
     while records < real_frames:
@@ -107,16 +114,25 @@ def run_game(args, game: str) -> None:
     say = lambda msg: print(f"[{game}] {msg}", flush=True)  # noqa: E731
     batches, real, secs = collect(game, args.real_frames, args.num_envs, args.seed)
     blob_bytes = sum(len(x) for b in batches for x in b.frame_blobs)
-    say(f"real frames: {real} records from {args.num_envs} envs in {secs:.1f} s "
-        f"({real / secs:.0f} records/s); lz4 {blob_bytes / real:.0f} B/frame, {RAW_FRAME_BYTES * real / blob_bytes:.1f}x")
+    say(
+        f"real frames: {real} records from {args.num_envs} envs in {secs:.1f} s "
+        f"({real / secs:.0f} records/s); lz4 {blob_bytes / real:.0f} B/frame, {RAW_FRAME_BYTES * real / blob_bytes:.1f}x"
+    )
     messages = cycled_messages(batches, args.num_envs)
     cap = args.transitions
 
     # ---- fill: memory and insert rate through ReplayServer.add
     gc.collect()
     rss0, _ = rss_bytes()
-    server = ReplayServer(capacity=cap, stack_size=STACK, n_step=N_STEP, gamma=GAMMA, seed=args.seed,
-                          samples_per_insert=None, min_size=args.batch_size)
+    server = ReplayServer(
+        capacity=cap,
+        stack_size=STACK,
+        n_step=N_STEP,
+        gamma=GAMMA,
+        seed=args.seed,
+        samples_per_insert=None,
+        min_size=args.batch_size,
+    )
     buf = server.buffer
     add_seconds = 0.0
 
@@ -128,19 +144,28 @@ def run_game(args, game: str) -> None:
             ok = server.add(data)
             add_seconds += time.perf_counter() - t0
             assert ok
+
     profiled("fill (ReplayServer.add)", fill, args.profile)
     gc.collect()
     rss1, hwm = rss_bytes()
     stored = len(buf)
     stored_blob = sum(len(x) for x in buf._blobs if x is not None)
     per_frame = (rss1 - rss0) / stored
-    say(f"memory: {stored} records, {buf.num_sampleable} sampleable: RSS +{(rss1 - rss0) / 2**30:.3f} GiB "
+    say(
+        f"memory: {stored} records, {buf.num_sampleable} sampleable: RSS +{(rss1 - rss0) / 2**30:.3f} GiB "
         f"({per_frame:.0f} B/record, {RAW_FRAME_BYTES / per_frame:.1f}x less than {RAW_FRAME_BYTES} B raw); "
         f"frame bytes alone {stored_blob / stored:.0f} B/frame ({RAW_FRAME_BYTES * stored / stored_blob:.1f}x); "
         f"peak RSS of the process {hwm / 2**30:.2f} GiB"
-        + (f" [target <= 1.0 GB at 1M: {verdict(rss1 - rss0 <= 1e9)}]" if game == "Breakout" and cap == 1_000_000 else ""))
-    say(f"insert while filling (ReplayServer.add = decode + validate + add): {stored / add_seconds:,.0f} records/s "
-        f"[target >= 100K/s: {verdict(stored / add_seconds >= 1e5)}]")
+        + (
+            f" [target <= 1.0 GB at 1M: {verdict(rss1 - rss0 <= 1e9)}]"
+            if game == "Breakout" and cap == 1_000_000
+            else ""
+        )
+    )
+    say(
+        f"insert while filling (ReplayServer.add = decode + validate + add): {stored / add_seconds:,.0f} records/s "
+        f"[target >= 100K/s: {verdict(stored / add_seconds >= 1e5)}]"
+    )
 
     # ---- steady state: the replay is full, every insert evicts
     steady = max(cap // 10, 20_000)
@@ -172,24 +197,28 @@ def run_game(args, game: str) -> None:
     def add_loop():
         for batch in decoded:
             buf.add(batch)
+
     profiled("steady ReplayBuffer.add", add_loop, args.profile)
     buffer_rate = n / (time.perf_counter() - t0)
     decoded = None
-    say(f"insert at steady state: ReplayServer.add {server_rate:,.0f} records/s; ReplayBuffer.add alone "
+    say(
+        f"insert at steady state: ReplayServer.add {server_rate:,.0f} records/s; ReplayBuffer.add alone "
         f"{buffer_rate:,.0f}/s; decode_step_batch alone {decode_rate:,.0f}/s "
-        f"({decode_nocheck_rate:,.0f}/s without the lz4 frame check) [target >= 100K/s: {verdict(server_rate >= 1e5)}]")
+        f"({decode_nocheck_rate:,.0f}/s without the lz4 frame check) [target >= 100K/s: {verdict(server_rate >= 1e5)}]"
+    )
 
     # ---- priority updates: first give every item a random priority, so sampling is skewed
     rng = np.random.default_rng(args.seed)
     ids = buf.sampleable_ids()
     for lo in range(0, ids.size, 65_536):
-        chunk = ids[lo:lo + 65_536]
+        chunk = ids[lo : lo + 65_536]
         buf.update_priorities(chunk, rng.gamma(1.0, 1.0, chunk.size))
     upd_batches = [(rng.choice(ids, args.batch_size), rng.gamma(1.0, 1.0, args.batch_size)) for _ in range(400)]
 
     def update_loop():
         for i, p in upd_batches:
             buf.update_priorities(i, p)
+
     t0 = time.perf_counter()
     profiled("update_priorities", update_loop, args.profile)
     upd_rate = 400 * args.batch_size / (time.perf_counter() - t0)
@@ -198,8 +227,10 @@ def run_game(args, game: str) -> None:
     for i, p in big:
         buf.update_priorities(i, p)
     upd_big_rate = 25 * 16 * args.batch_size / (time.perf_counter() - t0)
-    say(f"priority update: {upd_rate:,.0f} ids/s in calls of {args.batch_size}; "
-        f"{upd_big_rate:,.0f} ids/s in calls of {16 * args.batch_size} [target >= 1M/s: {verdict(upd_rate >= 1e6)}]")
+    say(
+        f"priority update: {upd_rate:,.0f} ids/s in calls of {args.batch_size}; "
+        f"{upd_big_rate:,.0f} ids/s in calls of {16 * args.batch_size} [target >= 1M/s: {verdict(upd_rate >= 1e6)}]"
+    )
 
     # ---- sampling, beside a plain numpy gather of the same bytes from uncompressed frames
     b = args.batch_size
@@ -209,6 +240,7 @@ def run_game(args, game: str) -> None:
     def sample_loop():
         for _ in range(n_batches):  # each batch dropped at once, as the Ray shell hands it off
             server.sample(b, beta=0.4)
+
     t0 = time.perf_counter()
     profiled("sample", sample_loop, args.profile)
     sample_rate = n_batches * b / (time.perf_counter() - t0)
@@ -223,9 +255,11 @@ def run_game(args, game: str) -> None:
         pool[i]
     gather_rate = n_batches * b / (time.perf_counter() - t0)
     del pool
-    say(f"sample (prioritized, batch {b}, stacks of {STACK} rebuilt, n={N_STEP}): {sample_rate:,.0f} transitions/s; "
+    say(
+        f"sample (prioritized, batch {b}, stacks of {STACK} rebuilt, n={N_STEP}): {sample_rate:,.0f} transitions/s; "
         f"numpy gather uint8[{b},2,{STACK},84,84] from {gather_frames} uncompressed frames: {gather_rate:,.0f}/s "
-        f"(sample runs at {sample_rate / gather_rate:.2f}x the gather) [target >= 30K/s: {verdict(sample_rate >= 3e4)}]")
+        f"(sample runs at {sample_rate / gather_rate:.2f}x the gather) [target >= 30K/s: {verdict(sample_rate >= 3e4)}]"
+    )
 
     # ---- snapshot write and read
     directory = args.snapshot_dir or tempfile.gettempdir()
@@ -235,12 +269,15 @@ def run_game(args, game: str) -> None:
         stats, ids = server.stats(), buf.sampleable_ids()
         server = buf = None  # freed before the next game is measured
         gc.collect()
-        other = ReplayServer(capacity=cap, stack_size=STACK, n_step=N_STEP, gamma=GAMMA, seed=0,
-                             samples_per_insert=None, min_size=b)
+        other = ReplayServer(
+            capacity=cap, stack_size=STACK, n_step=N_STEP, gamma=GAMMA, seed=0, samples_per_insert=None, min_size=b
+        )
         loaded = other.load_snapshot(path)
         assert other.stats() == stats and np.array_equal(other.buffer.sampleable_ids(), ids)
-        say(f"snapshot: {saved['bytes'] / 2**20:.0f} MiB for {saved['records']} records, write {saved['seconds']:.2f} s "
-            f"({saved['bytes'] / saved['seconds'] / 2**20:.0f} MiB/s), read {loaded['seconds']:.2f} s, into {directory}")
+        say(
+            f"snapshot: {saved['bytes'] / 2**20:.0f} MiB for {saved['records']} records, write {saved['seconds']:.2f} s "
+            f"({saved['bytes'] / saved['seconds'] / 2**20:.0f} MiB/s), read {loaded['seconds']:.2f} s, into {directory}"
+        )
     finally:
         if os.path.exists(path):
             os.remove(path)
@@ -248,13 +285,21 @@ def run_game(args, game: str) -> None:
 
 def main(argv=None) -> None:
     p = parser(__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--games", nargs="+", default=["Breakout", "MsPacman"], help="ALE games (MsPacman: hard to compress)")
-    p.add_argument("--transitions", type=at_least(int, 16), default=1_000_000, help="replay capacity and records inserted")
+    p.add_argument(
+        "--games", nargs="+", default=["Breakout", "MsPacman"], help="ALE games (MsPacman: hard to compress)"
+    )
+    p.add_argument(
+        "--transitions", type=at_least(int, 16), default=1_000_000, help="replay capacity and records inserted"
+    )
     p.add_argument("--batch-size", type=POSITIVE_INT, default=512, help="sample batch and priority update size")
-    p.add_argument("--real-frames", type=POSITIVE_INT, default=25_000, help="records played from the real game, then reused")
+    p.add_argument(
+        "--real-frames", type=POSITIVE_INT, default=25_000, help="records played from the real game, then reused"
+    )
     p.add_argument("--num-envs", type=POSITIVE_INT, default=8, help="envs (streams) of the actor that plays")
     p.add_argument("--sample-batches", type=POSITIVE_INT, default=40, help="batches timed for the sample rate")
-    p.add_argument("--gather-frames", type=POSITIVE_INT, default=200_000, help="uncompressed frames for the numpy gather baseline")
+    p.add_argument(
+        "--gather-frames", type=POSITIVE_INT, default=200_000, help="uncompressed frames for the numpy gather baseline"
+    )
     p.add_argument("--snapshot-dir", default=None, help="where the snapshot is written (default: the temp dir)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--profile", action="store_true", help="cProfile the fill, add, update and sample phases")
@@ -276,8 +321,11 @@ def main(argv=None) -> None:
                 del cmd[i:j]
             subprocess.run([*cmd, "--games", game], check=True)
         return
-    print(f"replay bench: {args.games[0]}, {args.transitions:,} records, batch {args.batch_size}, "
-          f"numpy {np.__version__}, pid {os.getpid()}", flush=True)
+    print(
+        f"replay bench: {args.games[0]}, {args.transitions:,} records, batch {args.batch_size}, "
+        f"numpy {np.__version__}, pid {os.getpid()}",
+        flush=True,
+    )
     run_game(args, args.games[0])
 
 

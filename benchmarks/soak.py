@@ -34,7 +34,16 @@ def process_name(p: psutil.Process) -> str:
     if cmd and cmd[0].startswith("ray::"):
         return cmd[0]  # ray::ActorShell, ray::ReplayServer, ray::IDLE
     text = " ".join(cmd)
-    for key in ("learner.main", "raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "plasma"):
+    for key in (
+        "learner.main",
+        "raylet",
+        "gcs_server",
+        "dashboard",
+        "log_monitor",
+        "monitor.py",
+        "runtime_env",
+        "plasma",
+    ):
         if key in text:
             return key
     return p.name()
@@ -114,26 +123,79 @@ def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=SECONDS, default=30.0)
     ap.add_argument("--warmup-minutes", type=SECONDS_OR_ZERO, default=8.0)
-    ap.add_argument("--every", type=SECONDS, default=30.0, help="seconds between samples (each asks Ray for its state: a short extra driver)")
+    ap.add_argument(
+        "--every",
+        type=SECONDS,
+        default=30.0,
+        help="seconds between samples (each asks Ray for its state: a short extra driver)",
+    )
     ap.add_argument("--out-dir", default="runs/soak")
     ap.add_argument("--env", default="ALE/Breakout-v5")
-    ap.add_argument("--replay-capacity", type=at_least(int, 64), default=50_000, help="small, so the replay is full and evicting after a few minutes")
-    ap.add_argument("--snapshot-interval", type=at_least(float, -1.0), default=60.0, help="seconds between replay snapshots")
-    ap.add_argument("--kill-every", type=SECONDS_OR_ZERO, default=300.0, help="SIGKILL one actor process every this many seconds (0: never)")
+    ap.add_argument(
+        "--replay-capacity",
+        type=at_least(int, 64),
+        default=50_000,
+        help="small, so the replay is full and evicting after a few minutes",
+    )
+    ap.add_argument(
+        "--snapshot-interval", type=at_least(float, -1.0), default=60.0, help="seconds between replay snapshots"
+    )
+    ap.add_argument(
+        "--kill-every",
+        type=SECONDS_OR_ZERO,
+        default=300.0,
+        help="SIGKILL one actor process every this many seconds (0: never)",
+    )
     args = ap.parse_args(argv)
     if args.warmup_minutes >= args.minutes:
-        ap.error(f"--warmup-minutes={args.warmup_minutes:g}: must be less than --minutes={args.minutes:g}, or nothing is measured")
+        ap.error(
+            f"--warmup-minutes={args.warmup_minutes:g}: must be less than --minutes={args.minutes:g}, or nothing is measured"
+        )
     check_env(ap, "--env", args.env)
     check_out_dir(ap, "--out-dir", args.out_dir)
-    check_learner_flags(ap, ["--env", args.env, "--batch-size", 32, "--replay-capacity", args.replay_capacity,
-                             "--learning-starts", min(20_000, args.replay_capacity // 2), "--snapshot-interval", args.snapshot_interval])
+    check_learner_flags(
+        ap,
+        [
+            "--env",
+            args.env,
+            "--batch-size",
+            32,
+            "--replay-capacity",
+            args.replay_capacity,
+            "--learning-starts",
+            min(20_000, args.replay_capacity // 2),
+            "--snapshot-interval",
+            args.snapshot_interval,
+        ],
+    )
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    cmd = [sys.executable, "-m", "learner.main", "--env", args.env, "--num-actors", "2", "--envs-per-actor", "4",
-           "--batch-size", "32", "--replay-capacity", str(args.replay_capacity), "--learning-starts", str(min(20_000, args.replay_capacity // 2)),
-           "--snapshot-interval", str(args.snapshot_interval),
-           "--time-limit", str(args.minutes * 60), "--log-interval", "30", "--run-dir", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "learner.main",
+        "--env",
+        args.env,
+        "--num-actors",
+        "2",
+        "--envs-per-actor",
+        "4",
+        "--batch-size",
+        "32",
+        "--replay-capacity",
+        str(args.replay_capacity),
+        "--learning-starts",
+        str(min(20_000, args.replay_capacity // 2)),
+        "--snapshot-interval",
+        str(args.snapshot_interval),
+        "--time-limit",
+        str(args.minutes * 60),
+        "--log-interval",
+        "30",
+        "--run-dir",
+        str(run),
+    ]
     print("soak:", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, stdout=open(out / "learner.log", "w"), stderr=subprocess.STDOUT)
     rows = []
@@ -153,8 +215,11 @@ def main(argv=None) -> int:
         state = ray_state("auto", info["namespace"]) if info else {}
         rows.append({"t_s": round(t, 1), **{f"rss_mb:{k}": round(v, 1) for k, v in mem.items()}, **state})
         total = sum(mem.values())
-        print(f"[{t:6.0f}s] processes {len(mem)}  rss {total:,.0f} MB  object store {state.get('object_store_mb', float('nan')):.1f} MB"
-              f"  unfinished tasks {state.get('unfinished_tasks', '-')}", flush=True)
+        print(
+            f"[{t:6.0f}s] processes {len(mem)}  rss {total:,.0f} MB  object store {state.get('object_store_mb', float('nan')):.1f} MB"
+            f"  unfinished tasks {state.get('unfinished_tasks', '-')}",
+            flush=True,
+        )
     keys = sorted({k for r in rows for k in r})
     with open(out / "soak.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -179,22 +244,45 @@ def main(argv=None) -> int:
                 print(f"  {k:45s} lived {t[present][-1] - born:5.0f} s from t={born:.0f} s: too short to fit")
             continue
         s, noise = slope_and_noise(t[mask], y)
-        result[k] = {"first": float(y[0]), "last": float(y[-1]), "max": float(y.max()), "slope_per_hour": s,
-                     "slope_stderr_per_hour": noise, "born_s": float(born), "samples": int(len(y))}
-        print(f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f} ± {noise:.2f}/h"
-              f"  ({len(y)} samples from t={t[mask][0]:.0f} s)")
+        result[k] = {
+            "first": float(y[0]),
+            "last": float(y[-1]),
+            "max": float(y.max()),
+            "slope_per_hour": s,
+            "slope_stderr_per_hour": noise,
+            "born_s": float(born),
+            "samples": int(len(y)),
+        }
+        print(
+            f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f} ± {noise:.2f}/h"
+            f"  ({len(y)} samples from t={t[mask][0]:.0f} s)"
+        )
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     replay = summary.get("replay", {})
     # Records lost: agent steps the actors reported that never became a replay transition
     # (a killed actor's unsent records), plus what a replay restart lost.
     lost = (summary.get("agent_steps", 0) or 0) - replay.get("transitions_inserted", 0)
-    print(f"\nactor kills {len(kills)}, actor restarts {summary.get('actor_restarts')}, "
-          f"replay restarts {summary.get('replay_restarts')}, transitions never inserted {lost:,} "
-          f"(at most {2 * 4 * 64 + 2 * 4 * 3} a kill: 4 streams x (64 held + n) per actor, and queued messages)")
-    print(json.dumps({"soak": result, "run": str(run), "exit_code": proc.returncode, "kills": kills,
-                      "actor_restarts": summary.get("actor_restarts"), "replay_restarts": summary.get("replay_restarts"),
-                      "transitions_never_inserted": lost, "agent_steps": summary.get("agent_steps"),
-                      "env_frames": summary.get("env_frames"), "learner_steps": summary.get("learner_steps")}))
+    print(
+        f"\nactor kills {len(kills)}, actor restarts {summary.get('actor_restarts')}, "
+        f"replay restarts {summary.get('replay_restarts')}, transitions never inserted {lost:,} "
+        f"(at most {2 * 4 * 64 + 2 * 4 * 3} a kill: 4 streams x (64 held + n) per actor, and queued messages)"
+    )
+    print(
+        json.dumps(
+            {
+                "soak": result,
+                "run": str(run),
+                "exit_code": proc.returncode,
+                "kills": kills,
+                "actor_restarts": summary.get("actor_restarts"),
+                "replay_restarts": summary.get("replay_restarts"),
+                "transitions_never_inserted": lost,
+                "agent_steps": summary.get("agent_steps"),
+                "env_frames": summary.get("env_frames"),
+                "learner_steps": summary.get("learner_steps"),
+            }
+        )
+    )
     return 0 if proc.returncode == 0 else 1
 
 

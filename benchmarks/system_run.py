@@ -49,8 +49,16 @@ class SystemRun:
     kills the processes it started, one by one by id.
     """
 
-    def __init__(self, argv: list[str], run_dir: Path, python: str = sys.executable, pss: bool = True, env: dict | None = None,
-                 module: str = "learner.main", worker_niceness: int | None = None):
+    def __init__(
+        self,
+        argv: list[str],
+        run_dir: Path,
+        python: str = sys.executable,
+        pss: bool = True,
+        env: dict | None = None,
+        module: str = "learner.main",
+        worker_niceness: int | None = None,
+    ):
         self.module = module
         self.worker_niceness = worker_niceness
         self.argv = [str(a) for a in argv]
@@ -83,9 +91,14 @@ class SystemRun:
             # Ray starts worker processes (actors, the replay) at nice 15 by default; the
             # driver (the learner) stays at 0, so on shared cores the learner starves them.
             env["RAY_worker_niceness"] = str(self.worker_niceness)
-        self.proc = subprocess.Popen([self.python, "-m", self.module, *self.argv, "--run-dir", str(self.run_dir)],
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [self.python, "-m", self.module, *self.argv, "--run-dir", str(self.run_dir)],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         self.sampler = ProcSampler(self.proc.pid, pss=self.pss)
         return self
 
@@ -104,7 +117,7 @@ class SystemRun:
                         pass
             self.samples.append(s)
         rows = read_rows(self.run_dir / "metrics.csv")
-        for r in rows[len(self.rows):]:
+        for r in rows[len(self.rows) :]:
             off = now - r["wall_s"]
             self.offset = off if self.offset is None else min(self.offset, off)
         self.rows = rows
@@ -192,8 +205,9 @@ def window_bounds(rows: list[dict], t0: float, t1: float) -> tuple[float, float]
     return (inside[0], inside[-1]) if len(inside) >= 2 else (float("nan"), float("nan"))
 
 
-def memory_projection(run: SystemRun, size_key: str, kinds: tuple[str, ...], t_from: float, capacity: int,
-                      size_cap: int | None = None) -> dict:
+def memory_projection(
+    run: SystemRun, size_key: str, kinds: tuple[str, ...], t_from: float, capacity: int, size_cap: int | None = None
+) -> dict:
     """RSS growth of the processes of ``kinds`` (see :func:`process_kind`) per stored item,
     fitted over the samples from ``t_from`` on against the replay size (``size_key`` of the
     metrics rows, interpolated), and the run's RSS ("ours") projected to ``capacity`` items:
@@ -217,9 +231,15 @@ def memory_projection(run: SystemRun, size_key: str, kinds: tuple[str, ...], t_f
     if size_cap:
         size_now = min(size_now, size_cap)
     ours_now = last["ours_rss"] / MB
-    return {"mb_per_1k_items": slope * 1000, "fitted_from_items": min(xs), "fitted_to_items": max(xs),
-            "ours_rss_now_mb": ours_now, "items_now": size_now,
-            "projected_ours_rss_mb": ours_now + slope * max(capacity - size_now, 0), "capacity": capacity}
+    return {
+        "mb_per_1k_items": slope * 1000,
+        "fitted_from_items": min(xs),
+        "fitted_to_items": max(xs),
+        "ours_rss_now_mb": ours_now,
+        "items_now": size_now,
+        "projected_ours_rss_mb": ours_now + slope * max(capacity - size_now, 0),
+        "capacity": capacity,
+    }
 
 
 def tmp_dir(prefix: str) -> Path:

@@ -61,8 +61,13 @@ ATARI_REPEAT_ACTION_PROBABILITY = 0.0
 
 MINATAR_PREFIX = "MinAtar/"
 #: MinAtar's games: the id's name -> the module in ``minatar.environments``.
-MINATAR_GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freeway", "Seaquest": "seaquest",
-                 "SpaceInvaders": "space_invaders"}
+MINATAR_GAMES = {
+    "Asterix": "asterix",
+    "Breakout": "breakout",
+    "Freeway": "freeway",
+    "Seaquest": "seaquest",
+    "SpaceInvaders": "space_invaders",
+}
 MINATAR_FRAME_SIDE = 10
 #: MinAtar's own default and the paper's setting (Young & Tian 2019).
 MINATAR_REPEAT_ACTION_PROBABILITY = 0.1
@@ -217,8 +222,10 @@ def _minatar_game(env_id: str) -> tuple[str, bool]:
     version, or if the ``minatar`` extra is not installed."""
     m = re.fullmatch(re.escape(MINATAR_PREFIX) + r"(\w+)-v([01])", env_id)
     if m is None or m.group(1) not in MINATAR_GAMES:
-        raise EnvSpecError(f"unknown environment {env_id!r}: MinAtar ids are MinAtar/<Game>-v0 or -v1 "
-                           f"with <Game> one of {', '.join(MINATAR_GAMES)}")
+        raise EnvSpecError(
+            f"unknown environment {env_id!r}: MinAtar ids are MinAtar/<Game>-v0 or -v1 "
+            f"with <Game> one of {', '.join(MINATAR_GAMES)}"
+        )
     if importlib.util.find_spec("minatar") is None:
         raise EnvSpecError(f"environment {env_id!r} needs the MinAtar extra: {MINATAR_INSTALL_HINT}")
     return MINATAR_GAMES[m.group(1)], m.group(2) == "0"
@@ -263,16 +270,26 @@ def make_vector_env(
     if is_minatar(env_id):
         game, all_actions = _minatar_game(env_id)
         return MinAtarVectorEnv(
-            game, num_envs, seed, max_episode_frames=max_episode_frames,
-            repeat_action_probability=MINATAR_REPEAT_ACTION_PROBABILITY if repeat_action_probability is None else repeat_action_probability,
+            game,
+            num_envs,
+            seed,
+            max_episode_frames=max_episode_frames,
+            repeat_action_probability=MINATAR_REPEAT_ACTION_PROBABILITY
+            if repeat_action_probability is None
+            else repeat_action_probability,
             full_action_space=full_action_space or all_actions,
         )
     if is_atari(env_id):
         return AleVectorEnv(
-            _atari_rom(env_id), num_envs, seed,
-            episodic_life=episodic_life, noop_max=noop_max,
+            _atari_rom(env_id),
+            num_envs,
+            seed,
+            episodic_life=episodic_life,
+            noop_max=noop_max,
             max_episode_frames=max_episode_frames,
-            repeat_action_probability=ATARI_REPEAT_ACTION_PROBABILITY if repeat_action_probability is None else repeat_action_probability,
+            repeat_action_probability=ATARI_REPEAT_ACTION_PROBABILITY
+            if repeat_action_probability is None
+            else repeat_action_probability,
             full_action_space=full_action_space,
         )
     return GymVectorEnv(env_id, num_envs, seed)
@@ -287,9 +304,15 @@ def default_repeat_action_probability(env_id: str) -> float:
 def spec_of(env: VectorEnv, env_id: str) -> EnvSpec:
     """The :class:`EnvSpec` of a built vector env."""
     return EnvSpec(
-        env_id=env_id, frame_shape=tuple(env.frame_shape), frame_dtype=np.dtype(env.frame_dtype).name,
-        stack_size=env.stack_size, num_actions=env.num_actions, frames_per_step=env.frames_per_step,
-        codec=env.codec, clip_rewards=env.clip_rewards, atari=env.atari,
+        env_id=env_id,
+        frame_shape=tuple(env.frame_shape),
+        frame_dtype=np.dtype(env.frame_dtype).name,
+        stack_size=env.stack_size,
+        num_actions=env.num_actions,
+        frames_per_step=env.frames_per_step,
+        codec=env.codec,
+        clip_rewards=env.clip_rewards,
+        atari=env.atari,
     )
 
 
@@ -450,7 +473,11 @@ class AleVectorEnv(VectorEnv):
             lives = ale.lives()
             life_lost = lives < self._lives[i]
             self._lives[i] = lives
-            if life_lost and self.fire_on_start and not (ale.game_over(with_truncation=False) or self._out_of_time(ale)):
+            if (
+                life_lost
+                and self.fire_on_start
+                and not (ale.game_over(with_truncation=False) or self._out_of_time(ale))
+            ):
                 fire_reward = ale.act(self._fire_action)
                 if ale.game_over(with_truncation=False) or self._out_of_time(ale):
                     reward += fire_reward  # the game ended in that frame: nothing follows it
@@ -570,9 +597,16 @@ class MinAtarVectorEnv(VectorEnv):
     clip_rewards = False
     atari = False
 
-    def __init__(self, game: str, num_envs: int, seed: int, *, max_episode_frames: int = 108_000,
-                 repeat_action_probability: float = MINATAR_REPEAT_ACTION_PROBABILITY,
-                 full_action_space: bool = False):
+    def __init__(
+        self,
+        game: str,
+        num_envs: int,
+        seed: int,
+        *,
+        max_episode_frames: int = 108_000,
+        repeat_action_probability: float = MINATAR_REPEAT_ACTION_PROBABILITY,
+        full_action_space: bool = False,
+    ):
         if max_episode_frames < 1:
             raise ValueError(f"max_episode_frames must be >= 1, got {max_episode_frames}")
         if not 0.0 <= repeat_action_probability <= 1.0:

@@ -83,7 +83,9 @@ def check_frame_blobs(blobs: Sequence[bytes], codec: str, shape: tuple[int, ...]
         for i, blob in enumerate(blobs):
             size = len(lz4.block.decompress(blob, uncompressed_size=nbytes)) if codec == "lz4" else len(blob)
             if size != nbytes:
-                raise MessageError(f"frame bytes have the wrong size: frame {i} has {size}, a frame of {list(shape)} {dtype} {nbytes}")
+                raise MessageError(
+                    f"frame bytes have the wrong size: frame {i} has {size}, a frame of {list(shape)} {dtype} {nbytes}"
+                )
     except lz4.block.LZ4BlockError as e:
         raise MessageError(f"corrupt {codec} frame bytes: {e}") from None
 
@@ -144,7 +146,11 @@ class StepBatch:
         if self.frame_dtype not in FRAME_DTYPES:
             raise MessageError(f"frame dtype {self.frame_dtype!r} not in {FRAME_DTYPES}")
         # math.prod: exact on Python ints, where np.prod wraps around (2**32 * 2**32 == 0 in int64).
-        if not self.frame_shape or any(d <= 0 for d in self.frame_shape) or math.prod(self.frame_shape) > MAX_FRAME_ELEMENTS:
+        if (
+            not self.frame_shape
+            or any(d <= 0 for d in self.frame_shape)
+            or math.prod(self.frame_shape) > MAX_FRAME_ELEMENTS
+        ):
             raise MessageError(f"bad frame shape {self.frame_shape}")
         if not 0 <= self.stream_id < 2**62:
             raise MessageError(f"stream_id {self.stream_id} out of range")
@@ -208,7 +214,9 @@ def decode_step_batch(data: bytes, check_frames: bool = True) -> StepBatch:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MessageError(f"step batch must be bytes, got {type(data).__name__}")
     try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=1 << 28, max_array_len=MAX_RECORDS + 16)
+        body = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, max_bin_len=1 << 28, max_array_len=MAX_RECORDS + 16
+        )
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise MessageError(f"not a msgpack step batch: {type(e).__name__}: {e}") from None
     if not isinstance(body, dict):
@@ -232,7 +240,11 @@ def decode_step_batch(data: bytes, check_frames: bool = True) -> StepBatch:
         shape = body["frame_shape"]
         if not isinstance(shape, list) or not all(type(d) is int for d in shape):  # not bool either
             raise MessageError(f"field frame_shape: expected a list of ints, got {shape!r}")
-        if not isinstance(body["stream_id"], int) or not isinstance(body["frame_dtype"], str) or not isinstance(body["codec"], str):
+        if (
+            not isinstance(body["stream_id"], int)
+            or not isinstance(body["frame_dtype"], str)
+            or not isinstance(body["codec"], str)
+        ):
             raise MessageError("fields stream_id, frame_dtype, codec: wrong types")
         if type(body["seq"]) is not int:
             raise MessageError(f"field seq: expected an int, got {type(body['seq']).__name__}")
@@ -362,14 +374,24 @@ class IndexBatch:
         k = len(d.positions)
         if d.positions.dtype != np.int32 or d.offsets.dtype != np.int64 or d.offsets.shape != (k + 1,):
             raise MessageError("frame delta: positions must be int32[K] and offsets int64[K + 1]")
-        if d.blobs.dtype != np.uint8 or d.blobs.ndim != 1 or (k and (d.offsets[0] != 0 or d.offsets[-1] != d.blobs.size)):
+        if (
+            d.blobs.dtype != np.uint8
+            or d.blobs.ndim != 1
+            or (k and (d.offsets[0] != 0 or d.offsets[-1] != d.blobs.size))
+        ):
             raise MessageError("frame delta: blobs must be uint8[offsets[-1]]")
         if self.ids is None:
             return
         b = len(self.ids)
-        for name, dtype, ndim in (("ids", np.int64, 1), ("obs_uids", np.int64, 2), ("next_uids", np.int64, 2),
-                                  ("actions", np.int64, 1), ("returns", np.float32, 1), ("discounts", np.float32, 1),
-                                  ("weights", np.float32, 1)):
+        for name, dtype, ndim in (
+            ("ids", np.int64, 1),
+            ("obs_uids", np.int64, 2),
+            ("next_uids", np.int64, 2),
+            ("actions", np.int64, 1),
+            ("returns", np.float32, 1),
+            ("discounts", np.float32, 1),
+            ("weights", np.float32, 1),
+        ):
             arr = getattr(self, name)
             if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != ndim or arr.shape[0] != b:
                 raise MessageError(f"field {name}: expected {np.dtype(dtype)} with {ndim} dims and {b} rows")

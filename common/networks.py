@@ -41,9 +41,12 @@ class NatureCNN(nn.Module):
     def __init__(self, stack_size: int, num_actions: int, dueling: bool = True):
         super().__init__()
         self.torso = nn.Sequential(
-            nn.Conv2d(stack_size, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(stack_size, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
             nn.Flatten(),
         )
         self.head = q_head(64 * 7 * 7, num_actions, 512, dueling)
@@ -60,7 +63,9 @@ class MinAtarCNN(nn.Module):
 
     def __init__(self, channels: int, stack_size: int, num_actions: int, dueling: bool = True, side: int = 10):
         super().__init__()
-        self.torso = nn.Sequential(nn.Flatten(1, 2), nn.Conv2d(stack_size * channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.torso = nn.Sequential(
+            nn.Flatten(1, 2), nn.Conv2d(stack_size * channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten()
+        )
         self.head = q_head(16 * (side - 2) ** 2, num_actions, 128, dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -72,7 +77,9 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, num_actions: int, hidden: int = 128, dueling: bool = True):
         super().__init__()
-        self.torso = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.torso = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
         self.head = q_head(hidden, num_actions, hidden, dueling)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -97,8 +104,12 @@ def build_q_network(frame_shape: tuple[int, ...], stack_size: int, num_actions: 
 
 def network_signature(frame_shape, stack_size: int, num_actions: int, dueling: bool = True) -> dict:
     """What a checkpoint must match to be loaded into this network."""
-    return {"frame_shape": list(frame_shape), "stack_size": int(stack_size), "num_actions": int(num_actions),
-            "dueling": bool(dueling)}
+    return {
+        "frame_shape": list(frame_shape),
+        "stack_size": int(stack_size),
+        "num_actions": int(num_actions),
+        "dueling": bool(dueling),
+    }
 
 
 def upgrade_signature(signature: dict) -> dict:

@@ -61,14 +61,20 @@ def load_checkpoint(path: str | Path, signature: dict | None = None) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise CheckpointError(
+            f"unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
-        raise CheckpointError(f"{path} is not a raydqn checkpoint (missing {[k for k in _REQUIRED if not isinstance(payload, dict) or k not in payload]})")
+        raise CheckpointError(
+            f"{path} is not a raydqn checkpoint (missing {[k for k in _REQUIRED if not isinstance(payload, dict) or k not in payload]})"
+        )
     wrong = [k for k in ("learner", "counters", "signature", "config") if not isinstance(payload[k], dict)]
     if wrong:
         raise CheckpointError(f"{path} is not a raydqn checkpoint ({', '.join(wrong)} not a dict)")
     if payload["version"] != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload['version']}, expected {CHECKPOINT_VERSION}")
     if signature is not None and upgrade_signature(payload["signature"]) != upgrade_signature(signature):
-        raise CheckpointError(f"{path} was trained on {upgrade_signature(payload['signature'])}, this run needs {signature}")
+        raise CheckpointError(
+            f"{path} was trained on {upgrade_signature(payload['signature'])}, this run needs {signature}"
+        )
     return payload

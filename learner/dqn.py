@@ -48,8 +48,9 @@ OPTIMIZERS = ("adam", "rmsprop")
 PRECISIONS = ("fp32", "bf16")
 
 
-def double_dqn_targets(q_next_online: torch.Tensor, q_next_target: torch.Tensor,
-                       returns: torch.Tensor, discounts: torch.Tensor) -> torch.Tensor:
+def double_dqn_targets(
+    q_next_online: torch.Tensor, q_next_target: torch.Tensor, returns: torch.Tensor, discounts: torch.Tensor
+) -> torch.Tensor:
     """y[B] = returns + discounts * q_next_target[b, argmax_a q_next_online[b, a]]."""
     best = q_next_online.argmax(dim=1, keepdim=True)
     return returns + discounts * q_next_target.gather(1, best).squeeze(1)
@@ -146,8 +147,15 @@ def _step_foreach(params, grads, ms, vs, lr: float, decay: float, eps: float) ->
 NATURE_RMSPROP_EPS = 0.01 / 32**2  # Nature's "min squared gradient" for a batch-mean loss (see above)
 
 
-def make_optimizer(name: str, params, lr: float, adam_eps: float = 1.5e-4, rmsprop_decay: float = 0.95,
-                   rmsprop_eps: float = NATURE_RMSPROP_EPS, fused: str = "") -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str,
+    params,
+    lr: float,
+    adam_eps: float = 1.5e-4,
+    rmsprop_decay: float = 0.95,
+    rmsprop_eps: float = NATURE_RMSPROP_EPS,
+    fused: str = "",
+) -> torch.optim.Optimizer:
     """Adam (with ``adam_eps``) or :class:`CentredRMSProp` (with decay and eps).
 
     ``fused``: "" (torch's default implementation), "foreach" (one kernel per operation over
@@ -173,6 +181,7 @@ def set_tf32(on: bool) -> None:
 
 class _Pending(NamedTuple):
     """One update's priorities on their way to pinned host memory (the CUDA late path)."""
+
     tag: object
     ids: np.ndarray
     buffer: torch.Tensor
@@ -202,12 +211,29 @@ class DQNLearner:
     priorities one update late (see :meth:`update`).
     """
 
-    def __init__(self, network: nn.Module, lr: float, adam_eps: float, grad_clip: float,
-                 target_update_period: int, device: torch.device | str = "cpu", *, double_q: bool = True,
-                 loss: str = "huber", optimizer: str = "adam", rmsprop_decay: float = 0.95,
-                 rmsprop_eps: float = NATURE_RMSPROP_EPS, precision: str = "fp32", tf32: bool = False,
-                 channels_last: bool = False, fused_optimizer: str = "", compile: bool = False,
-                 joint_forward: bool = False, stats_period: int = 1, late_priorities: bool | None = None):
+    def __init__(
+        self,
+        network: nn.Module,
+        lr: float,
+        adam_eps: float,
+        grad_clip: float,
+        target_update_period: int,
+        device: torch.device | str = "cpu",
+        *,
+        double_q: bool = True,
+        loss: str = "huber",
+        optimizer: str = "adam",
+        rmsprop_decay: float = 0.95,
+        rmsprop_eps: float = NATURE_RMSPROP_EPS,
+        precision: str = "fp32",
+        tf32: bool = False,
+        channels_last: bool = False,
+        fused_optimizer: str = "",
+        compile: bool = False,
+        joint_forward: bool = False,
+        stats_period: int = 1,
+        late_priorities: bool | None = None,
+    ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if precision not in PRECISIONS:
@@ -222,8 +248,9 @@ class DQNLearner:
         self.online = network.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer_name = optimizer
-        self.optimizer = make_optimizer(optimizer, self.online.parameters(), lr, adam_eps, rmsprop_decay, rmsprop_eps,
-                                        fused_optimizer)
+        self.optimizer = make_optimizer(
+            optimizer, self.online.parameters(), lr, adam_eps, rmsprop_decay, rmsprop_eps, fused_optimizer
+        )
         self.double_q, self.loss = bool(double_q), loss
         self.grad_clip = grad_clip
         self.target_update_period = target_update_period
@@ -253,7 +280,7 @@ class DQNLearner:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             if self.double_q and self.joint_forward:
                 both = self.online(torch.cat([obs, next_obs]))
-                q, q_next_online = both[: obs.shape[0]], both[obs.shape[0]:].detach()
+                q, q_next_online = both[: obs.shape[0]], both[obs.shape[0] :].detach()
             else:
                 q = self.online(obs)
                 with torch.no_grad():
@@ -301,9 +328,14 @@ class DQNLearner:
           the first): its device-to-host copy went into pinned memory without waiting, and
           is done by now unless the device is behind. :meth:`flush` hands over the last one.
         """
-        tensors = [self._to_device(batch.obs), self._to_device(batch.next_obs),
-                   self._to_device(batch.actions.astype(np.int64)), self._to_device(batch.returns.astype(np.float32)),
-                   self._to_device(batch.discounts.astype(np.float32)), self._to_device(batch.weights.astype(np.float32))]
+        tensors = [
+            self._to_device(batch.obs),
+            self._to_device(batch.next_obs),
+            self._to_device(batch.actions.astype(np.int64)),
+            self._to_device(batch.returns.astype(np.float32)),
+            self._to_device(batch.discounts.astype(np.float32)),
+            self._to_device(batch.weights.astype(np.float32)),
+        ]
         if self._compile_pending:
             loss, td, mean_q = self._first_compiled_backward(tensors)
         else:
@@ -372,8 +404,12 @@ class DQNLearner:
             self.optimizer.load_state_dict(state["optimizer"])
         else:
             self.optimizer.state.clear()
-            log.warning("the checkpoint's optimizer is %s, this run's %s: starting %s's state fresh",
-                        saved, self.optimizer_name, self.optimizer_name)
+            log.warning(
+                "the checkpoint's optimizer is %s, this run's %s: starting %s's state fresh",
+                saved,
+                self.optimizer_name,
+                self.optimizer_name,
+            )
         self.learner_steps = int(state["learner_steps"])
 
 
@@ -385,9 +421,23 @@ def build_learner(cfg, spec, device: torch.device | str) -> "DQNLearner":
 
     cuda = torch.device(device).type == "cuda"
     L = resolve_fast_paths(cfg.learner, cuda)  # already resolved in a run; settles 'auto' for this device otherwise
-    return DQNLearner(q_network_for(spec, L), L.lr, L.adam_eps, L.grad_clip, L.target_update_period, device,
-                      double_q=L.double_q, loss=L.loss, optimizer=L.optimizer,
-                      rmsprop_decay=L.rmsprop_decay, rmsprop_eps=L.rmsprop_eps, precision=L.precision,
-                      tf32=L.tf32, channels_last=L.channels_last, compile=L.compile, joint_forward=L.joint_forward,
-                      fused_optimizer=("fused" if cuda else "foreach") if L.fused_optimizer else "",
-                      stats_period=L.stats_period)
+    return DQNLearner(
+        q_network_for(spec, L),
+        L.lr,
+        L.adam_eps,
+        L.grad_clip,
+        L.target_update_period,
+        device,
+        double_q=L.double_q,
+        loss=L.loss,
+        optimizer=L.optimizer,
+        rmsprop_decay=L.rmsprop_decay,
+        rmsprop_eps=L.rmsprop_eps,
+        precision=L.precision,
+        tf32=L.tf32,
+        channels_last=L.channels_last,
+        compile=L.compile,
+        joint_forward=L.joint_forward,
+        fused_optimizer=("fused" if cuda else "foreach") if L.fused_optimizer else "",
+        stats_period=L.stats_period,
+    )

@@ -47,7 +47,9 @@ def check_video_path(video: str | Path) -> Path:
     """The video path if we can write it there; EvaluationError naming the problem if not."""
     path = Path(video)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise EvaluationError(f"--video {video}: unsupported video format {path.suffix or '(no suffix)'!r}; use .mp4 or .gif")
+        raise EvaluationError(
+            f"--video {video}: unsupported video format {path.suffix or '(no suffix)'!r}; use .mp4 or .gif"
+        )
     if not path.parent.is_dir():
         raise EvaluationError(f"--video {video}: directory {str(path.parent)!r} does not exist")
     if path.is_dir():
@@ -93,7 +95,9 @@ class _FrameFile:
         self.file.seek(0)
         for _ in range(self.count):
             (n,) = struct.unpack("<I", self.file.read(4))
-            yield np.frombuffer(lz4.block.decompress(self.file.read(n), uncompressed_size=size), np.uint8).reshape(shape)
+            yield np.frombuffer(lz4.block.decompress(self.file.read(n), uncompressed_size=size), np.uint8).reshape(
+                shape
+            )
 
     def close(self) -> None:
         self.file.close()
@@ -227,14 +231,22 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
     env_id = cfg.env.env_id
     # The run's protocol (sticky actions, action set); a checkpoint from before those were
     # settings has None and False: the family's defaults, what it was trained with.
-    env = make_vector_env(env_id, num_envs, seed, episodic_life=cfg.env.episodic_life,
-                          noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames,
-                          repeat_action_probability=cfg.env.repeat_action_probability,
-                          full_action_space=cfg.env.full_action_space)
+    env = make_vector_env(
+        env_id,
+        num_envs,
+        seed,
+        episodic_life=cfg.env.episodic_life,
+        noop_max=cfg.env.noop_max,
+        max_episode_frames=cfg.env.max_episode_frames,
+        repeat_action_probability=cfg.env.repeat_action_probability,
+        full_action_space=cfg.env.full_action_space,
+    )
     try:
         spec = spec_of(env, env_id)
         if video and not spec.atari:
-            raise EvaluationError(f"--video: {env_id} is a flat-vector environment without screens; videos need an ALE game")
+            raise EvaluationError(
+                f"--video: {env_id} is a flat-vector environment without screens; videos need an ALE game"
+            )
         sig = signature_for(spec, cfg.learner)
         if sig != upgrade_signature(payload["signature"]):
             raise CheckpointError(f"{checkpoint} was trained on {payload['signature']}, {env_id} needs {sig}")
@@ -251,8 +263,17 @@ def policy_core(policy: Policy, epsilon: float, seed: int):
     from learner.checkpoint import CheckpointError
 
     n = policy.env.num_envs
-    core = ActorCore(policy.env, policy.network, lambda _: np.full(n, epsilon), list(range(n)), steps_per_batch=1,
-                     frames_per_step=policy.spec.frames_per_step, clip_rewards=False, seed=seed, record=False)
+    core = ActorCore(
+        policy.env,
+        policy.network,
+        lambda _: np.full(n, epsilon),
+        list(range(n)),
+        steps_per_batch=1,
+        frames_per_step=policy.spec.frames_per_step,
+        clip_rewards=False,
+        seed=seed,
+        record=False,
+    )
     try:
         online = policy.payload["learner"]["online"]
         core.set_weights(online, policy.payload["counters"].get("policy_version", 0))
@@ -262,7 +283,9 @@ def policy_core(policy: Policy, epsilon: float, seed: int):
     return core
 
 
-def play(core, n: int, episodes: int, recorder: BestGameRecorder | None, label: str) -> list[tuple[float, int, int | None]]:
+def play(
+    core, n: int, episodes: int, recorder: BestGameRecorder | None, label: str
+) -> list[tuple[float, int, int | None]]:
     """Play ``core``'s ``n`` envs until ``episodes`` games are counted; (score, agent steps,
     emulator frames or None) per game, env by env. Env i plays a fixed quota of the games and
     its games beyond that are not counted, so short games are not over-represented."""
@@ -295,14 +318,23 @@ def summarise(env_id: str, epsilon: float, games: list[tuple], checkpoint: str, 
     s = np.array([g[0] for g in games], dtype=np.float64)
     ref = reference_scores(env_id)
     return {
-        "env": env_id, "episodes": int(len(s)), "epsilon": epsilon, "mean": float(s.mean()),
-        "median": float(np.median(s)), "min": float(s.min()), "max": float(s.max()), "scores": s.tolist(),
+        "env": env_id,
+        "episodes": int(len(s)),
+        "epsilon": epsilon,
+        "mean": float(s.mean()),
+        "median": float(np.median(s)),
+        "min": float(s.min()),
+        "max": float(s.max()),
+        "scores": s.tolist(),
         "agent_steps": [int(g[1]) for g in games],
         "human_normalized_mean": human_normalized(env_id, float(s.mean())),
         "human_normalized_median": human_normalized(env_id, float(np.median(s))),
         "reference": {"random": ref[0], "human": ref[1]} if ref else None,
-        "checkpoint": {"path": str(checkpoint), "policy_version": int(counters.get("policy_version", 0)),
-                       "env_frames": int(counters.get("env_frames", 0))},
+        "checkpoint": {
+            "path": str(checkpoint),
+            "policy_version": int(counters.get("policy_version", 0)),
+            "env_frames": int(counters.get("env_frames", 0)),
+        },
     }
 
 
@@ -312,10 +344,15 @@ def write_best_video(path: Path, recorder: BestGameRecorder) -> dict:
     written = write_video(path, best.frames(recorder.shape), recorder.shape)
     gif = path.suffix.lower() == ".gif"
     return {
-        "path": str(path), "format": "gif" if gif else "mp4",
-        "fps": 1000.0 / GIF_FRAME_MS if gif else MP4_FPS, "frames_written": written,
-        "emulator_frames": best.count, "episode": recorder.best_episode, "score": recorder.best_score,
-        "width": int(recorder.shape[1]), "height": int(recorder.shape[0]),
+        "path": str(path),
+        "format": "gif" if gif else "mp4",
+        "fps": 1000.0 / GIF_FRAME_MS if gif else MP4_FPS,
+        "frames_written": written,
+        "emulator_frames": best.count,
+        "episode": recorder.best_episode,
+        "score": recorder.best_score,
+        "width": int(recorder.shape[1]),
+        "height": int(recorder.shape[0]),
     }
 
 
@@ -329,8 +366,14 @@ def checkpoint_epsilon(cfg: Config) -> float:
     return DEFAULT_EVAL_EPSILON if eps is None else float(eps)
 
 
-def evaluate(checkpoint: str, episodes: int, epsilon: float | None = None, seed: int = 12345, num_envs: int | None = None,
-             video: str | Path | None = None) -> dict:
+def evaluate(
+    checkpoint: str,
+    episodes: int,
+    epsilon: float | None = None,
+    seed: int = 12345,
+    num_envs: int | None = None,
+    video: str | Path | None = None,
+) -> dict:
     """Raw scores of ``episodes`` whole games played by the checkpoint's policy, at eps
     ``epsilon`` (None: the run's ``--eval-epsilon``, the evaluator's, see :func:`checkpoint_epsilon`).
 
@@ -368,18 +411,24 @@ def evaluate(checkpoint: str, episodes: int, epsilon: float | None = None, seed:
 
 def format_report(result: dict) -> str:
     """The human-readable lines printed above the JSON line."""
-    lines = [f"{result['env']}: {result['episodes']} episodes, epsilon {result['epsilon']:g}, "
-             f"checkpoint {result['checkpoint']['path']} (policy version {result['checkpoint']['policy_version']:,}, "
-             f"{result['checkpoint']['env_frames']:,} env frames)",
-             f"raw score: mean {result['mean']:.2f}  median {result['median']:.2f}  min {result['min']:g}  max {result['max']:g}"]
+    lines = [
+        f"{result['env']}: {result['episodes']} episodes, epsilon {result['epsilon']:g}, "
+        f"checkpoint {result['checkpoint']['path']} (policy version {result['checkpoint']['policy_version']:,}, "
+        f"{result['checkpoint']['env_frames']:,} env frames)",
+        f"raw score: mean {result['mean']:.2f}  median {result['median']:.2f}  min {result['min']:g}  max {result['max']:g}",
+    ]
     if result["human_normalized_mean"] is not None:
         ref = result["reference"]
-        lines.append(f"human-normalized: mean {result['human_normalized_mean']:.1f}%  median {result['human_normalized_median']:.1f}%"
-                     f"  (random {ref['random']:g}, human {ref['human']:g}; Badia et al. 2020)")
+        lines.append(
+            f"human-normalized: mean {result['human_normalized_mean']:.1f}%  median {result['human_normalized_median']:.1f}%"
+            f"  (random {ref['random']:g}, human {ref['human']:g}; Badia et al. 2020)"
+        )
     if "video" in result:
         v = result["video"]
-        lines.append(f"video: {v['path']}: episode {v['episode']} (score {v['score']:g}), {v['emulator_frames']:,} emulator frames, "
-                     f"{v['frames_written']:,} written at {v['fps']:g} fps, {v['width']}x{v['height']}")
+        lines.append(
+            f"video: {v['path']}: episode {v['episode']} (score {v['score']:g}), {v['emulator_frames']:,} emulator frames, "
+            f"{v['frames_written']:,} written at {v['fps']:g} fps, {v['width']}x{v['height']}"
+        )
     return "\n".join(lines)
 
 
@@ -387,13 +436,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m learner.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="path to a checkpoint.pt")
     parser.add_argument("--episodes", type=int, default=10, help="whole games to play")
-    parser.add_argument("--epsilon", type=float, default=None,
-                        help="probability of a random action (default: the run's --eval-epsilon, the evaluator's during "
-                             "training: 0.001 as Rainbow/Dopamine with the apex preset, 0.05 with nature; 0.001 for older "
-                             "checkpoints). At 0, greedy play on a deterministic emulator (no sticky actions) can repeat "
-                             "itself until the --max-episode-frames cap (30 minutes of play a game)")
+    parser.add_argument(
+        "--epsilon",
+        type=float,
+        default=None,
+        help="probability of a random action (default: the run's --eval-epsilon, the evaluator's during "
+        "training: 0.001 as Rainbow/Dopamine with the apex preset, 0.05 with nature; 0.001 for older "
+        "checkpoints). At 0, greedy play on a deterministic emulator (no sticky actions) can repeat "
+        "itself until the --max-episode-frames cap (30 minutes of play a game)",
+    )
     parser.add_argument("--seed", type=int, default=12345, help="environment and exploration seed")
-    parser.add_argument("--video", default=None, help="write the best episode to this .mp4 (60 fps, every emulator frame) or .gif (20 fps, every 3rd frame); ALE games only")
+    parser.add_argument(
+        "--video",
+        default=None,
+        help="write the best episode to this .mp4 (60 fps, every emulator frame) or .gif (20 fps, every 3rd frame); ALE games only",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     try:
         args = parser.parse_args(argv)
@@ -402,9 +459,16 @@ def main(argv: list[str] | None = None) -> int:
     from common.envs import EnvSpecError
     from learner.checkpoint import CheckpointError
 
-    for bad, flag, value, why in ((args.episodes < 1, "--episodes", args.episodes, "must be at least 1"),
-                                  (args.epsilon is not None and not 0 <= args.epsilon <= 1, "--epsilon", args.epsilon, "must be in [0, 1]"),
-                                  (not 0 <= args.seed < 2**31 - 8, "--seed", args.seed, "must be in 0..2^31-9 (ALE's seeds are signed 32-bit, env i plays seed + i)")):
+    for bad, flag, value, why in (
+        (args.episodes < 1, "--episodes", args.episodes, "must be at least 1"),
+        (args.epsilon is not None and not 0 <= args.epsilon <= 1, "--epsilon", args.epsilon, "must be in [0, 1]"),
+        (
+            not 0 <= args.seed < 2**31 - 8,
+            "--seed",
+            args.seed,
+            "must be in 0..2^31-9 (ALE's seeds are signed 32-bit, env i plays seed + i)",
+        ),
+    ):
         if bad:
             print(f"error: {flag}={value}: {why}", file=sys.stderr)
             return USAGE_ERROR

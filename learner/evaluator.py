@@ -19,8 +19,22 @@ import torch
 from common.config import Config
 
 #: evals.csv columns, one row per evaluation.
-EVAL_FIELDS = ["wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes", "epsilon",
-               "mean", "median", "min", "max", "human_normalized_mean", "eval_s", "eval_agent_steps"]
+EVAL_FIELDS = [
+    "wall_s",
+    "env_frames",
+    "agent_steps",
+    "learner_steps",
+    "policy_version",
+    "episodes",
+    "epsilon",
+    "mean",
+    "median",
+    "min",
+    "max",
+    "human_normalized_mean",
+    "eval_s",
+    "eval_agent_steps",
+]
 
 
 class Evaluator:
@@ -49,9 +63,17 @@ class Evaluator:
         env = make_vector_env(c.env.env_id, n, seed, **_env_options(c))
         try:
             spec = spec_of(env, c.env.env_id)
-            core = ActorCore(env, q_network_for(spec, c.learner), lambda _: np.full(n, self.epsilon), list(range(n)),
-                             steps_per_batch=1, frames_per_step=spec.frames_per_step, clip_rewards=False, seed=seed,
-                             record=False)
+            core = ActorCore(
+                env,
+                q_network_for(spec, c.learner),
+                lambda _: np.full(n, self.epsilon),
+                list(range(n)),
+                steps_per_batch=1,
+                frames_per_step=spec.frames_per_step,
+                clip_rewards=False,
+                seed=seed,
+                record=False,
+            )
             core.set_weights(weights, policy_version)
             games = play(core, n, self.episodes, None, f"{c.env.env_id} (policy {policy_version})")
         finally:
@@ -59,10 +81,16 @@ class Evaluator:
         scores = np.array([g[0] for g in games], dtype=np.float64)
         return {
             **{k: int(run_counters.get(k, 0)) for k in ("env_frames", "agent_steps", "learner_steps")},
-            "policy_version": int(policy_version), "episodes": int(scores.size), "epsilon": self.epsilon,
-            "mean": float(scores.mean()), "median": float(np.median(scores)), "min": float(scores.min()),
-            "max": float(scores.max()), "human_normalized_mean": human_normalized(c.env.env_id, float(scores.mean())),
-            "eval_s": round(time.monotonic() - t0, 3), "eval_agent_steps": int(core.agent_steps),
+            "policy_version": int(policy_version),
+            "episodes": int(scores.size),
+            "epsilon": self.epsilon,
+            "mean": float(scores.mean()),
+            "median": float(np.median(scores)),
+            "min": float(scores.min()),
+            "max": float(scores.max()),
+            "human_normalized_mean": human_normalized(c.env.env_id, float(scores.mean())),
+            "eval_s": round(time.monotonic() - t0, 3),
+            "eval_agent_steps": int(core.agent_steps),
         }
 
 

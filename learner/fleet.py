@@ -103,8 +103,11 @@ class Fleet:
 
         self.gauges = DriverMetrics(self.run_dir.name)
         c = self.cfg
-        print(f"starting {c.actors.num_actors} actors and {c.replay.replay_shards} replay shard(s); "
-              f"training begins once the replay holds {c.replay.learning_starts:,} transitions", flush=True)
+        print(
+            f"starting {c.actors.num_actors} actors and {c.replay.replay_shards} replay shard(s); "
+            f"training begins once the replay holds {c.replay.learning_starts:,} transitions",
+            flush=True,
+        )
         self.replays = [self._start_shard(j) for j in range(c.replay.replay_shards)]
         Actor = make_actor_class(num_cpus=1)
         cfg_dict = c.to_dict()
@@ -112,8 +115,10 @@ class Fleet:
         # Actors spread over the nodes: each one is CPU-bound on its own envs. Each finds its
         # shard by name: a handle among an actor's constructor arguments lives in the object
         # store, and Ray logs an error for each such restartable actor.
-        self.actors = {i: Actor.options(name=f"actor-{i}", scheduling_strategy="SPREAD").remote(cfg_dict, i, f"replay-{i % k}")
-                       for i in range(c.actors.num_actors)}
+        self.actors = {
+            i: Actor.options(name=f"actor-{i}", scheduling_strategy="SPREAD").remote(cfg_dict, i, f"replay-{i % k}")
+            for i in range(c.actors.num_actors)
+        }
         self.publish(weights, policy_version, agent_steps)
         self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
         if self._eval_enabled():
@@ -121,8 +126,11 @@ class Fleet:
 
             # Its own process: on a GPU box it takes a spare core; on a small machine it
             # plays in bursts, one evaluation every --eval-period env frames.
-            self.evaluator = ray.remote(num_cpus=1, max_restarts=1, enable_task_events=False)(Evaluator).options(
-                name="evaluator").remote(cfg_dict)
+            self.evaluator = (
+                ray.remote(num_cpus=1, max_restarts=1, enable_task_events=False)(Evaluator)
+                .options(name="evaluator")
+                .remote(cfg_dict)
+            )
 
     def _eval_enabled(self) -> bool:
         return bool(getattr(self.cfg, "eval", None) and self.cfg.eval.eval_period)
@@ -163,12 +171,20 @@ class Fleet:
 
     def _describe_cluster(self, dashboard_url: str | None) -> None:
         """ray.json in the run dir: where to watch this run (dashboard, Prometheus endpoint)."""
-        ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")})
-        info = {"namespace": self.namespace, "dashboard_url": f"http://{dashboard_url}" if dashboard_url else None,
-                "metrics_export_ports": ports}
+        ports = sorted(
+            {n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")}
+        )
+        info = {
+            "namespace": self.namespace,
+            "dashboard_url": f"http://{dashboard_url}" if dashboard_url else None,
+            "metrics_export_ports": ports,
+        }
         (self.run_dir / "ray.json").write_text(json.dumps(info, indent=2))
         if dashboard_url:
-            print(f"dashboard: http://{dashboard_url} (parts named replay-K and actor-N, namespace {self.namespace})", flush=True)
+            print(
+                f"dashboard: http://{dashboard_url} (parts named replay-K and actor-N, namespace {self.namespace})",
+                flush=True,
+            )
 
     def _cpus_needed(self) -> int:
         return self.cfg.actors.num_actors + self.cfg.replay.replay_shards + int(self._eval_enabled())
@@ -181,12 +197,17 @@ class Fleet:
         if have >= need:
             return
         if not can_grow:
-            raise PlacementError(f"cannot place the run: this Ray instance has {have:g} CPUs; {parts} "
-                                 f"(raise --num-cpus or lower --num-actors)")
+            raise PlacementError(
+                f"cannot place the run: this Ray instance has {have:g} CPUs; {parts} "
+                f"(raise --num-cpus or lower --num-actors)"
+            )
         from ray.autoscaler.sdk import request_resources
 
-        print(f"waiting up to {c.run.placement_timeout:g}s for the cluster to grow from {have:g} to {need} CPUs "
-              f"({c.actors.num_actors} actors + {c.replay.replay_shards} replay shards)", flush=True)
+        print(
+            f"waiting up to {c.run.placement_timeout:g}s for the cluster to grow from {have:g} to {need} CPUs "
+            f"({c.actors.num_actors} actors + {c.replay.replay_shards} replay shards)",
+            flush=True,
+        )
         request_resources(num_cpus=need)
         deadline = time.monotonic() + c.run.placement_timeout
         while time.monotonic() < deadline:
@@ -194,8 +215,10 @@ class Fleet:
             have = ray.cluster_resources().get("CPU", 0)
             if have >= need:
                 return
-        raise PlacementError(f"cannot place the run: the Ray cluster has {have:g} CPUs after {c.run.placement_timeout:g}s; "
-                             f"{parts} (lower --num-actors or add worker nodes)")
+        raise PlacementError(
+            f"cannot place the run: the Ray cluster has {have:g} CPUs after {c.run.placement_timeout:g}s; "
+            f"{parts} (lower --num-actors or add worker nodes)"
+        )
 
     def _start_shard(self, j: int):
         """Shard j holds 1/K of the replay and applies the ratio to its own share. Shards sit
@@ -206,12 +229,18 @@ class Fleet:
         # enable_task_events=False here and on the actors: Ray's GCS otherwise records an
         # event for each of the hundreds of add/sample/priority calls a second and grew by
         # 300 MB an hour in the soak (docs/benchmarks.md).
-        return make_replay_actor(num_cpus=1, name=f"replay-{j}", scheduling_strategy=here, max_restarts=-1,
-                                 enable_task_events=False).remote(
-            capacity=-(-c.replay.replay_capacity // k), stack_size=self.spec.stack_size,
-            n_step=c.replay.n_step, gamma=c.learner.gamma, prioritized=c.replay.prioritized,
-            alpha=c.replay.priority_alpha, seed=c.run.seed * 7919 + j,
-            samples_per_insert=c.replay.replay_ratio or None, min_size=-(-c.replay.learning_starts // k),
+        return make_replay_actor(
+            num_cpus=1, name=f"replay-{j}", scheduling_strategy=here, max_restarts=-1, enable_task_events=False
+        ).remote(
+            capacity=-(-c.replay.replay_capacity // k),
+            stack_size=self.spec.stack_size,
+            n_step=c.replay.n_step,
+            gamma=c.learner.gamma,
+            prioritized=c.replay.prioritized,
+            alpha=c.replay.priority_alpha,
+            seed=c.run.seed * 7919 + j,
+            samples_per_insert=c.replay.replay_ratio or None,
+            min_size=-(-c.replay.learning_starts // k),
             tolerance=c.replay.replay_ratio_tolerance / k,
             # A shard that Ray restarts after a crash, or a resumed run, starts from here.
             snapshot_path=str(snapshot_path(self.run_dir, j)) if c.replay.snapshot_interval >= 0 else None,
@@ -228,7 +257,9 @@ class Fleet:
         while len(self.pending) < self.cfg.learner.prefetch:
             shard = self._pick_shard()
             if mirrored:
-                ref = self.replays[shard].sample_indices.remote(batch_size, beta, "learner", self._take_priorities(shard))
+                ref = self.replays[shard].sample_indices.remote(
+                    batch_size, beta, "learner", self._take_priorities(shard)
+                )
             else:
                 ref = self.replays[shard].sample.remote(batch_size, beta)
             self.pending.append((shard, ref))
@@ -330,7 +361,13 @@ class Fleet:
             status.update(f"writing replay snapshots: {j}/{len(refs)} shards done", force=True)
             try:
                 info = ray.get(ref, timeout=600)
-                log.info("replay-%d snapshot: %d records, %.0f MB in %.1f s", j, info["records"], info["bytes"] / 1e6, info["seconds"])
+                log.info(
+                    "replay-%d snapshot: %d records, %.0f MB in %.1f s",
+                    j,
+                    info["records"],
+                    info["bytes"] / 1e6,
+                    info["seconds"],
+                )
             except Exception as e:  # the checkpoint is written; the previous snapshot stays
                 log.warning("replay-%d snapshot failed: %s", j, _last_line(e))
         status.done()
@@ -380,8 +417,13 @@ class Fleet:
             lost = self.shard_stats[j]["records_added"] - sh["records_added"]
             self.replay_restarts += 1
             self.replay_records_lost += lost
-            log.warning("replay-%d restarted from its snapshot with %d records; %d records that arrived after "
-                        "the snapshot were lost", j, sh["restored_records"], lost)
+            log.warning(
+                "replay-%d restarted from its snapshot with %d records; %d records that arrived after "
+                "the snapshot were lost",
+                j,
+                sh["restored_records"],
+                lost,
+            )
         return sh
 
     # ---- supervision -----------------------------------------------------------------------

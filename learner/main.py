@@ -22,9 +22,11 @@ from pathlib import Path
 from common.cli import OneLineParser, UsageError, report_usage_error
 from common.config import Config, ConfigError, build_arg_parser, config_from_args, dumps, explicit_overrides, resolve
 
-DESCRIPTION = ("Train a distributed DQN (Ape-X family) on an Atari game or a flat-vector gymnasium env. "
-               "Starts a local Ray instance unless --address names a cluster. Values shown as None are "
-               "'auto': filled for the env and device, and recorded in the run's config.json.")
+DESCRIPTION = (
+    "Train a distributed DQN (Ape-X family) on an Atari game or a flat-vector gymnasium env. "
+    "Starts a local Ray instance unless --address names a cluster. Values shown as None are "
+    "'auto': filled for the env and device, and recorded in the run's config.json."
+)
 
 
 def parse(argv: list[str]) -> tuple[Config, Path | None]:
@@ -78,7 +80,9 @@ def prepare(argv: list[str]):
             payload = load_checkpoint(checkpoint_path(resume_dir), signature_for(spec, cfg.learner))
             run_dir = resume_dir
         else:
-            run_dir = Path(cfg.run.run_dir or f"runs/{cfg.env.env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir = Path(
+                cfg.run.run_dir or f"runs/{cfg.env.env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
             check_new_run_dir(run_dir)
             cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_dir=str(run_dir)))
         check_ray_address(cfg.run.address)
@@ -92,7 +96,9 @@ def check_new_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {run_dir}: is a file, not a directory")
     if (run_dir / "config.json").exists() or (run_dir / "checkpoint.pt").exists():
-        raise UsageError(f"--run-dir {run_dir}: already holds a run; use --resume {run_dir} to continue it or pick another directory")
+        raise UsageError(
+            f"--run-dir {run_dir}: already holds a run; use --resume {run_dir} to continue it or pick another directory"
+        )
     existing = run_dir
     while not existing.exists():
         existing = existing.parent
@@ -120,8 +126,10 @@ def check_ray_address(address: str | None, timeout: float = RAY_PROBE_TIMEOUT_S)
 
             target = canonicalize_bootstrap_address_or_die("auto")
         except Exception as e:  # ConnectionError: no cluster on this node (or several)
-            raise UsageError(f"{flag}: no Ray cluster found on this node ({str(e).split('. ')[0]}); "
-                             f"start one with 'ray start --head' or name it as HOST:PORT") from None
+            raise UsageError(
+                f"{flag}: no Ray cluster found on this node ({str(e).split('. ')[0]}); "
+                f"start one with 'ray start --head' or name it as HOST:PORT"
+            ) from None
     host, sep, port_text = target.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise UsageError(f"{flag}: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.1:6379), or auto")
@@ -213,8 +221,11 @@ def device_facts(device: str, spec, cuda: bool) -> dict:
     free = None
     if cuda:
         free = torch.cuda.mem_get_info(torch.device("cuda" if device == "auto" else device))[0]
-    return {"frame_bytes": math.prod(spec.frame_shape) * np.dtype(spec.frame_dtype).itemsize,
-            "device_free_bytes": free, "cores": os.cpu_count()}
+    return {
+        "frame_bytes": math.prod(spec.frame_shape) * np.dtype(spec.frame_dtype).itemsize,
+        "device_free_bytes": free,
+        "cores": os.cpu_count(),
+    }
 
 
 def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
@@ -240,11 +251,14 @@ def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
             counters = Counters(payload["counters"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CheckpointError(f"{checkpoint_path(run_dir)}: its state does not fit this network ({type(e).__name__}: {first})") from None
+            raise CheckpointError(
+                f"{checkpoint_path(run_dir)}: its state does not fit this network ({type(e).__name__}: {first})"
+            ) from None
     else:
         counters = Counters(None)
-    return Trainer(cfg, run_dir, learner, Fleet(cfg, spec, run_dir), RunLog(run_dir), counters,
-                   signature_for(spec, cfg.learner))
+    return Trainer(
+        cfg, run_dir, learner, Fleet(cfg, spec, run_dir), RunLog(run_dir), counters, signature_for(spec, cfg.learner)
+    )
 
 
 def pace(cfg: Config) -> str:
@@ -269,11 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "config.json").write_text(dumps(cfg))
     from learner.fleet import PlacementError
 
-    print(f"raydqn: {cfg.env.env_id}, {cfg.actors.num_actors} actors x {cfg.env.envs_per_actor} envs, "
-          f"batch {cfg.learner.batch_size}, {pace(cfg)}, run dir {run_dir}" + (" (resumed)" if payload else ""), flush=True)
+    print(
+        f"raydqn: {cfg.env.env_id}, {cfg.actors.num_actors} actors x {cfg.env.envs_per_actor} envs, "
+        f"batch {cfg.learner.batch_size}, {pace(cfg)}, run dir {run_dir}" + (" (resumed)" if payload else ""),
+        flush=True,
+    )
     if cfg.actors.epsilon_schedule == "apex" and cfg.actors.num_actors * cfg.env.envs_per_actor == 1:
-        print(f"one env stream: Ape-X's per-stream eps is then a fixed {cfg.actors.epsilon_base:g} for the whole run; "
-              f"--epsilon-schedule linear decays it from 1.0 to --epsilon-final instead", flush=True)
+        print(
+            f"one env stream: Ape-X's per-stream eps is then a fixed {cfg.actors.epsilon_base:g} for the whole run; "
+            f"--epsilon-schedule linear decays it from 1.0 to --epsilon-final instead",
+            flush=True,
+        )
     from learner.checkpoint import CheckpointError
 
     try:
@@ -286,8 +306,23 @@ def main(argv: list[str] | None = None) -> int:
     except PlacementError as e:
         undo.restore()  # nothing ran: the run dir goes back to how the user left it
         return report_usage_error(e)
-    print(json.dumps({k: summary.get(k) for k in ("env_frames", "agent_steps", "learner_steps", "episodes",
-                                                   "mean_return_100", "wall_s", "stop_reason")}), flush=True)
+    print(
+        json.dumps(
+            {
+                k: summary.get(k)
+                for k in (
+                    "env_frames",
+                    "agent_steps",
+                    "learner_steps",
+                    "episodes",
+                    "mean_return_100",
+                    "wall_s",
+                    "stop_reason",
+                )
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

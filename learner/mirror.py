@@ -92,7 +92,7 @@ class FrameMirror:
         if k > self.capacity or int(delta.positions[0]) != lo % self.capacity:
             raise MirrorError(f"delta of {k} frames from uid {lo} does not fit a ring of {self.capacity}")
         mv, off = memoryview(delta.blobs), delta.offsets.tolist()
-        frames = decompress_frames([mv[off[i]:off[i + 1]] for i in range(k)], *spec)  # read-only numpy
+        frames = decompress_frames([mv[off[i] : off[i + 1]] for i in range(k)], *spec)  # read-only numpy
         p0 = lo % self.capacity
         n1 = min(k, self.capacity - p0)  # the uids are consecutive: at most two runs of the ring
         if self.device.type == "cpu":
@@ -137,14 +137,23 @@ class FrameMirror:
         pos = uids % self.capacity
         if not self.in_sync or not np.array_equal(self.held[pos], uids):
             bad = int(np.count_nonzero(self.held[pos] != uids))
-            raise MirrorError(f"the mirror lacks {bad} of the {uids.size} frames a batch names (in sync: {self.in_sync})")
+            raise MirrorError(
+                f"the mirror lacks {bad} of the {uids.size} frames a batch names (in sync: {self.in_sync})"
+            )
         index = torch.from_numpy(pos)
         if self.device.type == "cuda":
             index = index.pin_memory().to(self.device, non_blocking=True)
         stacks = self.ring[index]  # dtype[2B, S, *shape]
         b = len(batch.ids)
-        return SampleBatch(ids=batch.ids, obs=stacks[:b], actions=batch.actions, returns=batch.returns,
-                           discounts=batch.discounts, next_obs=stacks[b:], weights=batch.weights)
+        return SampleBatch(
+            ids=batch.ids,
+            obs=stacks[:b],
+            actions=batch.actions,
+            returns=batch.returns,
+            discounts=batch.discounts,
+            next_obs=stacks[b:],
+            weights=batch.weights,
+        )
 
 
 def _torch_dtype(name: str) -> torch.dtype:

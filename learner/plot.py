@@ -69,7 +69,9 @@ def read_csv_columns(path: Path, required: tuple[str, ...]) -> dict[str, np.ndar
             header = reader.fieldnames or []
             missing = [c for c in required if c not in header]
             if missing:
-                raise PlotError(f"{path}: no column {', '.join(missing)} in its header {header[:6]}{'...' if len(header) > 6 else ''}")
+                raise PlotError(
+                    f"{path}: no column {', '.join(missing)} in its header {header[:6]}{'...' if len(header) > 6 else ''}"
+                )
             columns: dict[str, list[float]] = {c: [] for c in header if c}
             for row in reader:
                 if None in row or any(row.get(c) is None for c in columns):  # too many or too few fields
@@ -155,8 +157,12 @@ def plot_runs(runs: list[Run], out: str | Path, size_px: tuple[int, int] = (1600
         if "env_frames_per_s" in m:
             ax_rate.plot(m["env_frames"], m["env_frames_per_s"], color=color, lw=1.5, label=f"{run.name} env frames/s")
         if "updates_per_s" in m:
-            ax_rate2.plot(m["env_frames"], m["updates_per_s"], color=color, lw=1.2, ls="--", label=f"{run.name} updates/s")
-    losses = np.concatenate([r.metrics["loss"][np.isfinite(r.metrics["loss"])] for r in runs if "loss" in r.metrics] or [np.zeros(0)])
+            ax_rate2.plot(
+                m["env_frames"], m["updates_per_s"], color=color, lw=1.2, ls="--", label=f"{run.name} updates/s"
+            )
+    losses = np.concatenate(
+        [r.metrics["loss"][np.isfinite(r.metrics["loss"])] for r in runs if "loss" in r.metrics] or [np.zeros(0)]
+    )
     if len(losses) and (losses > 0).all():
         ax_loss.set_yscale("log")
     frames_fmt = EngFormatter(sep="")
@@ -199,8 +205,17 @@ def _draw_scores(ax_frames, ax_wall, run: Run, color: str, scale: float) -> None
         for ax, x in ((ax_frames, ev["env_frames"]), (ax_wall, ev["wall_s"] / scale)):
             if "min" in ev and "max" in ev:
                 ax.fill_between(x, ev["min"], ev["max"], color=color, alpha=0.12, linewidth=0)
-            ax.plot(x, ev["mean"], color=color, lw=1.6, marker="o", ms=4, mec="black", mew=0.6,
-                    label=f"{run.name} evaluation")
+            ax.plot(
+                x,
+                ev["mean"],
+                color=color,
+                lw=1.6,
+                marker="o",
+                ms=4,
+                mec="black",
+                mew=0.6,
+                label=f"{run.name} evaluation",
+            )
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -217,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m learner.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with a metrics.csv)")
     parser.add_argument("--out", required=True, help="image to write: .png (or .pdf, .svg)")
-    parser.add_argument("--size", type=_parse_size, default=(1600, 1000), help="image size in pixels, WIDTHxHEIGHT (at --dpi)")
+    parser.add_argument(
+        "--size", type=_parse_size, default=(1600, 1000), help="image size in pixels, WIDTHxHEIGHT (at --dpi)"
+    )
     parser.add_argument("--dpi", type=int, default=100, help="dots per inch")
     try:
         args = parser.parse_args(argv)
@@ -232,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
 
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FigureCanvasBase.get_supported_filetypes():
-        print(f"error: --out {args.out}: unsupported image format {out.suffix or '(no suffix)'!r}; use .png, .pdf or .svg", file=sys.stderr)
+        print(
+            f"error: --out {args.out}: unsupported image format {out.suffix or '(no suffix)'!r}; use .png, .pdf or .svg",
+            file=sys.stderr,
+        )
         return USAGE_ERROR
     if not out.parent.is_dir():
         print(f"error: --out {args.out}: directory {str(out.parent)!r} does not exist", file=sys.stderr)

@@ -19,20 +19,59 @@ from learner.evaluator import EVAL_FIELDS
 from learner.tensorboard import TensorBoardLogger, tags_from_episode
 
 #: evals.csv column -> TensorBoard tag (against env frames, like every other tag).
-EVAL_TAGS = {"mean": "eval/mean_return", "median": "eval/median_return", "min": "eval/min_return",
-             "max": "eval/max_return", "human_normalized_mean": "eval/human_normalized_mean", "eval_s": "eval/seconds"}
+EVAL_TAGS = {
+    "mean": "eval/mean_return",
+    "median": "eval/median_return",
+    "min": "eval/min_return",
+    "max": "eval/max_return",
+    "human_normalized_mean": "eval/human_normalized_mean",
+    "eval_s": "eval/seconds",
+}
 
 METRIC_FIELDS = [
-    "wall_s", "env_frames", "agent_steps", "learner_steps", "policy_version", "episodes",
-    "mean_return_100", "mean_return_greedy_20", "env_frames_per_s", "agent_steps_per_s", "updates_per_s",
-    "replay_size", "replay_sampleable", "replay_rejected", "loss", "mean_q", "actors_alive",
-    "replay_ratio", "policy_lag", "weight_sync_age_s", "eval_return",
+    "wall_s",
+    "env_frames",
+    "agent_steps",
+    "learner_steps",
+    "policy_version",
+    "episodes",
+    "mean_return_100",
+    "mean_return_greedy_20",
+    "env_frames_per_s",
+    "agent_steps_per_s",
+    "updates_per_s",
+    "replay_size",
+    "replay_sampleable",
+    "replay_rejected",
+    "loss",
+    "mean_q",
+    "actors_alive",
+    "replay_ratio",
+    "policy_lag",
+    "weight_sync_age_s",
+    "eval_return",
 ]
 EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon", "stream_id"]
 SUMMARY_FIELDS = [
-    "env", "env_frames", "agent_steps", "learner_steps", "episodes", "mean_return_100", "mean_return_greedy_20",
-    "policy_version", "wall_s", "stop_reason", "replay", "actors", "actor_restarts", "replay_restarts",
-    "replay_records_lost_at_restarts", "evals", "eval_return", "best_eval_return", "last_eval",
+    "env",
+    "env_frames",
+    "agent_steps",
+    "learner_steps",
+    "episodes",
+    "mean_return_100",
+    "mean_return_greedy_20",
+    "policy_version",
+    "wall_s",
+    "stop_reason",
+    "replay",
+    "actors",
+    "actor_restarts",
+    "replay_restarts",
+    "replay_records_lost_at_restarts",
+    "evals",
+    "eval_return",
+    "best_eval_return",
+    "last_eval",
 ]
 
 
@@ -52,9 +91,11 @@ def progress_line(row: dict, phase: str) -> str:
     score, ev = row.get("mean_return_100"), row.get("eval_return")
     scores = f"eval {ev:.1f} | " if ev is not None else ""
     scores += f"score100 {'-' if score is None else f'{score:.1f}'}"
-    return (f"[{row['wall_s']:7.0f}s] {phase:8s} frames {row['env_frames']:,} ({row['env_frames_per_s']:,.0f}/s) | "
-            f"updates {row['learner_steps']:,} ({row['updates_per_s']:.1f}/s) | "
-            f"replay {row['replay_size']:,} | episodes {row['episodes']:,} | {scores} | loss {row['loss']:.4f}")
+    return (
+        f"[{row['wall_s']:7.0f}s] {phase:8s} frames {row['env_frames']:,} ({row['env_frames_per_s']:,.0f}/s) | "
+        f"updates {row['learner_steps']:,} ({row['updates_per_s']:.1f}/s) | "
+        f"replay {row['replay_size']:,} | episodes {row['episodes']:,} | {scores} | loss {row['loss']:.4f}"
+    )
 
 
 class RunLog:
@@ -73,9 +114,17 @@ class RunLog:
         """episodes.csv and TensorBoard: one row per finished game (raw score)."""
         if not episodes:
             return
-        rows = [{"wall_s": round(wall_s, 2), "env_frames": env_frames, "score": ep["score"],
-                 "agent_steps": ep["agent_steps"], "epsilon": round(ep["epsilon"], 5), "stream_id": ep["stream_id"]}
-                for ep in episodes]
+        rows = [
+            {
+                "wall_s": round(wall_s, 2),
+                "env_frames": env_frames,
+                "score": ep["score"],
+                "agent_steps": ep["agent_steps"],
+                "epsilon": round(ep["epsilon"], 5),
+                "stream_id": ep["stream_id"],
+            }
+            for ep in episodes
+        ]
         if self.tb is not None:
             for ep in episodes:
                 self.tb.log(env_frames, tags_from_episode(ep))

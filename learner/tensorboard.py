@@ -116,7 +116,11 @@ class TensorBoardLogger:
         writer_class = _summary_writer_class()
         self._writer = None
         if writer_class is None:
-            warnings.warn("TensorBoard logging is off: install tensorboardX (pip install tensorboardX)", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "TensorBoard logging is off: install tensorboardX (pip install tensorboardX)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._writer = writer_class(str(self.log_dir), flush_secs=flush_secs)

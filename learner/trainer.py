@@ -77,11 +77,17 @@ class Counters:
 
     def to_dict(self, wall_s: float) -> dict:
         return {
-            "env_frames": self.env_frames, "agent_steps": self.agent_steps,
-            "learner_steps": self.learner_steps, "episodes": self.episodes,
-            "policy_version": self.policy_version, "wall_s": wall_s,
-            "recent_returns": list(self.recent), "recent_greedy_returns": list(self.recent_greedy),
-            "evals": self.evals, "last_eval": self.last_eval, "best_eval_return": self.best_eval_return,
+            "env_frames": self.env_frames,
+            "agent_steps": self.agent_steps,
+            "learner_steps": self.learner_steps,
+            "episodes": self.episodes,
+            "policy_version": self.policy_version,
+            "wall_s": wall_s,
+            "recent_returns": list(self.recent),
+            "recent_greedy_returns": list(self.recent_greedy),
+            "evals": self.evals,
+            "last_eval": self.last_eval,
+            "best_eval_return": self.best_eval_return,
             "eval_requested_frames": self.eval_requested_frames,
         }
 
@@ -214,8 +220,10 @@ class Trainer:
             self.last_publish = time.monotonic()
         if steps % cfg.learner.checkpoint_period == 0:
             self.save()
-        elif (cfg.replay.snapshot_interval > 0
-              and time.monotonic() - self.fleet.last_snapshot >= cfg.replay.snapshot_interval):
+        elif (
+            cfg.replay.snapshot_interval > 0
+            and time.monotonic() - self.fleet.last_snapshot >= cfg.replay.snapshot_interval
+        ):
             self.fleet.save_snapshots(wait=False)
 
     def _maybe_evaluate(self) -> None:
@@ -278,8 +286,13 @@ class Trainer:
 
     def save(self) -> None:
         """A checkpoint, then (unless snapshots are off) every replay shard's snapshot."""
-        save_checkpoint(checkpoint_path(self.run_dir), self.learner.state_dict(),
-                        self.counters.to_dict(self.wall_s()), self.signature, self.cfg.to_dict())
+        save_checkpoint(
+            checkpoint_path(self.run_dir),
+            self.learner.state_dict(),
+            self.counters.to_dict(self.wall_s()),
+            self.signature,
+            self.cfg.to_dict(),
+        )
         if self.cfg.replay.snapshot_interval >= 0:
             self.fleet.save_snapshots(wait=True)
 
@@ -287,15 +300,25 @@ class Trainer:
         c, rp = self.counters, self.replay
         inserted = rp.get("transitions_inserted", 0)
         row = {
-            "wall_s": round(self.wall_s(), 2), "env_frames": c.env_frames, "agent_steps": c.agent_steps,
-            "learner_steps": self.learner.learner_steps, "policy_version": c.policy_version, "episodes": c.episodes,
-            "mean_return_100": c.mean_return_100(), "mean_return_greedy_20": c.mean_return_greedy_20(),
-            "replay_size": rp.get("size", 0), "replay_sampleable": rp.get("items_sampleable", 0),
-            "replay_rejected": rp.get("rejected", 0), "loss": self.last_loss, "mean_q": self.last_mean_q,
-            "actors_alive": self.actors_alive, "eval_return": c.eval_return(), **rates,
+            "wall_s": round(self.wall_s(), 2),
+            "env_frames": c.env_frames,
+            "agent_steps": c.agent_steps,
+            "learner_steps": self.learner.learner_steps,
+            "policy_version": c.policy_version,
+            "episodes": c.episodes,
+            "mean_return_100": c.mean_return_100(),
+            "mean_return_greedy_20": c.mean_return_greedy_20(),
+            "replay_size": rp.get("size", 0),
+            "replay_sampleable": rp.get("items_sampleable", 0),
+            "replay_rejected": rp.get("rejected", 0),
+            "loss": self.last_loss,
+            "mean_q": self.last_mean_q,
+            "actors_alive": self.actors_alive,
+            "eval_return": c.eval_return(),
+            **rates,
             "replay_ratio": rp.get("transitions_sampled", 0) / inserted if inserted else 0.0,
-            "policy_lag": c.policy_version - min((a["policy_version"] for a in self.actor_stats.values()),
-                                                 default=c.policy_version),
+            "policy_lag": c.policy_version
+            - min((a["policy_version"] for a in self.actor_stats.values()), default=c.policy_version),
             "weight_sync_age_s": time.monotonic() - self.last_publish,
         }
         self.run_log.metrics(row, "training" if self.learner.learner_steps else "warm-up")
@@ -303,13 +326,24 @@ class Trainer:
     def summary(self) -> dict:
         c, f = self.counters, self.fleet
         return {
-            "env": self.cfg.env.env_id, "env_frames": c.env_frames, "agent_steps": c.agent_steps,
-            "learner_steps": self.learner.learner_steps, "episodes": c.episodes,
-            "mean_return_100": c.mean_return_100(), "mean_return_greedy_20": c.mean_return_greedy_20(),
-            "policy_version": c.policy_version, "wall_s": round(self.wall_s(), 2), "stop_reason": self.stop_reason,
-            "replay": self.replay, "actors": self.actor_stats, "actor_restarts": f.actor_restarts,
-            "replay_restarts": f.replay_restarts, "replay_records_lost_at_restarts": f.replay_records_lost,
-            "evals": c.evals, "eval_return": c.eval_return(), "best_eval_return": c.best_eval_return,
+            "env": self.cfg.env.env_id,
+            "env_frames": c.env_frames,
+            "agent_steps": c.agent_steps,
+            "learner_steps": self.learner.learner_steps,
+            "episodes": c.episodes,
+            "mean_return_100": c.mean_return_100(),
+            "mean_return_greedy_20": c.mean_return_greedy_20(),
+            "policy_version": c.policy_version,
+            "wall_s": round(self.wall_s(), 2),
+            "stop_reason": self.stop_reason,
+            "replay": self.replay,
+            "actors": self.actor_stats,
+            "actor_restarts": f.actor_restarts,
+            "replay_restarts": f.replay_restarts,
+            "replay_records_lost_at_restarts": f.replay_records_lost,
+            "evals": c.evals,
+            "eval_return": c.eval_return(),
+            "best_eval_return": c.best_eval_return,
             "last_eval": c.last_eval,
         }
 
@@ -328,7 +362,10 @@ class _Rates:
     def take(self, now: float) -> dict:
         c, (f0, s0, u0) = self.counters, self.last
         dt = max(now - self.since, 1e-9)
-        rates = {"env_frames_per_s": (c.env_frames - f0) / dt, "agent_steps_per_s": (c.agent_steps - s0) / dt,
-                 "updates_per_s": (self.learner.learner_steps - u0) / dt}
+        rates = {
+            "env_frames_per_s": (c.env_frames - f0) / dt,
+            "agent_steps_per_s": (c.agent_steps - s0) / dt,
+            "updates_per_s": (self.learner.learner_steps - u0) / dt,
+        }
         self._mark(now)
         return rates

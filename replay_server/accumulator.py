@@ -91,7 +91,9 @@ def check_grammar(stream_id: int, state: StreamState | None, first, final, ended
         raise MessageError(f"stream {stream_id}: a final-frame record (action -1) has first=True")
     bad = np.flatnonzero(final[1:] & ~ended[:-1])
     if bad.size:
-        raise MessageError(f"stream {stream_id}: final-frame record at index {bad[0] + 1} does not follow an episode end")
+        raise MessageError(
+            f"stream {stream_id}: final-frame record at index {bad[0] + 1} does not follow an episode end"
+        )
     if first[0]:
         return
     if state is None:
@@ -99,7 +101,9 @@ def check_grammar(stream_id: int, state: StreamState | None, first, final, ended
     if state.last_final:
         raise MessageError(f"stream {stream_id}: record after a final-frame record has first=False")
     if state.last_ended and not final[0]:
-        raise MessageError(f"stream {stream_id}: the episode end in the previous batch is not followed by its final-frame record")
+        raise MessageError(
+            f"stream {stream_id}: the episode end in the previous batch is not followed by its final-frame record"
+        )
     if final[0] and not state.last_ended:
         raise MessageError(f"stream {stream_id}: final-frame record at index 0 does not follow an episode end")
 
@@ -120,8 +124,19 @@ def stacks_of(uids: np.ndarray, first: np.ndarray, prev_stack: np.ndarray) -> np
     return ext[np.maximum(pos, floor[:, None])]
 
 
-def accumulate(state: StreamState | None, uids, rewards, terminated, ended, first, final,
-               stack_size: int, n_step: int, gamma: float, lowest_stored: int) -> Accumulated:
+def accumulate(
+    state: StreamState | None,
+    uids,
+    rewards,
+    terminated,
+    ended,
+    first,
+    final,
+    stack_size: int,
+    n_step: int,
+    gamma: float,
+    lowest_stored: int,
+) -> Accumulated:
     """Stacks and completed windows of M grammatical records of one stream.
 
     ``state`` is the stream before them (None: never seen; ignored when ``first[0]``).
@@ -136,7 +151,12 @@ def accumulate(state: StreamState | None, uids, rewards, terminated, ended, firs
         pending, p_rew, p_term = np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.bool_)
         prev_stack = np.zeros(stack_size, dtype=np.int64)  # never read: every stack starts at index 0 or later
     else:
-        pending, p_rew, p_term, prev_stack = state.pending, state.pending_rewards, state.pending_terminated, state.last_stack
+        pending, p_rew, p_term, prev_stack = (
+            state.pending,
+            state.pending_rewards,
+            state.pending_terminated,
+            state.last_stack,
+        )
     stacks = stacks_of(uids, first, prev_stack)
     nxt = np.full(uids.size, -1, dtype=np.int64)
     nxt[:-1] = np.where(first[1:], -1, uids[1:])
@@ -159,9 +179,21 @@ def accumulate(state: StreamState | None, uids, rewards, terminated, ended, firs
     done = np.flatnonzero(is_item & win.complete)
     last = uids.size - 1
     new_state = StreamState(
-        last_uid=int(uids[last]), last_final=bool(final[last]), last_ended=bool(ended[last]),
-        last_stack=stacks[last].copy(), pending=ctx_uid[open_], pending_rewards=ctx_rew[open_],
-        pending_terminated=ctx_term[open_])
+        last_uid=int(uids[last]),
+        last_final=bool(final[last]),
+        last_ended=bool(ended[last]),
+        last_stack=stacks[last].copy(),
+        pending=ctx_uid[open_],
+        pending_rewards=ctx_rew[open_],
+        pending_terminated=ctx_term[open_],
+    )
     return Accumulated(
-        stacks=stacks, next_uid=nxt, items=ctx_uid[done], returns=win.returns[done], discounts=win.discounts[done],
-        boot_uids=ctx_uid[win.bootstrap[done]], dropped=dropped, state=new_state)
+        stacks=stacks,
+        next_uid=nxt,
+        items=ctx_uid[done],
+        returns=win.returns[done],
+        discounts=win.discounts[done],
+        boot_uids=ctx_uid[win.bootstrap[done]],
+        dropped=dropped,
+        state=new_state,
+    )

@@ -76,8 +76,17 @@ class ReplayBuffer:
         seed: seeds ``self.rng``, the generator of all sampling.
     """
 
-    def __init__(self, capacity: int, stack_size: int, n_step: int, gamma: float, prioritized: bool = True,
-                 alpha: float = 0.6, priority_eps: float = 1e-6, seed: int | None = None):
+    def __init__(
+        self,
+        capacity: int,
+        stack_size: int,
+        n_step: int,
+        gamma: float,
+        prioritized: bool = True,
+        alpha: float = 0.6,
+        priority_eps: float = 1e-6,
+        seed: int | None = None,
+    ):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if stack_size < 1:
@@ -207,8 +216,19 @@ class ReplayBuffer:
             tree_leaves.append(np.zeros(lost.size))
         state = self._streams.get(batch.stream_id)
         first = batch.first[part]
-        acc = accumulate(state, uids, batch.rewards[part], batch.terminated[part], ended[part], first, final[part],
-                         self.stack_size, self.n_step, self.gamma, max(new_lo, 0))
+        acc = accumulate(
+            state,
+            uids,
+            batch.rewards[part],
+            batch.terminated[part],
+            ended[part],
+            first,
+            final[part],
+            self.stack_size,
+            self.n_step,
+            self.gamma,
+            max(new_lo, 0),
+        )
         self._items_dropped += acc.dropped
         self._write_records(uids, acc, batch, part)
         if not first[0] and state.last_uid >= new_lo:  # link the segment across batches
@@ -308,8 +328,14 @@ class ReplayBuffer:
             raise ValueError("gather: some ids are not sampleable")
         return self._gather(slots, np.ones(slots.size))
 
-    def sample_indices(self, batch_size: int, beta: float = 0.4, consumer: str = "learner", draw: bool = True,
-                       max_delta_frames: int = MAX_DELTA_FRAMES) -> IndexBatch:
+    def sample_indices(
+        self,
+        batch_size: int,
+        beta: float = 0.4,
+        consumer: str = "learner",
+        draw: bool = True,
+        max_delta_frames: int = MAX_DELTA_FRAMES,
+    ) -> IndexBatch:
         """A sample as frame uids, for a consumer that mirrors this buffer's frame ring.
 
         The answer's delta carries every frame stored since the previous answer to
@@ -361,10 +387,19 @@ class ReplayBuffer:
         offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)), out=offsets[1:])
         codec, shape, dtype = self._frame_spec or ("raw", (), "uint8")
-        return FrameDelta(epoch=self._epoch, since_uid=-1 if reset else cursor[1], first_uid=lo, end_uid=hi, reset=reset, codec=codec,
-                          frame_shape=tuple(shape), frame_dtype=dtype,
-                          positions=(np.arange(lo, hi, dtype=np.int64) % cap).astype(np.int32), offsets=offsets,
-                          blobs=np.frombuffer(b"".join(blobs), dtype=np.uint8))
+        return FrameDelta(
+            epoch=self._epoch,
+            since_uid=-1 if reset else cursor[1],
+            first_uid=lo,
+            end_uid=hi,
+            reset=reset,
+            codec=codec,
+            frame_shape=tuple(shape),
+            frame_dtype=dtype,
+            positions=(np.arange(lo, hi, dtype=np.int64) % cap).astype(np.int32),
+            offsets=offsets,
+            blobs=np.frombuffer(b"".join(blobs), dtype=np.uint8),
+        )
 
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots ``int64[K]`` of item ids, and which ids name a sampleable item of their epoch."""
@@ -436,11 +471,24 @@ class ReplayBuffer:
         frame blobs are shared, never copied): write the state out before the next add,
         sample or priority update.
         """
-        counters = {"records_added": self._records_added, "items_dropped": self._items_dropped,
-                    "records_lost": self._records_lost, "max_priority": self.sampler.max_priority,
-                    "epoch": self._epoch, "priority_updates_ignored": self._priority_updates_ignored}
-        return encode_state(self._config(), self._frame_spec, counters, self.rng, self._slots,
-                            self.sampler.leaves(), self._blobs, self._streams)
+        counters = {
+            "records_added": self._records_added,
+            "items_dropped": self._items_dropped,
+            "records_lost": self._records_lost,
+            "max_priority": self.sampler.max_priority,
+            "epoch": self._epoch,
+            "priority_updates_ignored": self._priority_updates_ignored,
+        }
+        return encode_state(
+            self._config(),
+            self._frame_spec,
+            counters,
+            self.rng,
+            self._slots,
+            self.sampler.leaves(),
+            self._blobs,
+            self._streams,
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """Become the buffer ``state`` (from :meth:`state_dict`) was taken from, one epoch on.

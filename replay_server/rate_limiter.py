@@ -22,7 +22,9 @@ class RateLimiter:
             if not samples_per_insert > 0:
                 raise ValueError(f"samples_per_insert must be > 0, got {samples_per_insert}")
             if tolerance < samples_per_insert:
-                raise ValueError(f"tolerance {tolerance} must be at least samples_per_insert {samples_per_insert}, or nothing could be inserted")
+                raise ValueError(
+                    f"tolerance {tolerance} must be at least samples_per_insert {samples_per_insert}, or nothing could be inserted"
+                )
         self.spi = samples_per_insert
         self.min_size = int(min_size)
         self.tolerance = float(tolerance)

@@ -104,8 +104,13 @@ class ReplayServer:
         self.limiter.on_sample(batch_size)
         return self.buffer.sample(batch_size, beta)
 
-    def sample_indices(self, batch_size: int, beta: float = 0.4, consumer: str = "learner",
-                       priorities: tuple[np.ndarray, np.ndarray] | None = None) -> IndexBatch:
+    def sample_indices(
+        self,
+        batch_size: int,
+        beta: float = 0.4,
+        consumer: str = "learner",
+        priorities: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> IndexBatch:
         """A batch as frame uids, with the frames ``consumer`` has not been sent yet
         (``ReplayBuffer.sample_indices``). Always answers: while the rate limiter says wait
         the answer carries the frame delta alone, so the consumer's mirror never falls behind.
@@ -127,10 +132,15 @@ class ReplayServer:
         return self.buffer.update_priorities(ids, priorities)
 
     def stats(self) -> dict:
-        return {**self.buffer.stats(), "rejected": self.rejected, "batches_added": self.batches_added,
-                "transitions_inserted": self.limiter.inserts, "transitions_sampled": self.limiter.samples,
-                "restored_records": self.restored["records"] if self.restored else 0,
-                "restore_error": self.restore_error}
+        return {
+            **self.buffer.stats(),
+            "rejected": self.rejected,
+            "batches_added": self.batches_added,
+            "transitions_inserted": self.limiter.inserts,
+            "transitions_sampled": self.limiter.samples,
+            "restored_records": self.restored["records"] if self.restored else 0,
+            "restore_error": self.restore_error,
+        }
 
     def ping(self) -> bool:
         return True
@@ -140,8 +150,11 @@ class ReplayServer:
     def state_dict(self) -> dict:
         """Buffer, rate limiter counters and this shell's counters (live arrays, see
         ``ReplayBuffer.state_dict``)."""
-        return {"buffer": self.buffer.state_dict(), "limiter": self.limiter.state(),
-                "server": {"rejected": self.rejected, "batches_added": self.batches_added}}
+        return {
+            "buffer": self.buffer.state_dict(),
+            "limiter": self.limiter.state(),
+            "server": {"rejected": self.rejected, "batches_added": self.batches_added},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Become exactly the server ``state`` came from; SnapshotError changes nothing."""
@@ -167,8 +180,13 @@ class ReplayServer:
         """
         start = time.perf_counter()
         nbytes = write_snapshot(path, self.state_dict())
-        return {"path": os.fspath(path), "bytes": nbytes, "items": self.buffer.num_sampleable,
-                "records": len(self.buffer), "seconds": time.perf_counter() - start}
+        return {
+            "path": os.fspath(path),
+            "bytes": nbytes,
+            "items": self.buffer.num_sampleable,
+            "records": len(self.buffer),
+            "seconds": time.perf_counter() - start,
+        }
 
     def load_snapshot(self, path: str) -> dict:
         """Replace this replay's state with the snapshot at ``path``.
@@ -183,8 +201,13 @@ class ReplayServer:
             self.load_state_dict(state)
         except SnapshotError as e:
             raise SnapshotError(f"{path}: {e}") from None
-        return {"path": os.fspath(path), "bytes": os.path.getsize(path), "items": self.buffer.num_sampleable,
-                "records": len(self.buffer), "seconds": time.perf_counter() - start}
+        return {
+            "path": os.fspath(path),
+            "bytes": os.path.getsize(path),
+            "items": self.buffer.num_sampleable,
+            "records": len(self.buffer),
+            "seconds": time.perf_counter() - start,
+        }
 
 
 def make_replay_actor(**options):

@@ -53,7 +53,9 @@ class PrioritySampler:
             self.max_priority = max(self.max_priority, float(p.max()))
             self._tree.update(slots, p**self.alpha)
 
-    def draw(self, rng: np.random.Generator, batch_size: int, beta: float, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    def draw(
+        self, rng: np.random.Generator, batch_size: int, beta: float, n_items: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Slots ``int64[B]`` (with replacement) and their importance weights ``float64[B]``."""
         total = self._tree.total()
         targets = (np.arange(batch_size) + rng.random(batch_size)) * (total / batch_size)

@@ -31,5 +31,7 @@ def slot_shape(trail: tuple, capacity: int, stack_size: int) -> tuple[int, ...]:
 
 def allocate_slots(capacity: int, stack_size: int) -> dict[str, np.ndarray]:
     """Every slot array of a replay of ``capacity`` records, filled as fresh."""
-    return {name: np.full(slot_shape(trail, capacity, stack_size), fill, dtype=dtype)
-            for name, dtype, trail, fill in SLOT_FIELDS}
+    return {
+        name: np.full(slot_shape(trail, capacity, stack_size), fill, dtype=dtype)
+        for name, dtype, trail, fill in SLOT_FIELDS
+    }

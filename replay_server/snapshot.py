@@ -46,8 +46,22 @@ _PREAMBLE = struct.Struct("<8sQ")  # magic, header length
 _TRAILER = struct.Struct("<IIQ8s")  # crc32, reserved, file length, end magic
 _SECTION_KEY = "__section__"
 #: dtypes an array section may hold (little-endian, no objects, no structured types).
-_DTYPES = frozenset(np.dtype(t).str for t in (
-    np.bool_, np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64))
+_DTYPES = frozenset(
+    np.dtype(t).str
+    for t in (
+        np.bool_,
+        np.uint8,
+        np.int8,
+        np.int16,
+        np.uint16,
+        np.int32,
+        np.uint32,
+        np.int64,
+        np.uint64,
+        np.float32,
+        np.float64,
+    )
+)
 #: Blobs per write/read call of a blob section (bounds the memory of one chunk).
 _BLOB_CHUNK = 1 << 16
 _READ_CHUNK = 16 << 20
@@ -141,15 +155,23 @@ def write_snapshot(path: str, state: dict) -> int:
         if isinstance(sec, BlobList):
             lengths = _blob_lengths(sec)
             packed = lz4.block.compress(_shuffle(lengths), store_size=False)
-            table.append({"kind": "blobs", "count": len(sec), "lengths_stored": len(packed),
-                          "stored": int(lengths[lengths > 0].sum())})
+            table.append(
+                {
+                    "kind": "blobs",
+                    "count": len(sec),
+                    "lengths_stored": len(packed),
+                    "stored": int(lengths[lengths > 0].sum()),
+                }
+            )
             payloads.append((packed, sec))
         else:
             packed = lz4.block.compress(_shuffle(sec), store_size=False)
             table.append({"kind": "array", "dtype": sec.dtype.str, "shape": list(sec.shape), "stored": len(packed)})
             payloads.append((packed, None))
-    header = msgpack.packb({"format": "raydqn-replay-snapshot", "version": FORMAT_VERSION,
-                            "sections": table, "state": tree}, use_bin_type=True)
+    header = msgpack.packb(
+        {"format": "raydqn-replay-snapshot", "version": FORMAT_VERSION, "sections": table, "state": tree},
+        use_bin_type=True,
+    )
 
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
@@ -211,8 +233,12 @@ def read_snapshot(path: str) -> dict:
             except Exception as e:  # msgpack raises several unrelated types on garbage
                 raise SnapshotError(f"{path}: header is not msgpack ({type(e).__name__})") from None
             table, tree = _check_header(meta, path)
-            expected = _PREAMBLE.size + header_len + _TRAILER.size + sum(
-                s["stored"] + s.get("lengths_stored", 0) for s in table)
+            expected = (
+                _PREAMBLE.size
+                + header_len
+                + _TRAILER.size
+                + sum(s["stored"] + s.get("lengths_stored", 0) for s in table)
+            )
             if expected != size:
                 raise SnapshotError(f"{path}: section sizes add up to {expected} bytes, the file has {size}")
             sections = [_read_section(f, sec, path, i) for i, sec in enumerate(table)]
@@ -268,7 +294,9 @@ def _check_header(meta, path: str) -> tuple[list, Any]:
     if not isinstance(meta, dict) or meta.get("format") != "raydqn-replay-snapshot":
         raise SnapshotError(f"{path}: header does not describe a raydqn replay snapshot")
     if meta.get("version") != FORMAT_VERSION:
-        raise SnapshotError(f"{path}: snapshot format version {meta.get('version')!r}, this code reads {FORMAT_VERSION}")
+        raise SnapshotError(
+            f"{path}: snapshot format version {meta.get('version')!r}, this code reads {FORMAT_VERSION}"
+        )
     table = meta.get("sections")
     if not isinstance(table, list):
         raise SnapshotError(f"{path}: header has no section table")

@@ -43,16 +43,25 @@ class DecodedState:
     rng: np.random.Generator
 
 
-def encode_state(config: dict, frame_spec, counters: dict, rng: np.random.Generator, slots: dict,
-                 leaves: np.ndarray, blobs: list, streams: dict) -> dict:
+def encode_state(
+    config: dict,
+    frame_spec,
+    counters: dict,
+    rng: np.random.Generator,
+    slots: dict,
+    leaves: np.ndarray,
+    blobs: list,
+    streams: dict,
+) -> dict:
     """The state tree. Arrays are the live ones, not copies: write it out before the buffer changes."""
     items = list(streams.items())
     k = len(items)
     pending = [st.pending for _, st in items]
     return {
         "config": dict(config),
-        "frame_spec": None if frame_spec is None else
-        {"codec": frame_spec[0], "shape": list(frame_spec[1]), "dtype": frame_spec[2]},
+        "frame_spec": None
+        if frame_spec is None
+        else {"codec": frame_spec[0], "shape": list(frame_spec[1]), "dtype": frame_spec[2]},
         "counters": dict(counters),
         "rng": _encode_rng_state(rng.bit_generator.state),
         "slots": dict(slots),
@@ -63,8 +72,9 @@ def encode_state(config: dict, frame_spec, counters: dict, rng: np.random.Genera
             "last_uid": np.fromiter((st.last_uid for _, st in items), np.int64, k),
             "last_final": np.fromiter((st.last_final for _, st in items), np.bool_, k),
             "last_ended": np.fromiter((st.last_ended for _, st in items), np.bool_, k),
-            "last_stack": np.stack([st.last_stack for _, st in items]) if k else
-            np.zeros((0, config["stack_size"]), np.int64),
+            "last_stack": np.stack([st.last_stack for _, st in items])
+            if k
+            else np.zeros((0, config["stack_size"]), np.int64),
             "pending_len": np.fromiter((p.size for p in pending), np.int64, k),
             "next_seq": np.fromiter((st.next_seq for _, st in items), np.int64, k),
             "pending": np.concatenate(pending) if k else np.zeros(0, np.int64),
@@ -103,28 +113,46 @@ def _decode(state: dict, config: dict, frame_spec_now) -> DecodedState:
     if spec is None and counters["records_added"] > 0:
         raise SnapshotError("snapshot holds records but no frame format")
     streams = _check_streams(state["streams"], slots, config, counters["records_added"])
-    return DecodedState(slots=slots, leaves=leaves, blobs=blobs, frame_spec=spec, streams=streams,
-                        counters=counters, rng=_decode_rng(state["rng"]))
+    return DecodedState(
+        slots=slots,
+        leaves=leaves,
+        blobs=blobs,
+        frame_spec=spec,
+        streams=streams,
+        counters=counters,
+        rng=_decode_rng(state["rng"]),
+    )
 
 
 def _check_frame_spec(spec, frame_spec_now):
     if spec is None:
         return None
     codec, shape, dtype = spec["codec"], spec["shape"], spec["dtype"]
-    if codec not in CODECS or dtype not in FRAME_DTYPES or not isinstance(shape, list) \
-            or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+    if (
+        codec not in CODECS
+        or dtype not in FRAME_DTYPES
+        or not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and d > 0 for d in shape)
+    ):
         raise SnapshotError(f"snapshot frame format {spec!r} is not valid")
     spec = (codec, tuple(shape), dtype)
     if frame_spec_now is not None and spec != frame_spec_now:
-        raise SnapshotError(f"snapshot holds frames {spec} (codec, shape, dtype) but this replay stores {frame_spec_now}")
+        raise SnapshotError(
+            f"snapshot holds frames {spec} (codec, shape, dtype) but this replay stores {frame_spec_now}"
+        )
     return spec
 
 
 def _check_counters(counters: dict) -> dict:
     out = {name: counters[name] if name in counters or name not in _NEWER_FIELDS else 0 for name in COUNTERS}
     max_priority = counters["max_priority"]
-    if not (all(_is_count(v) for v in out.values()) and isinstance(max_priority, float)
-            and np.isfinite(max_priority) and max_priority > 0):
+    if not (
+        all(_is_count(v) for v in out.values())
+        and isinstance(max_priority, float)
+        and np.isfinite(max_priority)
+        and max_priority > 0
+    ):
         raise SnapshotError(f"snapshot counters {counters!r} are not valid")
     out["max_priority"] = max_priority
     return out
@@ -153,8 +181,13 @@ def _check_streams(st: dict, slots: dict, config: dict, records_added: int) -> d
     pending_len = checked_array(st, "pending_len", np.int64, (k,))
     next_seq = checked_array(st, "next_seq", np.int64, (k,))
     pending = checked_array(st, "pending", np.int64, None)
-    if pending.ndim != 1 or np.any(pending_len < 0) or np.any(pending_len > n) \
-            or int(pending_len.sum()) != pending.size or np.unique(sids).size != k:
+    if (
+        pending.ndim != 1
+        or np.any(pending_len < 0)
+        or np.any(pending_len > n)
+        or int(pending_len.sum()) != pending.size
+        or np.unique(sids).size != k
+    ):
         raise SnapshotError("snapshot stream states are inconsistent")
     if np.any(next_seq < 0):
         raise SnapshotError("snapshot stream states have a negative next_seq")
@@ -168,9 +201,15 @@ def _check_streams(st: dict, slots: dict, config: dict, records_added: int) -> d
     for i in range(k):
         part = slice(bounds[i], bounds[i + 1])
         streams[int(sids[i])] = StreamState(
-            last_uid=int(last_uid[i]), last_final=bool(last_final[i]), last_ended=bool(last_ended[i]),
-            last_stack=last_stack[i].copy(), pending=pending[part].copy(), pending_rewards=rewards[part],
-            pending_terminated=terminated[part], next_seq=int(next_seq[i]))
+            last_uid=int(last_uid[i]),
+            last_final=bool(last_final[i]),
+            last_ended=bool(last_ended[i]),
+            last_stack=last_stack[i].copy(),
+            pending=pending[part].copy(),
+            pending_rewards=rewards[part],
+            pending_terminated=terminated[part],
+            next_seq=int(next_seq[i]),
+        )
     return streams
 
 

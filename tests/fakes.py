@@ -11,8 +11,19 @@ from common.messages import StepBatch
 _ARRAY_FIELDS = ("actions", "rewards", "terminated", "truncated", "first")
 
 
-def step_batch(stream_id, records, *, start=0, seq=None, frames=None, flat=False, codec=None, priorities=None,
-               policy_version=0, **arrays) -> StepBatch:
+def step_batch(
+    stream_id,
+    records,
+    *,
+    start=0,
+    seq=None,
+    frames=None,
+    flat=False,
+    codec=None,
+    priorities=None,
+    policy_version=0,
+    **arrays,
+) -> StepBatch:
     """A validated StepBatch of ``records``: ``(action, reward, terminated, truncated, first)``
     tuples in stream order (tests/nstep_cases.py writes them).
 
@@ -32,8 +43,10 @@ def step_batch(stream_id, records, *, start=0, seq=None, frames=None, flat=False
         frames[:, 1, :] = (steps % 256)[:, None]
     frames = np.asarray(frames)
     cols = [np.array(col) for col in zip(*records)]
-    fields = {name: col.astype(dtype) for name, col, dtype in
-              zip(_ARRAY_FIELDS, cols, (np.int32, np.float32, bool, bool, bool))}
+    fields = {
+        name: col.astype(dtype)
+        for name, col, dtype in zip(_ARRAY_FIELDS, cols, (np.int32, np.float32, bool, bool, bool))
+    }
     fields["policy_version"] = np.full(t, policy_version, dtype=np.int64)
     fields["priorities"] = None if priorities is None else np.asarray(priorities, dtype=np.float32)
     fields.update(arrays)
@@ -90,8 +103,14 @@ class ScriptedEnv:
         _, reward, term, trunc, _ = self.records[i]
         ended = term or trunc
         flags = np.array([ended])
-        return EnvStep(frames=self._frame(i + 1), rewards=np.array([reward], np.float32), terminated=np.array([term]),
-                       truncated=np.array([trunc]), game_over=flags, restart_frames=self._frame(i + 2 if ended else i + 1))
+        return EnvStep(
+            frames=self._frame(i + 1),
+            rewards=np.array([reward], np.float32),
+            terminated=np.array([term]),
+            truncated=np.array([trunc]),
+            game_over=flags,
+            restart_frames=self._frame(i + 2 if ended else i + 1),
+        )
 
     def close(self):
         pass
@@ -139,8 +158,14 @@ class CountingEnv:
         restart = frames.copy()
         self.t[over] = 0
         restart[over] = self._frames(self.t)[over]
-        return EnvStep(frames=frames, rewards=np.full(self.num_envs, 2.0, np.float32), terminated=terminated,
-                       truncated=truncated, game_over=over, restart_frames=restart)
+        return EnvStep(
+            frames=frames,
+            rewards=np.full(self.num_envs, 2.0, np.float32),
+            terminated=terminated,
+            truncated=truncated,
+            game_over=over,
+            restart_frames=restart,
+        )
 
     def close(self):
         pass

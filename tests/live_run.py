@@ -15,8 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def start_run(run: Path, *flags, env: str = "CartPole-v1", **popen) -> subprocess.Popen:
     """``python -m learner.main`` with 2 actors x 2 envs writing to ``run``, output captured."""
-    cmd = [sys.executable, "-m", "learner.main", "--env", env, "--num-actors", "2", "--envs-per-actor", "2",
-           "--log-interval", "1", "--run-dir", str(run), *map(str, flags)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "learner.main",
+        "--env",
+        env,
+        "--num-actors",
+        "2",
+        "--envs-per-actor",
+        "2",
+        "--log-interval",
+        "1",
+        "--run-dir",
+        str(run),
+        *map(str, flags),
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -60,8 +74,11 @@ def dashboard_get(url: str) -> str:
 def alive_actors(info: dict) -> list[dict]:
     """The run's live actors, as the dashboard lists them."""
     body = json.loads(dashboard_get(f"{info['dashboard_url']}/api/v0/actors?limit=1000&detail=1"))
-    return [a for a in body["data"]["result"]["result"]
-            if a.get("state") == "ALIVE" and a.get("ray_namespace") == info["namespace"]]
+    return [
+        a
+        for a in body["data"]["result"]["result"]
+        if a.get("state") == "ALIVE" and a.get("ray_namespace") == info["namespace"]
+    ]
 
 
 def actor_pid(info: dict, name: str) -> int | None:

@@ -61,8 +61,15 @@ def test_killed_learner_resumes_from_checkpoint_with_replay(tmp_path):
     run = tmp_path / "learner-crash"
     proc = start_run(run, "--num-cpus", 4, "--time-limit", 120, "--checkpoint-period", 200, start_new_session=True)
     try:
-        wait_for(lambda: (run / "checkpoint.pt").exists() and (run / "replay-0.snapshot").exists()
-                 and max(learner_steps(run), default=0) > 300, 120, "a checkpoint with its snapshot")
+        wait_for(
+            lambda: (
+                (run / "checkpoint.pt").exists()
+                and (run / "replay-0.snapshot").exists()
+                and max(learner_steps(run), default=0) > 300
+            ),
+            120,
+            "a checkpoint with its snapshot",
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -74,8 +81,13 @@ def test_killed_learner_resumes_from_checkpoint_with_replay(tmp_path):
 
     saved = torch.load(run / "checkpoint.pt", weights_only=True)["counters"]
     assert saved["learner_steps"] >= 200 and saved["learner_steps"] % 200 == 0
-    out = subprocess.run([sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "15",
-                          "--num-cpus", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "15", "--num-cpus", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     s = summary(run)
     assert s["learner_steps"] > saved["learner_steps"] and s["env_frames"] > saved["env_frames"]

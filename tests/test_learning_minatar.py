@@ -31,19 +31,50 @@ def test_minatar_breakout_learns_on_a_cpu(tmp_path):
     # during training (its games would take CPU from the learner); stop once the streams
     # with eps <= 0.05 average 5 over their last 20 games, well above the bar.
     proc = subprocess.run(
-        [sys.executable, "-m", "learner.main", "--env", "MinAtar/Breakout-v1", "--num-actors", "2",
-         "--envs-per-actor", "4", "--num-cpus", "4", "--batch-size", "32", "--replay-ratio", "8",
-         "--learning-starts", "2000", "--eval-period", "0", "--stop-return", "5", "--time-limit", "210",
-         "--seed", "1", "--run-dir", str(run)],
-        cwd=ROOT, capture_output=True, text=True, timeout=360)
+        [
+            sys.executable,
+            "-m",
+            "learner.main",
+            "--env",
+            "MinAtar/Breakout-v1",
+            "--num-actors",
+            "2",
+            "--envs-per-actor",
+            "4",
+            "--num-cpus",
+            "4",
+            "--batch-size",
+            "32",
+            "--replay-ratio",
+            "8",
+            "--learning-starts",
+            "2000",
+            "--eval-period",
+            "0",
+            "--stop-return",
+            "5",
+            "--time-limit",
+            "210",
+            "--seed",
+            "1",
+            "--run-dir",
+            str(run),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trained_s = time.monotonic() - t0
     s = json.loads((run / "summary.json").read_text())
     from learner.evaluate import evaluate
 
     result = evaluate(str(run / "checkpoint.pt"), episodes=20, seed=7)  # at the run's eval eps, 0.001
-    print(f"minatar breakout: {trained_s:.0f} s with start-up, {s['wall_s']} s training, {s['agent_steps']} agent steps, "
-          f"{s['learner_steps']} updates, stop {s['stop_reason']}; greedy mean {result['mean']} "
-          f"(eps {result['epsilon']}), total {time.monotonic() - t0:.0f} s")
+    print(
+        f"minatar breakout: {trained_s:.0f} s with start-up, {s['wall_s']} s training, {s['agent_steps']} agent steps, "
+        f"{s['learner_steps']} updates, stop {s['stop_reason']}; greedy mean {result['mean']} "
+        f"(eps {result['epsilon']}), total {time.monotonic() - t0:.0f} s"
+    )
     assert result["epsilon"] == 0.001
     assert result["mean"] >= 3, (s, result)

@@ -80,21 +80,38 @@ def test_resume_with_a_corrupt_snapshot_goes_on(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    cfg = Config.from_dict({"env": {"env_id": "CartPole-v1", "envs_per_actor": 2}, "actors": {"num_actors": 1},
-                            "replay": {"replay_capacity": 2000, "learning_starts": 200},
-                            "learner": {"batch_size": 16, "device": "cpu"},
-                            "run": {"log_interval": 1.0, "run_dir": str(run), "time_limit": 120.0}})
+    cfg = Config.from_dict(
+        {
+            "env": {"env_id": "CartPole-v1", "envs_per_actor": 2},
+            "actors": {"num_actors": 1},
+            "replay": {"replay_capacity": 2000, "learning_starts": 200},
+            "learner": {"batch_size": 16, "device": "cpu"},
+            "run": {"log_interval": 1.0, "run_dir": str(run), "time_limit": 120.0},
+        }
+    )
     spec = describe_env("CartPole-v1")
     cfg = resolve(cfg, atari=False, cuda=False)
     (run / "config.json").write_text(dumps(cfg))
-    save_checkpoint(run / "checkpoint.pt", build_learner(cfg, spec, torch.device("cpu")).state_dict(), {},
-                    signature_for(spec, cfg.learner), cfg.to_dict())
+    save_checkpoint(
+        run / "checkpoint.pt",
+        build_learner(cfg, spec, torch.device("cpu")).state_dict(),
+        {},
+        signature_for(spec, cfg.learner),
+        cfg.to_dict(),
+    )
     (run / "replay-0.snapshot").write_bytes(b"garbage, not a snapshot")
-    proc = subprocess.run([sys.executable, "-m", "learner.main", "--resume", str(run), "--total-learner-steps", "20"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "learner.main", "--resume", str(run), "--total-learner-steps", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if "snapshot unusable" in line]
-    assert len(lines) == 1 and lines[0].startswith("replay-0: snapshot unusable, starting empty:") and ".bad-" in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith("replay-0: snapshot unusable, starting empty:") and ".bad-" in lines[0]
+    )
     aside = list(run.glob("replay-0.snapshot.bad-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == b"garbage, not a snapshot"
     assert '"learner_steps": 20' in proc.stdout

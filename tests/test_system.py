@@ -13,8 +13,13 @@ pytestmark = pytest.mark.ray
 
 
 def learner_main(*argv, timeout=600):
-    proc = subprocess.run([sys.executable, "-m", "learner.main", *map(str, argv)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "learner.main", *map(str, argv)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -26,9 +31,29 @@ def summary(run):
 def test_breakout_two_actors_trains_checkpoints_and_resumes(tmp_path):
     run = tmp_path / "breakout"
     common = ["--num-cpus", 4, "--log-interval", 1]
-    learner_main("--env", "ALE/Breakout-v5", "--num-actors", 2, "--envs-per-actor", 2, "--batch-size", 16,
-                 "--replay-capacity", 20_000, "--learning-starts", 400, "--publish-period", 20,
-                 "--checkpoint-period", 100, "--total-learner-steps", 200, "--run-dir", run, *common)
+    learner_main(
+        "--env",
+        "ALE/Breakout-v5",
+        "--num-actors",
+        2,
+        "--envs-per-actor",
+        2,
+        "--batch-size",
+        16,
+        "--replay-capacity",
+        20_000,
+        "--learning-starts",
+        400,
+        "--publish-period",
+        20,
+        "--checkpoint-period",
+        100,
+        "--total-learner-steps",
+        200,
+        "--run-dir",
+        run,
+        *common,
+    )
     first = summary(run)
     assert first["learner_steps"] == 200
     assert first["replay"]["size"] >= 400 and first["replay"]["items_sampleable"] >= 400
@@ -57,12 +82,29 @@ def test_cartpole_learns_to_195(tmp_path):
     run = tmp_path / "cartpole"
     # Stop once the least-exploring streams average 450, well above the bar, because a
     # DQN policy on CartPole still wobbles early on; then judge it on fresh games.
-    learner_main("--env", "CartPole-v1", "--num-actors", 2, "--envs-per-actor", 4, "--num-cpus", 4,
-                 "--stop-return", 450, "--time-limit", 300, "--run-dir", run, timeout=420)
+    learner_main(
+        "--env",
+        "CartPole-v1",
+        "--num-actors",
+        2,
+        "--envs-per-actor",
+        4,
+        "--num-cpus",
+        4,
+        "--stop-return",
+        450,
+        "--time-limit",
+        300,
+        "--run-dir",
+        run,
+        timeout=420,
+    )
     s = summary(run)
     from learner.evaluate import evaluate
 
     result = evaluate(str(run / "checkpoint.pt"), episodes=20, epsilon=0.0)
-    print(f"cartpole: {s['wall_s']} s, {s['agent_steps']} agent steps, {s['learner_steps']} updates, eval {result['mean']}")
+    print(
+        f"cartpole: {s['wall_s']} s, {s['agent_steps']} agent steps, {s['learner_steps']} updates, eval {result['mean']}"
+    )
     assert s["stop_reason"] == "stop_return", s
     assert result["mean"] >= 195, (s, result)

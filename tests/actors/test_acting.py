@@ -83,7 +83,7 @@ def test_fast_network_agrees_with_fp32(trained, precision, batch):
     fast = ActingNetwork(NatureCNN(4, 4, dueling=True), precision)
     assert fast.precision == precision
     fast.load(state_dict)
-    q = np.concatenate([fast.q_values(states[i:i + batch]) for i in range(0, len(states), batch)])
+    q = np.concatenate([fast.q_values(states[i : i + batch]) for i in range(0, len(states), batch)])
     assert q.dtype == np.float32 and q.shape == q32.shape
     err = np.abs(q - q32).max()
     scale = np.abs(q32).max()
@@ -139,9 +139,15 @@ def test_bf16_keeps_the_output_layers_fp32():
     assert [fmt for _, _, fmt in mixed._pairs] == ["bf16"] * 3 + ["int8"] * 2
 
 
-@pytest.mark.parametrize("bf16, int8, want", [
-    (True, "x86", "bf16"), (False, "x86", "int8"), (False, None, "fp32"), (True, None, "bf16"),
-])
+@pytest.mark.parametrize(
+    "bf16, int8, want",
+    [
+        (True, "x86", "bf16"),
+        (False, "x86", "int8"),
+        (False, None, "fp32"),
+        (True, None, "bf16"),
+    ],
+)
 def test_auto_picks_what_the_cpu_supports(monkeypatch, bf16, int8, want):
     monkeypatch.setattr(acting, "native_bf16", lambda: bf16)
     monkeypatch.setattr(acting, "int8_engine", lambda: int8)
@@ -162,8 +168,14 @@ def test_the_builder_uses_the_flag():
     from actors.builder import build_actor_core
     from common.config import ActorConfig, Config, EnvConfig, resolve
 
-    cfg = resolve(Config(env=EnvConfig(env_id="ALE/Breakout-v5", envs_per_actor=2),
-                         actors=ActorConfig(num_actors=1, actor_precision="bf16")), atari=True, cuda=False)
+    cfg = resolve(
+        Config(
+            env=EnvConfig(env_id="ALE/Breakout-v5", envs_per_actor=2),
+            actors=ActorConfig(num_actors=1, actor_precision="bf16"),
+        ),
+        atari=True,
+        cuda=False,
+    )
     core = build_actor_core(cfg, 0)
     try:
         assert core.acting.precision == "bf16"

@@ -22,14 +22,25 @@ class Spy(nn.Module):
 
 
 def make_core(env, eps=0.0, spb=1000, **kw):
-    return ActorCore(env, Spy(), lambda s: np.full(env.num_envs, eps), [10 + i for i in range(env.num_envs)],
-                     steps_per_batch=spb, frames_per_step=4, clip_rewards=True, seed=0, **kw)
+    return ActorCore(
+        env,
+        Spy(),
+        lambda s: np.full(env.num_envs, eps),
+        [10 + i for i in range(env.num_envs)],
+        steps_per_batch=spb,
+        frames_per_step=4,
+        clip_rewards=True,
+        seed=0,
+        **kw,
+    )
 
 
 def records(batch):
     b = decode_step_batch(encode_step_batch(batch))
-    return [(int(f[0, 0]), int(a), float(r), bool(t), bool(u), bool(s))
-            for f, a, r, t, u, s in zip(b.frames(), b.actions, b.rewards, b.terminated, b.truncated, b.first)]
+    return [
+        (int(f[0, 0]), int(a), float(r), bool(t), bool(u), bool(s))
+        for f, a, r, t, u, s in zip(b.frames(), b.actions, b.rewards, b.terminated, b.truncated, b.first)
+    ]
 
 
 def test_records_follow_the_stream_grammar_across_an_episode_end():

@@ -41,9 +41,20 @@ class NewestFrameQ(nn.Module):
 
 def make_core(env, net=None, eps=0.0, spb=1000, n=3, gamma=G, clip=True, **kw):
     net = NewestFrameQ() if net is None else net
-    core = ActorCore(env, net, lambda s: np.full(env.num_envs, eps), list(range(env.num_envs)),
-                     steps_per_batch=spb, frames_per_step=4, clip_rewards=clip, seed=0,
-                     initial_priorities=True, n_step=n, gamma=gamma, **kw)
+    core = ActorCore(
+        env,
+        net,
+        lambda s: np.full(env.num_envs, eps),
+        list(range(env.num_envs)),
+        steps_per_batch=spb,
+        frames_per_step=4,
+        clip_rewards=clip,
+        seed=0,
+        initial_priorities=True,
+        n_step=n,
+        gamma=gamma,
+        **kw,
+    )
     return core, net
 
 
@@ -123,7 +134,9 @@ def test_window_cut_by_truncation_bootstraps_from_the_final_frame():
     [b] = [b for b in out if b.stream_id == 0]
     assert frame_values(b) == [0, 1, 2, 3] and b.truncated[2] and b.actions[-1] == NO_ACTION
     boot = q(3)  # the final frame's stack [0, 1, 2, 3], never acted on
-    assert prios(b) == pytest.approx([1.75 + 0.125 * boot - q(0), 1.5 + 0.25 * boot - q(1), 1.0 + 0.5 * boot - q(2), 0.0])
+    assert prios(b) == pytest.approx(
+        [1.75 + 0.125 * boot - q(0), 1.5 + 0.25 * boot - q(1), 1.0 + 0.5 * boot - q(2), 0.0]
+    )
     # Three action forwards over both envs, plus one extra over the truncated env only.
     assert [len(s) for s in net.seen] == [2, 2, 2, 1]
     assert net.seen[3][0, :, 0, 0].tolist() == [0, 1, 2, 3]
@@ -148,15 +161,16 @@ def test_flush_sends_everything_with_cut_windows():
     b0, b1 = core.flush()
     assert len(net.seen) == forwards + 1 and len(net.seen[-1]) == 2  # one forward for both streams
     assert frame_values(b0) == [0, 1, 2, 3]
-    assert prios(b0) == pytest.approx([
-        1.75 + 0.125 * q(3) - q(0),  # complete
-        1.75 + 0.125 * q(4) - q(1),  # cut at the newest record = its full window: exact
-        1.5 + 0.25 * q(4) - q(2),  # approximation: k = 2, bootstrap from the current stack s_4
-        1.0 + 0.5 * q(4) - q(3),  # approximation: k = 1
-    ])
+    assert prios(b0) == pytest.approx(
+        [
+            1.75 + 0.125 * q(3) - q(0),  # complete
+            1.75 + 0.125 * q(4) - q(1),  # cut at the newest record = its full window: exact
+            1.5 + 0.25 * q(4) - q(2),  # approximation: k = 2, bootstrap from the current stack s_4
+            1.0 + 0.5 * q(4) - q(3),  # approximation: k = 1
+        ]
+    )
     assert prios(b1)[3] == pytest.approx(abs(1.0 + 0.5 * q(104) - q(103)))
     assert all(len(r) == 0 for r in core.records) and core.flush() == []
-
 
 
 def test_after_a_flush_the_segment_goes_on_with_exact_windows():

@@ -11,9 +11,12 @@ from common.config import ActorConfig, Config, EnvConfig, resolve
 
 
 def linear_cfg(num_actors=2, per=4, decay=1_000):
-    return Config(env=EnvConfig(env_id="CartPole-v1", envs_per_actor=per),
-                  actors=ActorConfig(num_actors=num_actors, epsilon_schedule="linear", epsilon_final=0.1,
-                                     epsilon_decay_agent_steps=decay))
+    return Config(
+        env=EnvConfig(env_id="CartPole-v1", envs_per_actor=per),
+        actors=ActorConfig(
+            num_actors=num_actors, epsilon_schedule="linear", epsilon_final=0.1, epsilon_decay_agent_steps=decay
+        ),
+    )
 
 
 def test_linear_epsilon_follows_the_run_not_the_actor():
@@ -35,7 +38,7 @@ def test_apex_epsilons_are_fixed_per_stream():
     a0, a1 = StreamEpsilons(cfg, 0), StreamEpsilons(cfg, 1)
     a1.anchor(10**9, 0)
     both = np.concatenate([a0(5), a1(99)])
-    assert both[0] == pytest.approx(0.4) and both[-1] == pytest.approx(0.4 ** 8)
+    assert both[0] == pytest.approx(0.4) and both[-1] == pytest.approx(0.4**8)
     assert np.all(np.diff(both) < 0)
 
 

@@ -15,8 +15,13 @@ def test_a_clean_stop_sends_every_record_the_actor_held():
     from actors.remote import make_actor_class
     from replay_server.remote import make_replay_actor
 
-    cfg = resolve(Config(env=EnvConfig(env_id="CartPole-v1", envs_per_actor=4),
-                         actors=ActorConfig(num_actors=1, steps_per_batch=64)), atari=False, cuda=False)
+    cfg = resolve(
+        Config(
+            env=EnvConfig(env_id="CartPole-v1", envs_per_actor=4), actors=ActorConfig(num_actors=1, steps_per_batch=64)
+        ),
+        atari=False,
+        cuda=False,
+    )
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="stop-test")
     try:
         replay = make_replay_actor(num_cpus=0).remote(capacity=100_000, stack_size=1, n_step=3, gamma=0.99)

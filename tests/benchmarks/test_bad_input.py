@@ -46,7 +46,8 @@ CASES = {
         (["--out-dir", "FILE"], ["--out-dir", "is a file"]),
     ],
     "learner": SYSTEM_FLAGS,
-    "peers": SYSTEM_FLAGS[:4] + [
+    "peers": SYSTEM_FLAGS[:4]
+    + [
         (["--rllib-seconds", "0"], ["--rllib-seconds", "'0'"]),
         (["--rllib-python", "/no/such/python"], ["--rllib-python /no/such/python"]),
         (["--env", "FrozenLake-v1"], ["--env FrozenLake-v1", "flat Box"]),
@@ -85,7 +86,9 @@ def tree(d):
     return {str(p.relative_to(d)): (None if p.is_dir() else p.read_bytes()) for p in sorted(d.rglob("*"))}
 
 
-@pytest.mark.parametrize("program,argv,needles", [(prog, argv, needles) for prog, cases in CASES.items() for argv, needles in cases])
+@pytest.mark.parametrize(
+    "program,argv,needles", [(prog, argv, needles) for prog, cases in CASES.items() for argv, needles in cases]
+)
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path, monkeypatch, program, argv, needles):
     monkeypatch.chdir(tmp_path)  # default out dirs (runs/soak, runs/chaos) would land here
     (tmp_path / "FILE").write_text("a file")
@@ -106,7 +109,12 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path, monkeypatch, program, ar
 
 
 def test_real_process_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.chaos", "--env", "Pendulum-v1", "--out-dir", str(tmp_path / "c")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chaos", "--env", "Pendulum-v1", "--out-dir", str(tmp_path / "c")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert not (tmp_path / "c").exists()

@@ -14,8 +14,13 @@ pytestmark = pytest.mark.ray
 
 def test_tiny_cpu_run_writes_every_phase(tmp_path):
     out = tmp_path / "suite.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", "--device", "cpu", "--tiny", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_suite", "--device", "cpu", "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     suite = json.loads(out.read_text())
     assert set(suite["standalone"]) == {"fp32", "bf16"}

@@ -32,9 +32,21 @@ def test_modules_match_whole_path_components():
 def test_samples_go_to_the_innermost_listed_module():
     run = "run (actors/remote.py)"
     stacks = [
-        ([run, "step (actors/actor.py)", "step (common/envs.py)", "resize (numpy/core/x.py)"], 5),  # numpy: its caller's
-        ([run, "step (actors/actor.py)", "_q_values (actors/actor.py)", "_call_impl (torch/nn/modules/module.py)",
-          "forward (common/networks.py)", "_conv_forward (torch/nn/modules/conv.py)"], 3),
+        (
+            [run, "step (actors/actor.py)", "step (common/envs.py)", "resize (numpy/core/x.py)"],
+            5,
+        ),  # numpy: its caller's
+        (
+            [
+                run,
+                "step (actors/actor.py)",
+                "_q_values (actors/actor.py)",
+                "_call_impl (torch/nn/modules/module.py)",
+                "forward (common/networks.py)",
+                "_conv_forward (torch/nn/modules/conv.py)",
+            ],
+            3,
+        ),
         ([run, "set_weights (actors/actor.py)", "load_state_dict (torch/nn/modules/module.py)"], 1),  # a weight swap
         ([run, "_send (actors/remote.py)", "remote (ray/actor.py)"], 2),
         (["main_loop (ray/_private/worker.py)"], 100),  # Ray's idle thread: not the actor's

@@ -19,21 +19,48 @@ def parse(*argv):
 
 
 def test_cli_names_map_to_fields():
-    cfg = parse("--env", "ALE/Pong-v5", "--num-actors", "3", "--envs-per-actor", "2", "--total-env-frames", "1000",
-                "--time-limit", "9", "--run-dir", "x", "--seed", "5", "--address", "auto", "--batch-size", "32",
-                "--prioritized", "false", "--learning-starts", "auto")
+    cfg = parse(
+        "--env",
+        "ALE/Pong-v5",
+        "--num-actors",
+        "3",
+        "--envs-per-actor",
+        "2",
+        "--total-env-frames",
+        "1000",
+        "--time-limit",
+        "9",
+        "--run-dir",
+        "x",
+        "--seed",
+        "5",
+        "--address",
+        "auto",
+        "--batch-size",
+        "32",
+        "--prioritized",
+        "false",
+        "--learning-starts",
+        "auto",
+    )
     assert cfg.env.env_id == "ALE/Pong-v5" and cfg.actors.num_actors == 3 and cfg.env.envs_per_actor == 2
     assert cfg.run.total_env_frames == 1000 and cfg.run.time_limit == 9 and cfg.run.run_dir == "x"
     assert cfg.run.seed == 5 and cfg.run.address == "auto" and cfg.learner.batch_size == 32
     assert cfg.replay.prioritized is False and cfg.replay.learning_starts is None
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda: ActorConfig(num_actors=0), "--num-actors=0"),
-    (lambda: ReplayConfig(replay_capacity=-5), "--replay-capacity=-5"),
-    (lambda: LearnerConfig(gamma=1.5), "--gamma=1.5"),
-    (lambda: Config(learner=LearnerConfig(batch_size=512), replay=ReplayConfig(replay_capacity=100)), "--batch-size=512"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda: ActorConfig(num_actors=0), "--num-actors=0"),
+        (lambda: ReplayConfig(replay_capacity=-5), "--replay-capacity=-5"),
+        (lambda: LearnerConfig(gamma=1.5), "--gamma=1.5"),
+        (
+            lambda: Config(learner=LearnerConfig(batch_size=512), replay=ReplayConfig(replay_capacity=100)),
+            "--batch-size=512",
+        ),
+    ],
+)
 def test_impossible_values_name_field_and_value(make, needle):
     with pytest.raises(ConfigError, match=needle):
         make()
@@ -47,7 +74,11 @@ def test_resolve_fills_auto_values_by_env_kind_and_device():
     mine = resolve(Config(learner=LearnerConfig(batch_size=7)), atari=True, cuda=True)
     assert mine.learner.batch_size == 7
     with pytest.raises(ConfigError, match="batch-size"):
-        resolve(Config(learner=LearnerConfig(batch_size=100), replay=ReplayConfig(replay_capacity=50)), atari=True, cuda=False)
+        resolve(
+            Config(learner=LearnerConfig(batch_size=100), replay=ReplayConfig(replay_capacity=50)),
+            atari=True,
+            cuda=False,
+        )
 
 
 def test_dict_round_trip_and_unknown_fields():

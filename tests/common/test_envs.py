@@ -267,7 +267,11 @@ def test_same_seed_same_frames_and_env_i_gets_seed_plus_i():
 
 
 def test_cartpole_same_seed_same_frames():
-    with make_vector_env(CARTPOLE, 2, 3) as a, make_vector_env(CARTPOLE, 2, 3) as b, make_vector_env(CARTPOLE, 2, 4) as c:
+    with (
+        make_vector_env(CARTPOLE, 2, 3) as a,
+        make_vector_env(CARTPOLE, 2, 3) as b,
+        make_vector_env(CARTPOLE, 2, 4) as c,
+    ):
         fa, _ = _play(a, 100, 0)
         fb, _ = _play(b, 100, 0)
         fc, _ = _play(c, 100, 0)

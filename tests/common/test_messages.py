@@ -30,7 +30,9 @@ def test_round_trip_is_exact(priorities):
 def test_frames_are_compressed_one_by_one():
     _, batch = make_batch(t=3)
     assert len(batch.frame_blobs) == 3
-    blank = step_batch(0, [(i % 4, 1.0, False, False, i == 0) for i in range(3)], frames=np.zeros((3, 84, 84), np.uint8))
+    blank = step_batch(
+        0, [(i % 4, 1.0, False, False, i == 0) for i in range(3)], frames=np.zeros((3, 84, 84), np.uint8)
+    )
     assert all(len(b) < 84 * 84 / 20 for b in blank.frame_blobs)
 
 
@@ -40,16 +42,22 @@ def envelope(batch, **changes):
     return msgpack.packb(body, use_bin_type=True)
 
 
-@pytest.mark.parametrize("change,needle", [
-    (dict(v=1), "schema version"),  # an actor of the previous schema
-    (dict(v=3), "schema version"),
-    (dict(actions=b"\x00" * 3), "field actions"),
-    (dict(frame_dtype="float64"), "frame dtype"),
-    (dict(frame_shape=[84, 85]), "frame bytes"),
-    (dict(codec="zip"), "codec"),
-    (dict(frames=[]), "expected 0 values"),
-    (dict(frames=[], actions=b"", rewards=b"", terminated=b"", truncated=b"", first=b"", policy_version=b""), "record count"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (dict(v=1), "schema version"),  # an actor of the previous schema
+        (dict(v=3), "schema version"),
+        (dict(actions=b"\x00" * 3), "field actions"),
+        (dict(frame_dtype="float64"), "frame dtype"),
+        (dict(frame_shape=[84, 85]), "frame bytes"),
+        (dict(codec="zip"), "codec"),
+        (dict(frames=[]), "expected 0 values"),
+        (
+            dict(frames=[], actions=b"", rewards=b"", terminated=b"", truncated=b"", first=b"", policy_version=b""),
+            "record count",
+        ),
+    ],
+)
 def test_bad_envelopes_are_rejected_with_a_reason(change, needle):
     _, batch = make_batch()
     with pytest.raises(MessageError, match=needle):
@@ -83,6 +91,8 @@ def test_stream_grammar_is_checked():
     with pytest.raises(MessageError, match="first record"):
         make_batch(t=t, terminated=term, actions=actions, rewards=np.array([1, 1, 0, 1], np.float32))
     ok_first = np.array([True, False, False, True])
-    _, batch = make_batch(t=t, terminated=term, actions=actions, rewards=np.array([1, 1, 0, 1], np.float32), first=ok_first)
+    _, batch = make_batch(
+        t=t, terminated=term, actions=actions, rewards=np.array([1, 1, 0, 1], np.float32), first=ok_first
+    )
     with pytest.raises(MessageError, match="final-frame"):
         dataclasses.replace(batch, rewards=np.ones(t, np.float32)).validate()

@@ -41,7 +41,13 @@ def test_every_game_is_described(game):
     check_env_id(env_id)
     spec = describe_env(env_id)
     assert spec.frame_shape == (CHANNELS[game], 10, 10) and spec.frame_dtype == "uint8"
-    assert (spec.stack_size, spec.frames_per_step, spec.codec, spec.clip_rewards, spec.atari) == (1, 1, "lz4", False, False)
+    assert (spec.stack_size, spec.frames_per_step, spec.codec, spec.clip_rewards, spec.atari) == (
+        1,
+        1,
+        "lz4",
+        False,
+        False,
+    )
     assert spec.num_actions == MINIMAL[game]
     assert describe_env(f"MinAtar/{game}-v0").num_actions == 6  # -v0: all six actions
     assert describe_env(env_id, full_action_space=True).num_actions == 6
@@ -56,7 +62,9 @@ def test_unknown_minatar_ids_name_the_games(env_id):
 
 def test_missing_extra_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(envs.importlib.util, "find_spec", lambda name, *a: None if name == "minatar" else real(name, *a))
+    monkeypatch.setattr(
+        envs.importlib.util, "find_spec", lambda name, *a: None if name == "minatar" else real(name, *a)
+    )
     with pytest.raises(EnvSpecError, match=r'needs the MinAtar extra: pip install -e "\.\[minatar\]"'):
         describe_env(BREAKOUT)
 
@@ -120,16 +128,24 @@ def test_network_is_the_papers():
     assert sum(p.numel() for p in net.parameters()) == (4 * 9 * 16 + 16) + (1024 * 128 + 128) + (128 * 3 + 3)
     obs = torch.randint(0, 2, (5, 1, 4, 10, 10), dtype=torch.uint8)
     assert net(obs).shape == (5, 3)
-    assert build_q_network((10, 10, 10), 1, 6, dueling=True)(torch.zeros(2, 1, 10, 10, 10, dtype=torch.uint8)).shape == (2, 6)
+    assert build_q_network((10, 10, 10), 1, 6, dueling=True)(
+        torch.zeros(2, 1, 10, 10, 10, dtype=torch.uint8)
+    ).shape == (2, 6)
     with pytest.raises(ValueError, match="MinAtar CNN"):
         build_q_network((4, 12, 12), 1, 3)
 
 
 def test_resolved_defaults_are_minatars():
     cfg = resolve(Config(env=EnvConfig(env_id=BREAKOUT)), atari=False, cuda=False)
-    assert (cfg.replay.replay_capacity, cfg.replay.learning_starts, cfg.learner.target_update_period) == (100_000, 5_000, 1_000)
+    assert (cfg.replay.replay_capacity, cfg.replay.learning_starts, cfg.learner.target_update_period) == (
+        100_000,
+        5_000,
+        1_000,
+    )
     assert cfg.learner.lr == 2.5e-4 and cfg.env.repeat_action_probability == 0.1
-    nature = resolve(Config(env=EnvConfig(env_id=BREAKOUT), run=Config().run.__class__(preset="nature")), atari=False, cuda=False)
+    nature = resolve(
+        Config(env=EnvConfig(env_id=BREAKOUT), run=Config().run.__class__(preset="nature")), atari=False, cuda=False
+    )
     assert nature.actors.epsilon_decay_agent_steps == 100_000 and nature.learner.lr == 0.00025
 
 

@@ -26,34 +26,66 @@ def flat(cfg: Config) -> dict:
 
 # Today's resolved values for the fields the presets fill: the apex preset must keep them.
 APEX_ATARI_GPU = {
-    "actors.epsilon_schedule": "apex", "actors.epsilon_final": 0.01, "actors.epsilon_decay_agent_steps": 250_000,
-    "replay.n_step": 3, "replay.prioritized": True, "replay.replay_capacity": 1_000_000,
-    "replay.learning_starts": 50_000, "replay.replay_ratio": 0.0,
-    "learner.double_q": True, "learner.dueling": True, "learner.loss": "huber", "learner.optimizer": "adam",
-    "learner.lr": 1e-4, "learner.adam_eps": 1.5e-4, "learner.grad_clip": 40.0, "learner.batch_size": 512,
+    "actors.epsilon_schedule": "apex",
+    "actors.epsilon_final": 0.01,
+    "actors.epsilon_decay_agent_steps": 250_000,
+    "replay.n_step": 3,
+    "replay.prioritized": True,
+    "replay.replay_capacity": 1_000_000,
+    "replay.learning_starts": 50_000,
+    "replay.replay_ratio": 0.0,
+    "learner.double_q": True,
+    "learner.dueling": True,
+    "learner.loss": "huber",
+    "learner.optimizer": "adam",
+    "learner.lr": 1e-4,
+    "learner.adam_eps": 1.5e-4,
+    "learner.grad_clip": 40.0,
+    "learner.batch_size": 512,
     "learner.target_update_period": 2_500,
 }
-APEX_VECTOR_CPU = {**APEX_ATARI_GPU, "replay.replay_capacity": 100_000, "replay.learning_starts": 1_000,
-                   "replay.replay_ratio": 8.0, "learner.lr": 5e-4, "learner.batch_size": 64,
-                   "learner.target_update_period": 200}
+APEX_VECTOR_CPU = {
+    **APEX_ATARI_GPU,
+    "replay.replay_capacity": 100_000,
+    "replay.learning_starts": 1_000,
+    "replay.replay_ratio": 8.0,
+    "learner.lr": 5e-4,
+    "learner.batch_size": 64,
+    "learner.target_update_period": 200,
+}
 # Mnih et al. 2015, Extended Data Table 1 (and its Methods), for Atari.
 NATURE_ATARI = {
-    "actors.epsilon_schedule": "linear", "actors.epsilon_final": 0.1, "actors.epsilon_decay_agent_steps": 1_000_000,
-    "replay.n_step": 1, "replay.prioritized": False, "replay.replay_capacity": 1_000_000,
-    "replay.learning_starts": 50_000, "replay.replay_ratio": 8.0,  # a batch of 32 every 4 agent steps
-    "learner.double_q": False, "learner.dueling": False, "learner.loss": "huber", "learner.optimizer": "rmsprop",
-    "learner.lr": 0.00025, "learner.rmsprop_decay": 0.95, "learner.rmsprop_eps": 0.01 / 32**2,  # its 0.01 for a summed loss "learner.grad_clip": 0.0,
-    "learner.batch_size": 32, "learner.target_update_period": 10_000, "learner.gamma": 0.99,
+    "actors.epsilon_schedule": "linear",
+    "actors.epsilon_final": 0.1,
+    "actors.epsilon_decay_agent_steps": 1_000_000,
+    "replay.n_step": 1,
+    "replay.prioritized": False,
+    "replay.replay_capacity": 1_000_000,
+    "replay.learning_starts": 50_000,
+    "replay.replay_ratio": 8.0,  # a batch of 32 every 4 agent steps
+    "learner.double_q": False,
+    "learner.dueling": False,
+    "learner.loss": "huber",
+    "learner.optimizer": "rmsprop",
+    "learner.lr": 0.00025,
+    "learner.rmsprop_decay": 0.95,
+    "learner.rmsprop_eps": 0.01 / 32**2,  # its 0.01 for a summed loss "learner.grad_clip": 0.0,
+    "learner.batch_size": 32,
+    "learner.target_update_period": 10_000,
+    "learner.gamma": 0.99,
     "env.noop_max": 30,
 }
 
 
-@pytest.mark.parametrize("argv,atari,cuda,expected", [
-    ((), True, True, APEX_ATARI_GPU),
-    (("--preset", "apex"), False, False, APEX_VECTOR_CPU),
-    (("--preset", "nature"), True, True, NATURE_ATARI),
-    (("--preset", "nature"), True, False, NATURE_ATARI),
-])
+@pytest.mark.parametrize(
+    "argv,atari,cuda,expected",
+    [
+        ((), True, True, APEX_ATARI_GPU),
+        (("--preset", "apex"), False, False, APEX_VECTOR_CPU),
+        (("--preset", "nature"), True, True, NATURE_ATARI),
+        (("--preset", "nature"), True, False, NATURE_ATARI),
+    ],
+)
 def test_preset_tables(argv, atari, cuda, expected):
     got = flat(resolve(parse(*argv), atari=atari, cuda=cuda))
     assert {k: got[k] for k in expected} == expected
@@ -72,9 +104,26 @@ def test_every_preset_fills_every_auto_value_of_the_algorithm(preset, atari):
 
 
 def test_typed_flags_win_over_the_preset():
-    cfg = resolve(parse("--preset", "nature", "--n-step", "3", "--dueling", "on", "--lr", "1e-3",
-                        "--target-update-period", "7", "--learning-starts", "64", "--replay-capacity", "100"),
-                  atari=True, cuda=False)
+    cfg = resolve(
+        parse(
+            "--preset",
+            "nature",
+            "--n-step",
+            "3",
+            "--dueling",
+            "on",
+            "--lr",
+            "1e-3",
+            "--target-update-period",
+            "7",
+            "--learning-starts",
+            "64",
+            "--replay-capacity",
+            "100",
+        ),
+        atari=True,
+        cuda=False,
+    )
     assert cfg.replay.n_step == 3 and cfg.learner.dueling is True and cfg.learner.lr == 1e-3
     assert cfg.learner.target_update_period == 7 and cfg.replay.learning_starts == 64
     assert cfg.learner.double_q is False and cfg.replay.prioritized is False  # the rest is still Nature's

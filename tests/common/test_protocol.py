@@ -60,8 +60,13 @@ def test_sticky_one_repeats_the_first_action_forever():
 
 
 def test_actors_build_their_envs_with_the_protocol():
-    cfg = resolve(Config(env=EnvConfig(env_id=BREAKOUT, envs_per_actor=2, repeat_action_probability=0.25,
-                                       full_action_space=True)), atari=True, cuda=False)
+    cfg = resolve(
+        Config(
+            env=EnvConfig(env_id=BREAKOUT, envs_per_actor=2, repeat_action_probability=0.25, full_action_space=True)
+        ),
+        atari=True,
+        cuda=False,
+    )
     core = build_actor_core(cfg, 0, record=False)
     try:
         assert _sticky(core.env) == [0.25, 0.25]
@@ -82,8 +87,9 @@ def test_flags_round_trip_through_config_json():
     assert _parse().env.repeat_action_probability is None and _parse().env.full_action_space is False
 
 
-@pytest.mark.parametrize("env_id, atari, expected", [(BREAKOUT, True, 0.0), ("MinAtar/Breakout-v1", False, 0.1),
-                                                     ("CartPole-v1", False, 0.0)])
+@pytest.mark.parametrize(
+    "env_id, atari, expected", [(BREAKOUT, True, 0.0), ("MinAtar/Breakout-v1", False, 0.1), ("CartPole-v1", False, 0.0)]
+)
 def test_resolve_records_the_familys_sticky_probability(env_id, atari, expected):
     cfg = resolve(Config(env=EnvConfig(env_id=env_id)), atari=atari, cuda=False)
     assert cfg.env.repeat_action_probability == expected
@@ -108,7 +114,9 @@ def test_evaluate_defaults_to_the_runs_eval_epsilon():
     assert checkpoint_epsilon(Config()) == DEFAULT_EVAL_EPSILON == 0.001  # auto, or an old checkpoint
     nature = resolve(_parse("--preset", "nature"), atari=True, cuda=False)
     assert checkpoint_epsilon(nature) == 0.05
-    assert checkpoint_epsilon(dataclasses.replace(nature, eval=dataclasses.replace(nature.eval, eval_epsilon=0.0))) == 0.0
+    assert (
+        checkpoint_epsilon(dataclasses.replace(nature, eval=dataclasses.replace(nature.eval, eval_epsilon=0.0))) == 0.0
+    )
 
 
 @pytest.mark.parametrize("cuda, ratio", [(True, 0.0), (False, 1.0)])

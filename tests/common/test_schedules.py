@@ -7,7 +7,7 @@ from common.schedules import apex_epsilons, beta_schedule, linear_epsilon
 def test_apex_epsilons_endpoints_and_formula():
     eps = apex_epsilons(8)
     assert eps[0] == pytest.approx(0.4)
-    assert eps[-1] == pytest.approx(0.4 ** 8)
+    assert eps[-1] == pytest.approx(0.4**8)
     i = 3
     assert eps[i] == pytest.approx(0.4 ** (1 + 7 * i / 7))
     assert np.all(np.diff(eps) < 0)

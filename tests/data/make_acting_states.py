@@ -57,9 +57,15 @@ def main() -> None:
     # towards the ball, the more the farther it is; FIRE a little below NOOP.
     pull = 0.5 * np.tanh((ball_x - paddle_x - 8.0) / 12.0)
     targets = value[:, None] + np.stack([np.zeros_like(pull), np.full_like(pull, -0.05), pull, -pull], axis=1)
-    np.savez_compressed(out_path, states=states, actions=np.concatenate([actions[idx, i] for i in range(ENVS)]),
-                        returns=value.astype(np.float32), targets=targets.astype(np.float32),
-                        ball_x=ball_x.astype(np.uint8), paddle_x=paddle_x.astype(np.uint8))
+    np.savez_compressed(
+        out_path,
+        states=states,
+        actions=np.concatenate([actions[idx, i] for i in range(ENVS)]),
+        returns=value.astype(np.float32),
+        targets=targets.astype(np.float32),
+        ball_x=ball_x.astype(np.uint8),
+        paddle_x=paddle_x.astype(np.uint8),
+    )
     print(f"{out_path}: {len(states)} states, {out_path.stat().st_size / 1e3:.0f} kB")
 
 

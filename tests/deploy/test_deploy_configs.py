@@ -89,6 +89,7 @@ def _a_worker_type(config: dict) -> dict:
 
 # ---- every file is accounted for ---------------------------------------------------------
 
+
 def test_every_deploy_yaml_is_a_launcher_config_or_a_k8s_manifest():
     assert {p.name for p in LAUNCHER_CONFIGS} >= {"aws.yaml", "gcp.yaml"}
     assert {p.name for p in K8S_MANIFESTS} >= {"kuberay.yaml"}
@@ -107,6 +108,7 @@ def test_the_validator_is_the_one_ray_up_uses():
 
 # ---- cluster-launcher configs: Ray's own validator ------------------------------------------
 
+
 @pytest.mark.parametrize("path", LAUNCHER_CONFIGS, ids=lambda p: p.name)
 def test_launcher_config_passes_rays_validator(path):
     prepared = ray_up_validate(load(path))
@@ -118,11 +120,17 @@ BREAKAGES = {
     "misspelled top-level key": (lambda c: c.update(idle_timeout_minute=5), jsonschema.ValidationError),
     "misspelled node-type key": (lambda c: _a_worker_type(c).update(max_worker=3), jsonschema.ValidationError),
     "fractional resource": (lambda c: _head_and_workers(c)[0]["resources"].update(CPU=0.5), jsonschema.ValidationError),
-    "resource given as a string": (lambda c: _head_and_workers(c)[0]["resources"].update(GPU="1"), jsonschema.ValidationError),
+    "resource given as a string": (
+        lambda c: _head_and_workers(c)[0]["resources"].update(GPU="1"),
+        jsonschema.ValidationError,
+    ),
     "node type without resources": (lambda c: _a_worker_type(c).pop("resources"), jsonschema.ValidationError),
     "negative idle timeout": (lambda c: c.update(idle_timeout_minutes=-1), jsonschema.ValidationError),
     "misspelled auth key": (lambda c: c["auth"].update(ssh_usr="ubuntu"), jsonschema.ValidationError),
-    "setup command that is not a string": (lambda c: c["setup_commands"].append({"pip": "install"}), jsonschema.ValidationError),
+    "setup command that is not a string": (
+        lambda c: c["setup_commands"].append({"pip": "install"}),
+        jsonschema.ValidationError,
+    ),
     "head type that does not exist": (lambda c: c.update(head_node_type="no_such_type"), ValueError),
     "min_workers above max_workers": (lambda c: _a_worker_type(c).update(min_workers=c["max_workers"] + 1), ValueError),
 }
@@ -142,10 +150,14 @@ def test_a_broken_copy_is_rejected(path, breakage):
 
 # ---- cluster-launcher configs: what this project needs ----------------------------------------
 
+
 def readme_replay_shards() -> int:
     """Replay shards of the README's cluster runs (each one a num_cpus=1 actor)."""
-    shards = {cfg.replay.replay_shards for cfg in map(parse_learner_argv, readme_learner_argvs())
-              if cfg is not None and cfg.run.address == "auto"}
+    shards = {
+        cfg.replay.replay_shards
+        for cfg in map(parse_learner_argv, readme_learner_argvs())
+        if cfg is not None and cfg.run.address == "auto"
+    }
     assert len(shards) == 1, shards
     return shards.pop()
 
@@ -182,7 +194,9 @@ def test_the_cluster_can_grow_to_the_readme_run(path):
     config = ray_up_validate(load(path))
     head, workers = _head_and_workers(config)
     most = head["resources"]["CPU"] + sum(t["max_workers"] * t["resources"]["CPU"] for t in workers.values())
-    biggest_run = max(int(argv[argv.index("--num-actors") + 1]) for argv in readme_learner_argvs() if "--num-actors" in argv)
+    biggest_run = max(
+        int(argv[argv.index("--num-actors") + 1]) for argv in readme_learner_argvs() if "--num-actors" in argv
+    )
     assert most >= biggest_run + readme_replay_shards(), f"at most {most} CPUs; the README runs {biggest_run} actors"
 
 
@@ -203,7 +217,9 @@ def test_dashboard_is_local_and_token_auth_is_on(path):
         assert "RAY_AUTH_MODE=token" in start, start
     # Every node gets the locally generated token (Ray's recipe for `ray up`).
     mounts = config["file_mounts"]
-    assert any(remote.endswith("/.ray/auth_token") and local == "~/.ray/auth_token" for remote, local in mounts.items()), mounts
+    assert any(
+        remote.endswith("/.ray/auth_token") and local == "~/.ray/auth_token" for remote, local in mounts.items()
+    ), mounts
 
 
 @pytest.mark.parametrize("path", LAUNCHER_CONFIGS, ids=lambda p: p.name)
@@ -235,8 +251,14 @@ def test_head_has_the_cloud_client_the_autoscaler_needs(path):
 def test_every_command_is_valid_shell(path):
     """A YAML comment marker inside a plain scalar silently cuts a command short; bash -n sees it."""
     config = load(path)
-    keys = ["initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-            "head_start_ray_commands", "worker_start_ray_commands"]
+    keys = [
+        "initialization_commands",
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    ]
     cmds = [c for k in keys for c in config.get(k, [])]
     assert cmds
     for cmd in cmds:
@@ -280,7 +302,9 @@ def test_kuberay_workers_are_an_autoscaled_cpu_group():
     groups = spec["workerGroupSpecs"]
     assert groups
     for g in groups:
-        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"] and g["minReplicas"] < g["maxReplicas"], g["groupName"]
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"] and g["minReplicas"] < g["maxReplicas"], g[
+            "groupName"
+        ]
         for c in g["template"]["spec"]["containers"]:
             assert "nvidia.com/gpu" not in c.get("resources", {}).get("limits", {}), g["groupName"]
 
@@ -359,8 +383,12 @@ def test_dockerfile_installs_the_project_as_a_non_root_user():
     steps = dockerfile_instructions()
     assert dockerfile_base_ray_version() == ray.__version__
     copy_at = next(i for i, (op, rest) in enumerate(steps) if op == "COPY" and re.search(r"(^|\s)\. /app$", rest))
-    project_at = next(i for i, (op, rest) in enumerate(steps) if op == "RUN" and re.search(r"pip install .*-e /app\b", rest))
-    torch_at = next(i for i, (op, rest) in enumerate(steps) if op == "RUN" and re.search(r"pip install .*\btorch==", rest))
+    project_at = next(
+        i for i, (op, rest) in enumerate(steps) if op == "RUN" and re.search(r"pip install .*-e /app\b", rest)
+    )
+    torch_at = next(
+        i for i, (op, rest) in enumerate(steps) if op == "RUN" and re.search(r"pip install .*\btorch==", rest)
+    )
     assert torch_at < copy_at < project_at
     users = [rest for op, rest in steps if op == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
@@ -388,11 +416,11 @@ def readme_commands() -> list[tuple[str, list[str]]]:
             if not argv:
                 continue
             if argv[0] == "ray":
-                out.append(("ray", argv[1:argv.index("--")] if "--" in argv else argv[1:]))
+                out.append(("ray", argv[1 : argv.index("--")] if "--" in argv else argv[1:]))
             # Wherever it is started: directly, after `ray job submit --`, in `docker run`.
             for i in range(len(argv) - 2):
-                if argv[i:i + 3] == ["python", "-m", "learner.main"]:
-                    out.append(("learner.main", argv[i + 3:]))
+                if argv[i : i + 3] == ["python", "-m", "learner.main"]:
+                    out.append(("learner.main", argv[i + 3 :]))
     return out
 
 
@@ -411,7 +439,13 @@ def parse_learner_argv(argv: list[str]):
 
 def test_readme_has_the_walkthrough():
     subcommands = {" ".join(argv[:2]) for tool, argv in readme_commands() if tool == "ray"}
-    for needed in ("up deploy/aws.yaml", "dashboard deploy/aws.yaml", "job submit", "rsync-down deploy/aws.yaml", "down deploy/aws.yaml"):
+    for needed in (
+        "up deploy/aws.yaml",
+        "dashboard deploy/aws.yaml",
+        "job submit",
+        "rsync-down deploy/aws.yaml",
+        "down deploy/aws.yaml",
+    ):
         assert needed in subcommands, needed
     text = README.read_text()
     assert "kubectl apply -f deploy/kuberay.yaml" in text and "docker build -f deploy/Dockerfile" in text
@@ -446,7 +480,9 @@ def test_readme_ray_commands_use_flags_that_exist():
         known = {o for p in cmd.params for o in list(p.opts) + list(p.secondary_opts)}
         for token in rest:
             if token.startswith("-"):
-                assert token.split("=", 1)[0] in known, f"ray {' '.join(argv)}: {token} is not an option of `{cmd.name}`"
+                assert token.split("=", 1)[0] in known, (
+                    f"ray {' '.join(argv)}: {token} is not an option of `{cmd.name}`"
+                )
 
 
 def test_readme_ray_job_submit_joins_the_cluster_from_the_tunnel():

@@ -35,10 +35,17 @@ class FakeFleet:
     def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
         c = self.cfg
         self.server = ReplayServer(
-            capacity=c.replay.replay_capacity, stack_size=self.spec.stack_size, n_step=c.replay.n_step,
-            gamma=c.learner.gamma, prioritized=c.replay.prioritized, alpha=c.replay.priority_alpha, seed=c.run.seed,
-            samples_per_insert=c.replay.replay_ratio or None, min_size=c.replay.learning_starts,
-            tolerance=c.replay.replay_ratio_tolerance)
+            capacity=c.replay.replay_capacity,
+            stack_size=self.spec.stack_size,
+            n_step=c.replay.n_step,
+            gamma=c.learner.gamma,
+            prioritized=c.replay.prioritized,
+            alpha=c.replay.priority_alpha,
+            seed=c.run.seed,
+            samples_per_insert=c.replay.replay_ratio or None,
+            min_size=c.replay.learning_starts,
+            tolerance=c.replay.replay_ratio_tolerance,
+        )
         self.core = build_actor_core(c, 0)
         self.publish(weights, policy_version, agent_steps)
 
@@ -51,9 +58,13 @@ class FakeFleet:
         for _ in range(self.steps_per_poll if self.alive else 0):
             for batch in self.core.step():
                 self.server.add(encode_step_batch(batch))
-        stats = {"actor": 0, "agent_steps": self.core.agent_steps, "env_frames": self.core.env_frames,
-                 "policy_version": self.core.policy_version,
-                 "episodes": [e.__dict__ for e in self.core.drain_episodes()]}
+        stats = {
+            "actor": 0,
+            "agent_steps": self.core.agent_steps,
+            "env_frames": self.core.env_frames,
+            "policy_version": self.core.policy_version,
+            "episodes": [e.__dict__ for e in self.core.drain_episodes()],
+        }
         evals, self.finished_evals = self.finished_evals, []
         return FleetPoll([stats], self.server.stats(), int(self.alive), 0, evals)
 
@@ -62,8 +73,9 @@ class FakeFleet:
         from learner.evaluator import Evaluator
 
         self.eval_requests.append(dict(run_counters))
-        self.finished_evals.append(Evaluator(self.cfg, num_envs=2).evaluate(self.weights, self.policy_version,
-                                                                             run_counters, index))
+        self.finished_evals.append(
+            Evaluator(self.cfg, num_envs=2).evaluate(self.weights, self.policy_version, run_counters, index)
+        )
         return True
 
     def next_batch(self, batch_size: int, beta: float):

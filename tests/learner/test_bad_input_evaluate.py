@@ -27,8 +27,12 @@ def real_checkpoint(path, cfg=None, **overrides):
 
     cfg = cfg or cartpole()
     spec = describe_env("CartPole-v1")
-    payload = dict(learner_state=build_learner(cfg, spec, torch.device("cpu")).state_dict(), counters={},
-                   signature=signature_for(spec, cfg.learner), config=cfg.to_dict())
+    payload = dict(
+        learner_state=build_learner(cfg, spec, torch.device("cpu")).state_dict(),
+        counters={},
+        signature=signature_for(spec, cfg.learner),
+        config=cfg.to_dict(),
+    )
     payload.update(overrides)
     save_checkpoint(path, **payload)
 
@@ -46,18 +50,31 @@ CHECKPOINTS = {
     "truncated": (write_bytes(b"\x80\x02 truncated"), ["ck.pt", "unreadable checkpoint"]),
     "empty": (write_bytes(b""), ["ck.pt", "unreadable checkpoint"]),
     "a run directory": (make_dir, ["ck.pt", "is a directory", "did you mean"]),
-    "another version": (lambda p: torch.save({"version": 7, "learner": {}, "counters": {}, "signature": {}, "config": {}}, p),
-                        ["ck.pt", "version 7"]),
+    "another version": (
+        lambda p: torch.save({"version": 7, "learner": {}, "counters": {}, "signature": {}, "config": {}}, p),
+        ["ck.pt", "version 7"],
+    ),
     "not ours": (lambda p: torch.save([1, 2, 3], p), ["ck.pt", "not a raydqn checkpoint"]),
-    "config of another version": (lambda p: real_checkpoint(p, config={"env": {"env_id": "CartPole-v1", "frame_skip": 4}}),
-                                  ["ck.pt", "frame_skip"]),
-    "an env we cannot serve": (lambda p: real_checkpoint(p, config={"env": {"env_id": "Pendulum-v1"}}),
-                               ["Pendulum-v1", "only Discrete actions"]),
-    "an env that does not exist": (lambda p: real_checkpoint(p, config={"env": {"env_id": "NoSuchEnv-v0"}}),
-                                   ["NoSuchEnv-v0", "unknown environment"]),
-    "trained on another env": (lambda p: real_checkpoint(p, config={"env": {"env_id": "Acrobot-v1"}}), ["ck.pt", "trained on"]),
-    "weights that do not fit": (lambda p: real_checkpoint(p, learner_state={"online": {"w": torch.zeros(2)}}),
-                                ["ck.pt", "do not fit"]),
+    "config of another version": (
+        lambda p: real_checkpoint(p, config={"env": {"env_id": "CartPole-v1", "frame_skip": 4}}),
+        ["ck.pt", "frame_skip"],
+    ),
+    "an env we cannot serve": (
+        lambda p: real_checkpoint(p, config={"env": {"env_id": "Pendulum-v1"}}),
+        ["Pendulum-v1", "only Discrete actions"],
+    ),
+    "an env that does not exist": (
+        lambda p: real_checkpoint(p, config={"env": {"env_id": "NoSuchEnv-v0"}}),
+        ["NoSuchEnv-v0", "unknown environment"],
+    ),
+    "trained on another env": (
+        lambda p: real_checkpoint(p, config={"env": {"env_id": "Acrobot-v1"}}),
+        ["ck.pt", "trained on"],
+    ),
+    "weights that do not fit": (
+        lambda p: real_checkpoint(p, learner_state={"online": {"w": torch.zeros(2)}}),
+        ["ck.pt", "do not fit"],
+    ),
 }
 
 
@@ -76,27 +93,33 @@ def test_bad_checkpoints(capsys, tmp_path, name):
     assert tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["--episodes", "0"], ["--episodes=0"]),
-    (["--episodes", "ten"], ["--episodes", "ten"]),
-    (["--epsilon", "1.5"], ["--epsilon=1.5"]),
-    (["--epsilon", "nan"], ["--epsilon=nan"]),
-    (["--epsilon", "high"], ["--epsilon", "high"]),
-    (["--seed", "-1"], ["--seed=-1"]),
-    (["--seed", str(2**40)], ["--seed="]),
-    (["--video", "best.avi"], ["--video", ".avi"]),
-    (["--video", "/no/such/dir/best.mp4"], ["--video", "does not exist"]),
-    (["--video", "VIDEO_DIR.mp4"], ["--video", "is a directory"]),
-    (["--video", "best.mp4"], ["--video", "flat-vector"]),  # CartPole has no screens
-    (["--checkpoint", "MISSING"], ["--checkpoint", "no checkpoint"]),
-    (["--no-such-flag"], ["--no-such-flag"]),
-    ([], None),  # --checkpoint is required: argparse names it
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["--episodes", "0"], ["--episodes=0"]),
+        (["--episodes", "ten"], ["--episodes", "ten"]),
+        (["--epsilon", "1.5"], ["--epsilon=1.5"]),
+        (["--epsilon", "nan"], ["--epsilon=nan"]),
+        (["--epsilon", "high"], ["--epsilon", "high"]),
+        (["--seed", "-1"], ["--seed=-1"]),
+        (["--seed", str(2**40)], ["--seed="]),
+        (["--video", "best.avi"], ["--video", ".avi"]),
+        (["--video", "/no/such/dir/best.mp4"], ["--video", "does not exist"]),
+        (["--video", "VIDEO_DIR.mp4"], ["--video", "is a directory"]),
+        (["--video", "best.mp4"], ["--video", "flat-vector"]),  # CartPole has no screens
+        (["--checkpoint", "MISSING"], ["--checkpoint", "no checkpoint"]),
+        (["--no-such-flag"], ["--no-such-flag"]),
+        ([], None),  # --checkpoint is required: argparse names it
+    ],
+)
 def test_bad_flags(capsys, tmp_path, argv, needles):
     ck = tmp_path / "ck.pt"
     real_checkpoint(ck)
     (tmp_path / "VIDEO_DIR.mp4").mkdir()
-    argv = [a.replace("VIDEO_DIR", str(tmp_path / "VIDEO_DIR")).replace("MISSING", str(tmp_path / "missing.pt")) for a in argv]
+    argv = [
+        a.replace("VIDEO_DIR", str(tmp_path / "VIDEO_DIR")).replace("MISSING", str(tmp_path / "missing.pt"))
+        for a in argv
+    ]
     if argv and argv[0] == "--video" and not argv[1].startswith("/"):
         argv[1] = str(tmp_path / argv[1])
     if "--checkpoint" not in argv and argv:

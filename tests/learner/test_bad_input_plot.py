@@ -24,11 +24,26 @@ RUNS = {
     "no metrics.csv": (lambda d: d.mkdir(), ["run", "no metrics.csv"]),
     "metrics.csv a directory": (lambda d: (d / "metrics.csv").mkdir(parents=True), ["run", "no metrics.csv"]),
     "empty metrics.csv": (lambda d: (d.mkdir(), (d / "metrics.csv").write_text("")), ["metrics.csv", "no column"]),
-    "header only": (lambda d: (d.mkdir(), (d / "metrics.csv").write_text("wall_s,env_frames\n")), ["metrics.csv", "no complete rows"]),
-    "another schema": (lambda d: (d.mkdir(), (d / "metrics.csv").write_text("time,frames\n1,2\n")), ["metrics.csv", "wall_s"]),
-    "binary metrics.csv": (lambda d: (d.mkdir(), (d / "metrics.csv").write_bytes(b"\xff\xfe\x00\x01garbage")), ["metrics.csv", "cannot be read"]),
-    "garbage rows": (lambda d: (d.mkdir(), (d / "metrics.csv").write_text("wall_s,env_frames\nx,y\n1,2,3\n")), ["metrics.csv", "no complete rows"]),
-    "broken episodes.csv": (lambda d: (good_run(d), (d / "episodes.csv").write_text("wall_s\n1\n")), ["episodes.csv", "score"]),
+    "header only": (
+        lambda d: (d.mkdir(), (d / "metrics.csv").write_text("wall_s,env_frames\n")),
+        ["metrics.csv", "no complete rows"],
+    ),
+    "another schema": (
+        lambda d: (d.mkdir(), (d / "metrics.csv").write_text("time,frames\n1,2\n")),
+        ["metrics.csv", "wall_s"],
+    ),
+    "binary metrics.csv": (
+        lambda d: (d.mkdir(), (d / "metrics.csv").write_bytes(b"\xff\xfe\x00\x01garbage")),
+        ["metrics.csv", "cannot be read"],
+    ),
+    "garbage rows": (
+        lambda d: (d.mkdir(), (d / "metrics.csv").write_text("wall_s,env_frames\nx,y\n1,2,3\n")),
+        ["metrics.csv", "no complete rows"],
+    ),
+    "broken episodes.csv": (
+        lambda d: (good_run(d), (d / "episodes.csv").write_text("wall_s\n1\n")),
+        ["episodes.csv", "score"],
+    ),
 }
 
 
@@ -45,18 +60,21 @@ def test_bad_run_dirs(capsys, tmp_path, name):
     assert tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["--out", "OUT/curve.bmpx"], ["--out", ".bmpx"]),
-    (["--out", "OUT/curve"], ["--out", "no suffix"]),
-    (["--out", "OUT/nodir/curve.png"], ["--out", "does not exist"]),
-    (["--out", "OUT/adir.png"], ["--out", "is a directory"]),
-    (["--out", "OUT/curve.png", "--dpi", "0"], ["--dpi=0"]),
-    (["--out", "OUT/curve.png", "--dpi", "many"], ["--dpi", "many"]),
-    (["--out", "OUT/curve.png", "--size", "big"], ["--size", "big"]),
-    (["--out", "OUT/curve.png", "--size", "10x10"], ["--size", "10x10"]),
-    ([], ["--out"]),
-    (["--out", "OUT/curve.png", "--frobnicate"], ["--frobnicate"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["--out", "OUT/curve.bmpx"], ["--out", ".bmpx"]),
+        (["--out", "OUT/curve"], ["--out", "no suffix"]),
+        (["--out", "OUT/nodir/curve.png"], ["--out", "does not exist"]),
+        (["--out", "OUT/adir.png"], ["--out", "is a directory"]),
+        (["--out", "OUT/curve.png", "--dpi", "0"], ["--dpi=0"]),
+        (["--out", "OUT/curve.png", "--dpi", "many"], ["--dpi", "many"]),
+        (["--out", "OUT/curve.png", "--size", "big"], ["--size", "big"]),
+        (["--out", "OUT/curve.png", "--size", "10x10"], ["--size", "10x10"]),
+        ([], ["--out"]),
+        (["--out", "OUT/curve.png", "--frobnicate"], ["--frobnicate"]),
+    ],
+)
 def test_bad_flags(capsys, tmp_path, argv, needles):
     run = good_run(tmp_path / "run")
     (tmp_path / "adir.png").mkdir()

@@ -58,6 +58,8 @@ def test_head_is_part_of_the_signature_and_old_checkpoints_were_dueling(tmp_path
     with pytest.raises(CheckpointError, match="'dueling': True.*'dueling': False"):
         load_checkpoint(tmp_path / "old.pt", network_signature((4,), 1, 2, dueling=False))
     plain = DQNLearner(build_q_network((4,), 1, 2, dueling=False), 1e-3, 1e-8, 10, 5)
-    save_checkpoint(tmp_path / "plain.pt", plain.state_dict(), {}, network_signature((4,), 1, 2, dueling=False), {"env": {}})
+    save_checkpoint(
+        tmp_path / "plain.pt", plain.state_dict(), {}, network_signature((4,), 1, 2, dueling=False), {"env": {}}
+    )
     with pytest.raises(CheckpointError, match="trained on"):
         load_checkpoint(tmp_path / "plain.pt", network_signature((4,), 1, 2))

@@ -25,9 +25,14 @@ def test_huber_td_loss_hand_example():
 
 def random_batch(rng, b=8, d=4):
     return SampleBatch(
-        ids=np.arange(b), obs=rng.normal(size=(b, 1, d)).astype(np.float32), actions=rng.integers(0, 2, b),
-        returns=rng.normal(size=b).astype(np.float32), discounts=np.full(b, 0.9, np.float32),
-        next_obs=rng.normal(size=(b, 1, d)).astype(np.float32), weights=np.ones(b, np.float32))
+        ids=np.arange(b),
+        obs=rng.normal(size=(b, 1, d)).astype(np.float32),
+        actions=rng.integers(0, 2, b),
+        returns=rng.normal(size=b).astype(np.float32),
+        discounts=np.full(b, 0.9, np.float32),
+        next_obs=rng.normal(size=(b, 1, d)).astype(np.float32),
+        weights=np.ones(b, np.float32),
+    )
 
 
 def nets_equal(a, b):

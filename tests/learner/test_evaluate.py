@@ -34,8 +34,13 @@ def make_checkpoint(path: Path, env_id: str, signature_of: str | None = None, **
     shape, stack, actions = ((84, 84), 4, 4) if (signature_of or env_id) == BREAKOUT else ((4,), 1, 2)
     learner = DQNLearner(build_q_network(shape, stack, actions), 1e-3, 1e-8, 10, 5)
     cfg = Config(env=EnvConfig(env_id=env_id, **env_overrides)).to_dict()
-    save_checkpoint(path, learner.state_dict(), {"env_frames": 1000, "policy_version": 7},
-                    network_signature(shape, stack, actions), cfg)
+    save_checkpoint(
+        path,
+        learner.state_dict(),
+        {"env_frames": 1000, "policy_version": 7},
+        network_signature(shape, stack, actions),
+        cfg,
+    )
     return path
 
 
@@ -218,34 +223,41 @@ def test_reference_table_covers_atari_57_by_registered_ale_id():
     assert ale_id_of_rom("up_n_down") == "ALE/UpNDown-v5"
     assert reference_scores("BreakoutNoFrameskip-v4") == reference_scores(BREAKOUT) == (1.7, 30.5)
     assert reference_scores("ALE/Pong-v5") == (-20.7, 14.6)
-    assert human_normalized("ALE/Pong-v5", -20.7) == 0.0 and human_normalized("ALE/Pong-v5", 14.6) == pytest.approx(100.0)
+    assert human_normalized("ALE/Pong-v5", -20.7) == 0.0 and human_normalized("ALE/Pong-v5", 14.6) == pytest.approx(
+        100.0
+    )
     assert reference_scores("ALE/Adventure-v5") is None and reference_scores(CARTPOLE) is None
 
 
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("missing", "no checkpoint"),
-    ("garbage", "unreadable"),
-    ("other_game", "trained on"),
-    ("other_network", "do not fit"),
-    ("suffix", "unsupported video format"),
-    ("no_suffix", "unsupported video format"),
-    ("no_dir", "does not exist"),
-    ("cartpole_video", "videos need an ALE game"),
-    ("episodes", "--episodes"),
-    ("epsilon", "--epsilon"),
-    ("bad_flag", "unrecognized"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing", "no checkpoint"),
+        ("garbage", "unreadable"),
+        ("other_game", "trained on"),
+        ("other_network", "do not fit"),
+        ("suffix", "unsupported video format"),
+        ("no_suffix", "unsupported video format"),
+        ("no_dir", "does not exist"),
+        ("cartpole_video", "videos need an ALE game"),
+        ("episodes", "--episodes"),
+        ("epsilon", "--epsilon"),
+        ("bad_flag", "unrecognized"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, needle):
     breakout = make_checkpoint(tmp_path / "b.pt", BREAKOUT)
     cartpole = make_checkpoint(tmp_path / "c.pt", CARTPOLE)
     (tmp_path / "g.pt").write_bytes(b"not a checkpoint")
     # A Breakout config holding CartPole's network; a CartPole signature over other weights.
     make_checkpoint(tmp_path / "other_game.pt", BREAKOUT, signature_of=CARTPOLE)
-    torch.save({**torch.load(cartpole, weights_only=True),
-                "learner": {"online": build_q_network((4,), 1, 3).state_dict()}}, tmp_path / "other_net.pt")
+    torch.save(
+        {**torch.load(cartpole, weights_only=True), "learner": {"online": build_q_network((4,), 1, 3).state_dict()}},
+        tmp_path / "other_net.pt",
+    )
     args = {
         "missing": ["--checkpoint", str(tmp_path / "none.pt")],
         "garbage": ["--checkpoint", str(tmp_path / "g.pt")],
@@ -272,6 +284,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, needle):
 
 def test_real_entry_point_exit_code(tmp_path):
     ckpt = make_checkpoint(tmp_path / "b.pt", BREAKOUT)
-    proc = subprocess.run([sys.executable, "-m", "learner.evaluate", "--checkpoint", str(ckpt), "--video", "x.webm"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "learner.evaluate", "--checkpoint", str(ckpt), "--video", "x.webm"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "x.webm" in proc.stderr

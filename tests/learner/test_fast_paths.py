@@ -29,7 +29,9 @@ from common.networks import build_q_network
 from learner.dqn import CentredRMSProp, DQNLearner
 
 LR = 1e-3
-ADAM_EPS = 1.5e-4  # the project's; a tiny eps would make Adam's first step lr * sign(g), which flips with rounding where g ~ 0
+ADAM_EPS = (
+    1.5e-4  # the project's; a tiny eps would make Adam's first step lr * sign(g), which flips with rounding where g ~ 0
+)
 FP32 = dict(loss_rel=1e-5, prio_abs=1e-6, grad_rel=1e-4, param_abs=1e-6)
 
 
@@ -38,9 +40,15 @@ def batch(rng, b, frame_shape, stack):
         obs = lambda: rng.integers(0, 256, (b, stack, *frame_shape), dtype=np.uint8)  # noqa: E731
     else:
         obs = lambda: rng.normal(size=(b, stack, *frame_shape)).astype(np.float32)  # noqa: E731
-    return SampleBatch(ids=np.arange(b), obs=obs(), actions=rng.integers(0, 4, b),
-                       returns=rng.normal(size=b).astype(np.float32), discounts=np.full(b, 0.97, np.float32),
-                       next_obs=obs(), weights=rng.uniform(0.5, 1.0, b).astype(np.float32))
+    return SampleBatch(
+        ids=np.arange(b),
+        obs=obs(),
+        actions=rng.integers(0, 4, b),
+        returns=rng.normal(size=b).astype(np.float32),
+        discounts=np.full(b, 0.97, np.float32),
+        next_obs=obs(),
+        weights=rng.uniform(0.5, 1.0, b).astype(np.float32),
+    )
 
 
 def one_update(frame_shape, stack=4, b=8, seed=0, **kwargs):
@@ -80,9 +88,16 @@ def plain_mlp():
     return one_update(MLP, stack=1, b=16)
 
 
-@pytest.mark.parametrize("kwargs", [dict(channels_last=True), dict(fused_optimizer="foreach"),
-                                    dict(fused_optimizer="fused"), dict(joint_forward=True)],
-                         ids=["channels_last", "foreach", "fused", "joint_forward"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(channels_last=True),
+        dict(fused_optimizer="foreach"),
+        dict(fused_optimizer="fused"),
+        dict(joint_forward=True),
+    ],
+    ids=["channels_last", "foreach", "fused", "joint_forward"],
+)
 def test_fp32_paths_match_the_plain_update(plain_cnn, kwargs):
     assert_matches(one_update(CNN, **kwargs), plain_cnn, **FP32)
 
@@ -219,7 +234,13 @@ def test_centred_rmsprop_foreach_is_the_same_arithmetic():
 # ---- 'auto' per device ---------------------------------------------------------------------
 def test_auto_resolves_by_device(monkeypatch):
     gpu = resolve(Config(), atari=True, cuda=True).learner
-    assert (gpu.precision, gpu.tf32, gpu.channels_last, gpu.fused_optimizer, gpu.compile) == ("bf16", True, True, True, True)
+    assert (gpu.precision, gpu.tf32, gpu.channels_last, gpu.fused_optimizer, gpu.compile) == (
+        "bf16",
+        True,
+        True,
+        True,
+        True,
+    )
     assert gpu.stats_period == gpu.publish_period and gpu.joint_forward is False
     for native, precision in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: native)

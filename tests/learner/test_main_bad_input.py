@@ -39,40 +39,44 @@ def assert_one_line(code, err, *needles):
 
 # --------------------------------------------------------------------------- flags
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--env", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
-    (["--num-actors", "0"], "--num-actors=0"),
-    (["--replay-capacity", "-5"], "--replay-capacity=-5"),
-    (["--env", "CartPole-v1", "--batch-size", "512", "--replay-capacity", "100"], "--batch-size=512"),
-    (["--num-actors", "many"], "many"),
-    (["--no-such-flag", "1"], "--no-such-flag"),
-    (["--resume", "/nonexistent/run"], "/nonexistent/run"),
-    # wrong types
-    (["--lr", "fast"], "--lr"),
-    (["--dueling", "maybe"], "--dueling"),
-    (["--preset", "rainbow"], "--preset"),
-    (["--loss", "l1"], "--loss"),
-    (["--total-env-frames", "1e6"], "--total-env-frames"),
-    (["--num-actors"], "--num-actors"),
-    # out of range, NaN and infinity included
-    (["--env", "CartPole-v1", "--lr", "nan"], "--lr=nan"),
-    (["--env", "CartPole-v1", "--lr", "inf"], "--lr=inf"),
-    (["--env", "CartPole-v1", "--gamma", "1.5"], "--gamma=1.5"),
-    (["--env", "CartPole-v1", "--epsilon-base", "nan"], "--epsilon-base=nan"),
-    (["--env", "CartPole-v1", "--epsilon-final", "2"], "--epsilon-final=2"),
-    (["--env", "CartPole-v1", "--n-step", "0"], "--n-step=0"),
-    (["--env", "CartPole-v1", "--priority-alpha", "-0.1"], "--priority-alpha=-0.1"),
-    (["--env", "CartPole-v1", "--replay-ratio", "-1"], "--replay-ratio=-1"),
-    (["--env", "CartPole-v1", "--snapshot-interval", "-2"], "--snapshot-interval=-2"),
-    (["--env", "CartPole-v1", "--time-limit", "nan"], "--time-limit=nan"),
-    (["--env", "CartPole-v1", "--log-interval", "0"], "--log-interval=0"),
-    (["--env", "CartPole-v1", "--seed", "-1"], "--seed=-1"),
-    (["--env", "CartPole-v1", "--stop-return", "nan"], "--stop-return=nan"),
-    (["--env", "CartPole-v1", "--num-cpus", "0"], "--num-cpus=0"),
-    (["--env", "CartPole-v1", "--envs-per-actor", "0"], "--envs-per-actor=0"),
-    (["--env", "CartPole-v1", "--device", "tpu"], "--device=tpu"),
-    (["--env", "CartPole-v1", "--learning-starts", "10", "--batch-size", "64"], "--batch-size=64"),
-])
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--env", "ALE/NoSuchGame-v5"], "ALE/NoSuchGame-v5"),
+        (["--num-actors", "0"], "--num-actors=0"),
+        (["--replay-capacity", "-5"], "--replay-capacity=-5"),
+        (["--env", "CartPole-v1", "--batch-size", "512", "--replay-capacity", "100"], "--batch-size=512"),
+        (["--num-actors", "many"], "many"),
+        (["--no-such-flag", "1"], "--no-such-flag"),
+        (["--resume", "/nonexistent/run"], "/nonexistent/run"),
+        # wrong types
+        (["--lr", "fast"], "--lr"),
+        (["--dueling", "maybe"], "--dueling"),
+        (["--preset", "rainbow"], "--preset"),
+        (["--loss", "l1"], "--loss"),
+        (["--total-env-frames", "1e6"], "--total-env-frames"),
+        (["--num-actors"], "--num-actors"),
+        # out of range, NaN and infinity included
+        (["--env", "CartPole-v1", "--lr", "nan"], "--lr=nan"),
+        (["--env", "CartPole-v1", "--lr", "inf"], "--lr=inf"),
+        (["--env", "CartPole-v1", "--gamma", "1.5"], "--gamma=1.5"),
+        (["--env", "CartPole-v1", "--epsilon-base", "nan"], "--epsilon-base=nan"),
+        (["--env", "CartPole-v1", "--epsilon-final", "2"], "--epsilon-final=2"),
+        (["--env", "CartPole-v1", "--n-step", "0"], "--n-step=0"),
+        (["--env", "CartPole-v1", "--priority-alpha", "-0.1"], "--priority-alpha=-0.1"),
+        (["--env", "CartPole-v1", "--replay-ratio", "-1"], "--replay-ratio=-1"),
+        (["--env", "CartPole-v1", "--snapshot-interval", "-2"], "--snapshot-interval=-2"),
+        (["--env", "CartPole-v1", "--time-limit", "nan"], "--time-limit=nan"),
+        (["--env", "CartPole-v1", "--log-interval", "0"], "--log-interval=0"),
+        (["--env", "CartPole-v1", "--seed", "-1"], "--seed=-1"),
+        (["--env", "CartPole-v1", "--stop-return", "nan"], "--stop-return=nan"),
+        (["--env", "CartPole-v1", "--num-cpus", "0"], "--num-cpus=0"),
+        (["--env", "CartPole-v1", "--envs-per-actor", "0"], "--envs-per-actor=0"),
+        (["--env", "CartPole-v1", "--device", "tpu"], "--device=tpu"),
+        (["--env", "CartPole-v1", "--learning-starts", "10", "--batch-size", "64"], "--batch-size=64"),
+    ],
+)
 def test_bad_flags_give_one_line_and_exit_2(capsys, tmp_path, argv, needle):
     code, err = run_main(capsys, *argv, "--run-dir", str(tmp_path / "run"))
     assert_one_line(code, err, needle)
@@ -80,6 +84,7 @@ def test_bad_flags_give_one_line_and_exit_2(capsys, tmp_path, argv, needle):
 
 
 # --------------------------------------------------------------------------- environments
+
 
 class _ImageEnv(gymnasium.Env):
     """A registered env with a non-flat, non-Atari Box observation (uint8[8, 8, 3])."""
@@ -98,16 +103,19 @@ if "RaydqnTest/Image-v0" not in gymnasium.registry:
     gymnasium.register("RaydqnTest/Image-v0", entry_point=_ImageEnv)
 
 
-@pytest.mark.parametrize("env_id,needles", [
-    ("Pendulum-v1", ["Pendulum-v1", "only Discrete actions"]),  # continuous actions
-    ("RaydqnTest/Image-v0", ["RaydqnTest/Image-v0", "only flat Box"]),  # image, not Atari
-    ("CarRacing-v3", ["CarRacing-v3"]),  # image observation, continuous (or box2d missing)
-    ("FrozenLake-v1", ["FrozenLake-v1", "only flat Box"]),  # Discrete observation
-    ("Blackjack-v1", ["Blackjack-v1", "only flat Box"]),  # Tuple observation
-    ("NoSuchEnv-v0", ["'NoSuchEnv-v0'", "unknown environment"]),
-    ("ALE/NoSuchGame-v5", ["ALE/NoSuchGame-v5"]),
-    ("", ["--env="]),
-])
+@pytest.mark.parametrize(
+    "env_id,needles",
+    [
+        ("Pendulum-v1", ["Pendulum-v1", "only Discrete actions"]),  # continuous actions
+        ("RaydqnTest/Image-v0", ["RaydqnTest/Image-v0", "only flat Box"]),  # image, not Atari
+        ("CarRacing-v3", ["CarRacing-v3"]),  # image observation, continuous (or box2d missing)
+        ("FrozenLake-v1", ["FrozenLake-v1", "only flat Box"]),  # Discrete observation
+        ("Blackjack-v1", ["Blackjack-v1", "only flat Box"]),  # Tuple observation
+        ("NoSuchEnv-v0", ["'NoSuchEnv-v0'", "unknown environment"]),
+        ("ALE/NoSuchGame-v5", ["ALE/NoSuchGame-v5"]),
+        ("", ["--env="]),
+    ],
+)
 def test_envs_we_cannot_serve(capsys, tmp_path, env_id, needles):
     code, err = run_main(capsys, "--env", env_id, "--run-dir", str(tmp_path / "run"))
     assert_one_line(code, err, *needles)
@@ -115,6 +123,7 @@ def test_envs_we_cannot_serve(capsys, tmp_path, env_id, needles):
 
 
 # --------------------------------------------------------------------------- paths
+
 
 def test_paths(capsys, tmp_path):
     """A file where a directory is expected and a missing one, for --run-dir and --resume."""
@@ -164,35 +173,69 @@ def _torch_save(obj):
         import torch
 
         torch.save(obj, path)
+
     return write
 
 
-@pytest.mark.parametrize("name,config_json,write_checkpoint,needles", [
-    ("truncated config.json", '{"env": {"env_id": "CartPole', None, ["config.json", "unreadable"]),
-    ("config.json not utf-8", b"\xff\xfe\x00garbage", None, ["config.json", "unreadable"]),
-    ("config.json not an object", "[1, 2]", None, ["config.json", "not a JSON object"]),
-    ("config.json from another version", '{"env": {"env_id": "CartPole-v1", "frame_skip": 4}}', None,
-     ["config.json", "frame_skip"]),
-    ("config.json with an unknown section", '{"evaluation": {}}', None, ["config.json", "evaluation"]),
-    ("config.json with a bad value", '{"actors": {"num_actors": 0}}', None, ["config.json", "--num-actors=0"]),
-    ("config.json with a wrong type", '{"actors": {"num_actors": "many"}}', None, ["config.json"]),
-    ("config.json of an env we cannot serve", '{"env": {"env_id": "Pendulum-v1"}}', None, ["Pendulum-v1"]),
-    ("no checkpoint", CARTPOLE_CONFIG, None, ["checkpoint.pt"]),
-    ("truncated checkpoint", CARTPOLE_CONFIG, lambda p: p.write_bytes(b"\x80\x02 truncated"), ["checkpoint.pt", "unreadable"]),
-    ("empty checkpoint", CARTPOLE_CONFIG, lambda p: p.write_bytes(b""), ["checkpoint.pt", "unreadable"]),
-    ("checkpoint is a directory", CARTPOLE_CONFIG, lambda p: p.mkdir(), ["checkpoint.pt"]),
-    ("checkpoint of something else", CARTPOLE_CONFIG, _torch_save({"weights": 1}), ["checkpoint.pt", "not a raydqn checkpoint"]),
-    ("checkpoint with a malformed field", CARTPOLE_CONFIG,
-     _torch_save({"version": 1, "learner": {}, "counters": {}, "signature": None, "config": {}}),
-     ["checkpoint.pt", "signature not a dict"]),
-    ("checkpoint of another version", CARTPOLE_CONFIG,
-     _torch_save({"version": 99, "learner": {}, "counters": {}, "signature": {}, "config": {}}), ["checkpoint.pt", "version 99"]),
-    ("checkpoint of another env", CARTPOLE_CONFIG,
-     lambda p: _checkpoint(p, signature=dict(_cartpole_signature(), frame_shape=[84, 84], stack_size=4, num_actions=18)),
-     ["checkpoint.pt", "trained on"]),
-    ("checkpoint whose weights do not fit", CARTPOLE_CONFIG, lambda p: _checkpoint(p, learner_state={"online": {}}),
-     ["checkpoint.pt", "does not fit"]),
-])
+@pytest.mark.parametrize(
+    "name,config_json,write_checkpoint,needles",
+    [
+        ("truncated config.json", '{"env": {"env_id": "CartPole', None, ["config.json", "unreadable"]),
+        ("config.json not utf-8", b"\xff\xfe\x00garbage", None, ["config.json", "unreadable"]),
+        ("config.json not an object", "[1, 2]", None, ["config.json", "not a JSON object"]),
+        (
+            "config.json from another version",
+            '{"env": {"env_id": "CartPole-v1", "frame_skip": 4}}',
+            None,
+            ["config.json", "frame_skip"],
+        ),
+        ("config.json with an unknown section", '{"evaluation": {}}', None, ["config.json", "evaluation"]),
+        ("config.json with a bad value", '{"actors": {"num_actors": 0}}', None, ["config.json", "--num-actors=0"]),
+        ("config.json with a wrong type", '{"actors": {"num_actors": "many"}}', None, ["config.json"]),
+        ("config.json of an env we cannot serve", '{"env": {"env_id": "Pendulum-v1"}}', None, ["Pendulum-v1"]),
+        ("no checkpoint", CARTPOLE_CONFIG, None, ["checkpoint.pt"]),
+        (
+            "truncated checkpoint",
+            CARTPOLE_CONFIG,
+            lambda p: p.write_bytes(b"\x80\x02 truncated"),
+            ["checkpoint.pt", "unreadable"],
+        ),
+        ("empty checkpoint", CARTPOLE_CONFIG, lambda p: p.write_bytes(b""), ["checkpoint.pt", "unreadable"]),
+        ("checkpoint is a directory", CARTPOLE_CONFIG, lambda p: p.mkdir(), ["checkpoint.pt"]),
+        (
+            "checkpoint of something else",
+            CARTPOLE_CONFIG,
+            _torch_save({"weights": 1}),
+            ["checkpoint.pt", "not a raydqn checkpoint"],
+        ),
+        (
+            "checkpoint with a malformed field",
+            CARTPOLE_CONFIG,
+            _torch_save({"version": 1, "learner": {}, "counters": {}, "signature": None, "config": {}}),
+            ["checkpoint.pt", "signature not a dict"],
+        ),
+        (
+            "checkpoint of another version",
+            CARTPOLE_CONFIG,
+            _torch_save({"version": 99, "learner": {}, "counters": {}, "signature": {}, "config": {}}),
+            ["checkpoint.pt", "version 99"],
+        ),
+        (
+            "checkpoint of another env",
+            CARTPOLE_CONFIG,
+            lambda p: _checkpoint(
+                p, signature=dict(_cartpole_signature(), frame_shape=[84, 84], stack_size=4, num_actions=18)
+            ),
+            ["checkpoint.pt", "trained on"],
+        ),
+        (
+            "checkpoint whose weights do not fit",
+            CARTPOLE_CONFIG,
+            lambda p: _checkpoint(p, learner_state={"online": {}}),
+            ["checkpoint.pt", "does not fit"],
+        ),
+    ],
+)
 def test_run_dirs_from_elsewhere_are_left_as_they_were(capsys, tmp_path, name, config_json, write_checkpoint, needles):
     run = tmp_path / "run"
     run.mkdir()
@@ -242,14 +285,18 @@ def test_existing_run_dir_is_not_overwritten(capsys, tmp_path):
 
 # --------------------------------------------------------------------------- cluster addresses
 
-@pytest.mark.parametrize("address,needles", [
-    ("127.0.0.1:1", ["--address=127.0.0.1:1", "no Ray cluster listens"]),
-    ("ray://127.0.0.1:1", ["--address=ray://127.0.0.1:1", "no Ray cluster listens"]),
-    ("no-such-host.invalid:6379", ["--address=no-such-host.invalid:6379"]),
-    ("10.0.0.1", ["--address=10.0.0.1", "HOST:PORT"]),
-    ("10.0.0.1:port", ["--address=10.0.0.1:port", "HOST:PORT"]),
-    ("10.0.0.1:70000", ["--address=10.0.0.1:70000", "HOST:PORT"]),
-])
+
+@pytest.mark.parametrize(
+    "address,needles",
+    [
+        ("127.0.0.1:1", ["--address=127.0.0.1:1", "no Ray cluster listens"]),
+        ("ray://127.0.0.1:1", ["--address=ray://127.0.0.1:1", "no Ray cluster listens"]),
+        ("no-such-host.invalid:6379", ["--address=no-such-host.invalid:6379"]),
+        ("10.0.0.1", ["--address=10.0.0.1", "HOST:PORT"]),
+        ("10.0.0.1:port", ["--address=10.0.0.1:port", "HOST:PORT"]),
+        ("10.0.0.1:70000", ["--address=10.0.0.1:70000", "HOST:PORT"]),
+    ],
+)
 def test_no_cluster_at_address_fails_fast_before_writing(capsys, tmp_path, address, needles):
     code, err = run_main(capsys, "--env", "CartPole-v1", "--address", address, "--run-dir", str(tmp_path / "run"))
     assert_one_line(code, err, *needles)
@@ -278,7 +325,9 @@ def test_something_else_at_address_fails_fast(capsys, tmp_path):
 
     threading.Thread(target=answer, daemon=True).start()
     try:
-        code, err = run_main(capsys, "--env", "CartPole-v1", "--address", f"127.0.0.1:{port}", "--run-dir", str(tmp_path / "run"))
+        code, err = run_main(
+            capsys, "--env", "CartPole-v1", "--address", f"127.0.0.1:{port}", "--run-dir", str(tmp_path / "run")
+        )
     finally:
         server.close()
     assert_one_line(code, err, f"--address=127.0.0.1:{port}")
@@ -342,8 +391,23 @@ def test_placement_error_restores_the_run_dir(capsys, tmp_path, monkeypatch):
 
 def test_real_process_prints_no_traceback(tmp_path):
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--address", "127.0.0.1:1",
-                           "--run-dir", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "learner.main",
+            "--env",
+            "CartPole-v1",
+            "--address",
+            "127.0.0.1:1",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "--address=127.0.0.1:1" in proc.stderr

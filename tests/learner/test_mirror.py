@@ -36,8 +36,10 @@ class Streams:
 
     def add_to(self, buf: ReplayBuffer) -> None:
         sid = int(self.rng.integers(1, 4))
-        recs = episode(self.rng.integers(-1, 2, size=int(self.rng.integers(1, 9))).astype(float).tolist(),
-                       self.rng.choice(["term", "trunc", None]))
+        recs = episode(
+            self.rng.integers(-1, 2, size=int(self.rng.integers(1, 9))).astype(float).tolist(),
+            self.rng.choice(["term", "trunc", None]),
+        )
         buf.add(step_batch(sid, recs, start=self.sent[sid], flat=self.flat))
         self.sent[sid] += len(recs)
 
@@ -171,9 +173,33 @@ def test_resolve_picks_the_mirror_where_it_fits_and_sizes_the_shards():
 def test_entry_point_trains_with_a_cpu_mirror(tmp_path):
     """The real system, Ray and all, with the mirror forced on a CPU learner."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "learner.main", "--env", "CartPole-v1", "--feed", "mirror", "--num-actors", "1",
-           "--envs-per-actor", "2", "--learning-starts", "200", "--batch-size", "32", "--replay-capacity", "5000",
-           "--total-learner-steps", "40", "--time-limit", "90", "--log-interval", "2", "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "learner.main",
+        "--env",
+        "CartPole-v1",
+        "--feed",
+        "mirror",
+        "--num-actors",
+        "1",
+        "--envs-per-actor",
+        "2",
+        "--learning-starts",
+        "200",
+        "--batch-size",
+        "32",
+        "--replay-capacity",
+        "5000",
+        "--total-learner-steps",
+        "40",
+        "--time-limit",
+        "90",
+        "--log-interval",
+        "2",
+        "--run-dir",
+        str(run_dir),
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())

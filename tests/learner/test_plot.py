@@ -20,7 +20,9 @@ from learner.run_log import EPISODE_FIELDS, METRIC_FIELDS  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_run(d: Path, rows: int = 40, episodes: int | None = 300, seed: int = 0, partial_last_line: bool = False) -> Path:
+def make_run(
+    d: Path, rows: int = 40, episodes: int | None = 300, seed: int = 0, partial_last_line: bool = False
+) -> Path:
     """A run directory as the trainer writes it: mean_return_100 and loss empty/NaN early."""
     rng = np.random.default_rng(seed)
     d.mkdir(parents=True)
@@ -29,15 +31,27 @@ def make_run(d: Path, rows: int = 40, episodes: int | None = 300, seed: int = 0,
         w.writeheader()
         for i in range(rows):
             learning = i >= 5
-            w.writerow({
-                "wall_s": 5.0 * (i + 1), "env_frames": 4000 * (i + 1), "agent_steps": 1000 * (i + 1),
-                "learner_steps": 100 * max(i - 4, 0), "policy_version": 2 * max(i - 4, 0), "episodes": 3 * i,
-                "mean_return_100": "" if i < 3 else 10 + i, "mean_return_greedy_20": "",
-                "env_frames_per_s": 800 + rng.normal(0, 20), "agent_steps_per_s": 200.0,
-                "updates_per_s": 20.0 if learning else 0.0, "replay_size": 1000 * (i + 1),
-                "replay_sampleable": 1000 * i, "replay_rejected": 0,
-                "loss": 1.0 / (i + 1) if learning else float("nan"), "mean_q": 0.1 * i, "actors_alive": 2,
-            })
+            w.writerow(
+                {
+                    "wall_s": 5.0 * (i + 1),
+                    "env_frames": 4000 * (i + 1),
+                    "agent_steps": 1000 * (i + 1),
+                    "learner_steps": 100 * max(i - 4, 0),
+                    "policy_version": 2 * max(i - 4, 0),
+                    "episodes": 3 * i,
+                    "mean_return_100": "" if i < 3 else 10 + i,
+                    "mean_return_greedy_20": "",
+                    "env_frames_per_s": 800 + rng.normal(0, 20),
+                    "agent_steps_per_s": 200.0,
+                    "updates_per_s": 20.0 if learning else 0.0,
+                    "replay_size": 1000 * (i + 1),
+                    "replay_sampleable": 1000 * i,
+                    "replay_rejected": 0,
+                    "loss": 1.0 / (i + 1) if learning else float("nan"),
+                    "mean_q": 0.1 * i,
+                    "actors_alive": 2,
+                }
+            )
         if partial_last_line:
             f.write("205.0,164000,41000,3")  # a row the trainer is still writing
     if episodes:
@@ -45,8 +59,15 @@ def make_run(d: Path, rows: int = 40, episodes: int | None = 300, seed: int = 0,
             w = csv.DictWriter(f, fieldnames=EPISODE_FIELDS)
             w.writeheader()
             for k in range(episodes):
-                w.writerow({"wall_s": 0.6 * (k + 1), "env_frames": 500 * (k + 1), "score": k / 10 + rng.normal(0, 5),
-                            "agent_steps": 125, "epsilon": 0.4})
+                w.writerow(
+                    {
+                        "wall_s": 0.6 * (k + 1),
+                        "env_frames": 500 * (k + 1),
+                        "score": k / 10 + rng.normal(0, 5),
+                        "agent_steps": 125,
+                        "epsilon": 0.4,
+                    }
+                )
     return d
 
 
@@ -85,8 +106,18 @@ def test_the_evaluators_curve_is_read_and_drawn(tmp_path):
         w = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
         w.writeheader()
         for k in range(4):
-            w.writerow({"wall_s": 50.0 * (k + 1), "env_frames": 40_000 * (k + 1), "episodes": 10, "epsilon": 0.001,
-                        "mean": 5.0 * k, "median": 5.0 * k, "min": 0.0, "max": 9.0 * k})
+            w.writerow(
+                {
+                    "wall_s": 50.0 * (k + 1),
+                    "env_frames": 40_000 * (k + 1),
+                    "episodes": 10,
+                    "epsilon": 0.001,
+                    "mean": 5.0 * k,
+                    "median": 5.0 * k,
+                    "min": 0.0,
+                    "max": 9.0 * k,
+                }
+            )
     loaded = load_run(run)
     assert loaded.evals["mean"].tolist() == [0.0, 5.0, 10.0, 15.0]
     assert load_run(make_run(tmp_path / "without")).evals is None
@@ -118,19 +149,22 @@ def test_csv_reading_skips_incomplete_rows(tmp_path):
     assert np.isnan(cols["loss"][0]) and cols["loss"][1] == 0.5
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("missing_dir", "not a directory"),
-    ("empty_dir", "no metrics.csv"),
-    ("header_only", "no complete rows"),
-    ("empty_file", "no column"),
-    ("wrong_columns", "no column env_frames"),
-    ("binary", "cannot be read"),
-    ("bad_episodes", "episodes.csv: no column score"),
-    ("out_suffix", "unsupported image format"),
-    ("out_dir", "does not exist"),
-    ("size", "WIDTHxHEIGHT"),
-    ("no_out", "--out"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing_dir", "not a directory"),
+        ("empty_dir", "no metrics.csv"),
+        ("header_only", "no complete rows"),
+        ("empty_file", "no column"),
+        ("wrong_columns", "no column env_frames"),
+        ("binary", "cannot be read"),
+        ("bad_episodes", "episodes.csv: no column score"),
+        ("out_suffix", "unsupported image format"),
+        ("out_dir", "does not exist"),
+        ("size", "WIDTHxHEIGHT"),
+        ("no_out", "--out"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, needle):
     good = make_run(tmp_path / "good", rows=5, episodes=None)
     d = tmp_path / "bad"
@@ -165,10 +199,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, needle):
 
 def test_real_entry_point(tmp_path):
     run = make_run(tmp_path / "r", rows=8, episodes=30)
-    ok = subprocess.run([sys.executable, "-m", "learner.plot", str(run), "--out", str(tmp_path / "c.png"), "--size", "640x480"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "learner.plot", str(run), "--out", str(tmp_path / "c.png"), "--size", "640x480"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert png_size(tmp_path / "c.png") == (640, 480)
-    bad = subprocess.run([sys.executable, "-m", "learner.plot", str(tmp_path / "none"), "--out", str(tmp_path / "d.png")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "learner.plot", str(tmp_path / "none"), "--out", str(tmp_path / "d.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and not (tmp_path / "d.png").exists()

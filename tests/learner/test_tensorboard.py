@@ -35,12 +35,12 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
         data = path.read_bytes()
         pos = 0
         while pos < len(data):
-            header = data[pos:pos + 8]
+            header = data[pos : pos + 8]
             (length,) = struct.unpack("<Q", header)
-            (length_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+            (length_crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
             assert length_crc == masked(header)
-            body = data[pos + 12:pos + 12 + length]
-            (body_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
+            body = data[pos + 12 : pos + 12 + length]
+            (body_crc,) = struct.unpack("<I", data[pos + 12 + length : pos + 16 + length])
             assert body_crc == masked(body)
             pos += 16 + length
             event = event_pb2.Event()
@@ -68,8 +68,17 @@ def test_scalars_round_trip_against_env_frames(tmp_path):
 def test_a_metrics_row_maps_to_namespaced_tags(tmp_path):
     pytest.importorskip("tensorboardX")
     row = dict.fromkeys(METRIC_FIELDS, 0)
-    row.update(env_frames=80_000, wall_s=12.5, loss=0.5, mean_q=2.0, mean_return_100=17.0,
-               mean_return_greedy_20=None, env_frames_per_s=1000.0, updates_per_s=50.0, replay_size=20_000)
+    row.update(
+        env_frames=80_000,
+        wall_s=12.5,
+        loss=0.5,
+        mean_q=2.0,
+        mean_return_100=17.0,
+        mean_return_greedy_20=None,
+        env_frames_per_s=1000.0,
+        updates_per_s=50.0,
+        replay_size=20_000,
+    )
     tags = tags_from_metrics(row)
     assert tags["losses/td_loss"] == 0.5 and tags["losses/mean_q"] == 2.0
     assert tags["charts/mean_return_100"] == 17.0 and "charts/mean_return_greedy_20" not in tags
@@ -80,9 +89,14 @@ def test_a_metrics_row_maps_to_namespaced_tags(tmp_path):
     assert all("/" in t and not t.startswith("metrics/") for t in tags)
     # csv.DictReader rows are strings, empty where unknown; new columns still show up.
     assert tags_from_metrics({"env_frames": "8", "loss": "", "mean_q": "nan", "updates_per_s": "2.5", "new": "1"}) == {
-        "throughput/updates_per_s": 2.5, "metrics/new": 1.0}
+        "throughput/updates_per_s": 2.5,
+        "metrics/new": 1.0,
+    }
     assert tags_from_episode({"score": 21.0, "agent_steps": 800, "epsilon": 0.01, "wall_s": 3.0}) == {
-        "charts/episodic_return": 21.0, "charts/episodic_length": 800.0, "charts/episode_epsilon": 0.01}
+        "charts/episodic_return": 21.0,
+        "charts/episodic_length": 800.0,
+        "charts/episode_epsilon": 0.01,
+    }
     with TensorBoardLogger(tmp_path) as tb:
         tb.log_metrics(row)
     scalars = read_scalars(tmp_path / "tb")

@@ -35,12 +35,22 @@ def make(tmp_path, counters=None, steps_per_poll=16, **sections):
         run=RunConfig(log_interval=0.05, total_env_frames=10**9, time_limit=600.0),
         eval=EvalConfig(eval_period=0),
     )
-    cfg = resolve(dataclasses.replace(base, **{k: dataclasses.replace(getattr(base, k), **v) for k, v in sections.items()}),
-                  atari=False, cuda=False)
+    cfg = resolve(
+        dataclasses.replace(base, **{k: dataclasses.replace(getattr(base, k), **v) for k, v in sections.items()}),
+        atari=False,
+        cuda=False,
+    )
     fleet = FakeFleet(cfg, SPEC, steps_per_poll)
     log = RunLog(tmp_path, stream=io.StringIO())
-    trainer = Trainer(cfg, tmp_path, build_learner(cfg, SPEC, "cpu"), fleet, log, counters or Counters(),
-                      signature_for(SPEC, cfg.learner))
+    trainer = Trainer(
+        cfg,
+        tmp_path,
+        build_learner(cfg, SPEC, "cpu"),
+        fleet,
+        log,
+        counters or Counters(),
+        signature_for(SPEC, cfg.learner),
+    )
     return trainer, fleet
 
 
@@ -62,8 +72,12 @@ def test_stops_at_the_update_limit_with_publish_and_checkpoint_cadence(tmp_path)
 def test_no_update_before_learning_starts_and_none_samples_are_skipped(tmp_path):
     # A replay ratio of 1 with a small tolerance: the learner outruns the actor and the
     # replay answers None until the actor inserts more.
-    trainer, fleet = make(tmp_path, steps_per_poll=2, replay={"replay_ratio": 1.0, "replay_ratio_tolerance": 32.0},
-                          run={"total_learner_steps": 20})
+    trainer, fleet = make(
+        tmp_path,
+        steps_per_poll=2,
+        replay={"replay_ratio": 1.0, "replay_ratio_tolerance": 32.0},
+        run={"total_learner_steps": 20},
+    )
     summary = trainer.run()
     assert summary["stop_reason"] == "total_learner_steps"
     assert fleet.empty_samples > 0
@@ -73,11 +87,14 @@ def test_no_update_before_learning_starts_and_none_samples_are_skipped(tmp_path)
     assert summary["learner_steps"] == fleet.samples
 
 
-@pytest.mark.parametrize("run,reason", [
-    ({"total_env_frames": 500}, "total_env_frames"),
-    ({"time_limit": 1.0}, "time_limit"),
-    ({"stop_return": 5.0}, "stop_return"),  # without an evaluator: the least-exploring streams
-])
+@pytest.mark.parametrize(
+    "run,reason",
+    [
+        ({"total_env_frames": 500}, "total_env_frames"),
+        ({"time_limit": 1.0}, "time_limit"),
+        ({"stop_return": 5.0}, "stop_return"),  # without an evaluator: the least-exploring streams
+    ],
+)
 def test_stop_conditions(tmp_path, run, reason):
     trainer, _ = make(tmp_path, run=run)
     summary = trainer.run()
@@ -96,8 +113,12 @@ def test_a_run_without_actors_stops(tmp_path):
 
 def test_beta_follows_the_whole_run_after_a_resume(tmp_path):
     # Half the run's frames already done before the resume: beta is half-way, not back at the start.
-    trainer, _ = make(tmp_path, counters=Counters({"env_frames": 5_000}), run={"total_env_frames": 10_000},
-                      replay={"priority_beta_start": 0.4})
+    trainer, _ = make(
+        tmp_path,
+        counters=Counters({"env_frames": 5_000}),
+        run={"total_env_frames": 10_000},
+        replay={"priority_beta_start": 0.4},
+    )
     assert trainer.beta() == pytest.approx(0.7)
     fresh, _ = make(tmp_path / "b", run={"total_env_frames": 10_000}, replay={"priority_beta_start": 0.4})
     assert fresh.beta() == pytest.approx(0.4)

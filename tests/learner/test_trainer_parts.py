@@ -18,8 +18,12 @@ def test_cpu_learner_threads_leave_the_actors_their_cores():
 
 
 def stats(actor, steps, episodes=()):
-    return {"actor": actor, "agent_steps": steps, "env_frames": 4 * steps,
-            "episodes": [{"score": s, "epsilon": e, "agent_steps": 1, "stream_id": 0} for s, e in episodes]}
+    return {
+        "actor": actor,
+        "agent_steps": steps,
+        "env_frames": 4 * steps,
+        "episodes": [{"score": s, "epsilon": e, "agent_steps": 1, "stream_id": 0} for s, e in episodes],
+    }
 
 
 def test_counters_add_deltas_and_survive_an_actor_restart():

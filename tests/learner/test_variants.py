@@ -20,7 +20,9 @@ def test_plain_max_target_hand_example():
     y = dqn_targets(q_next_target, torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.0]))
     assert y.tolist() == [11.0, 2.0]  # 1 + 0.5*max(10, 20) ; terminal: 2
     y = dqn_targets(torch.tensor([[5.0, -1.0]]), torch.tensor([0.0]), torch.tensor([0.5]))
-    double = double_dqn_targets(torch.tensor([[0.0, 1.0]]), torch.tensor([[5.0, -1.0]]), torch.tensor([0.0]), torch.tensor([0.5]))
+    double = double_dqn_targets(
+        torch.tensor([[0.0, 1.0]]), torch.tensor([[5.0, -1.0]]), torch.tensor([0.0]), torch.tensor([0.5])
+    )
     assert y.tolist() == [2.5] and double.tolist() == [-0.5]  # max picks 5; online's argmax picks -1
 
 
@@ -80,19 +82,36 @@ def test_plain_head_is_natures():
     assert net(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 6)
     assert build_q_network((4,), 1, 2, dueling=False)(torch.zeros(3, 1, 4)).shape == (3, 2)
     dueling = build_q_network((84, 84), 4, 6)
-    assert {k for k in dueling.state_dict() if k.startswith("head.")} >= {"head.value.0.weight", "head.advantage.2.bias"}
+    assert {k for k in dueling.state_dict() if k.startswith("head.")} >= {
+        "head.value.0.weight",
+        "head.advantage.2.bias",
+    }
     assert network_signature((84, 84), 4, 6, dueling=False) != network_signature((84, 84), 4, 6)
 
 
-SPEC = EnvSpec(env_id="CartPole-v1", frame_shape=(4,), frame_dtype="float32", stack_size=1, num_actions=2,
-               frames_per_step=1, codec="raw", clip_rewards=False, atari=False)
+SPEC = EnvSpec(
+    env_id="CartPole-v1",
+    frame_shape=(4,),
+    frame_dtype="float32",
+    stack_size=1,
+    num_actions=2,
+    frames_per_step=1,
+    codec="raw",
+    clip_rewards=False,
+    atari=False,
+)
 
 
 def batch(rng, b=8):
     return SampleBatch(
-        ids=np.arange(b), obs=rng.normal(size=(b, 1, 4)).astype(np.float32), actions=rng.integers(0, 2, b),
-        returns=rng.normal(size=b).astype(np.float32), discounts=np.full(b, 0.9, np.float32),
-        next_obs=rng.normal(size=(b, 1, 4)).astype(np.float32), weights=np.ones(b, np.float32))
+        ids=np.arange(b),
+        obs=rng.normal(size=(b, 1, 4)).astype(np.float32),
+        actions=rng.integers(0, 2, b),
+        returns=rng.normal(size=b).astype(np.float32),
+        discounts=np.full(b, 0.9, np.float32),
+        next_obs=rng.normal(size=(b, 1, 4)).astype(np.float32),
+        weights=np.ones(b, np.float32),
+    )
 
 
 @pytest.mark.parametrize("double_q", [True, False])

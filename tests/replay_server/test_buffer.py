@@ -119,7 +119,15 @@ def test_episode_start_stacks_repeat_the_first_frame():
     sb = buf.gather(buf.sampleable_ids())
     _, steps = frame_keys(sb.obs)
     # Steps 4.. form the second segment: its stacks never reach back into the first.
-    assert steps.tolist() == [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 2], [4, 4, 4, 4], [4, 4, 4, 5], [4, 4, 5, 6], [4, 5, 6, 7]]
+    assert steps.tolist() == [
+        [0, 0, 0, 0],
+        [0, 0, 0, 1],
+        [0, 0, 1, 2],
+        [4, 4, 4, 4],
+        [4, 4, 4, 5],
+        [4, 4, 5, 6],
+        [4, 5, 6, 7],
+    ]
 
 
 def test_flat_vectors_raw_codec_stack_one():
@@ -176,7 +184,9 @@ def test_pending_item_evicted_before_its_window_completes():
     buf = ReplayBuffer(8, 1, N, GAMMA, seed=0)
     buf.add(step_batch(0, episode([1, 2])))  # uids 0, 1: pending on stream 0
     buf.add(step_batch(1, episode([1] * 8)))  # uids 2..9; evicts 0, 1
-    buf.add(step_batch(0, [(0, 4.0, False, False, False)] * 2, start=2))  # uids 10, 11 would complete uid 0; evicts 2, 3
+    buf.add(
+        step_batch(0, [(0, 4.0, False, False, False)] * 2, start=2)
+    )  # uids 10, 11 would complete uid 0; evicts 2, 3
     assert buf.sampleable_ids().tolist() == [4, 5, 6]  # stream 1, steps 2..4
     sb = buf.gather(buf.sampleable_ids())
     assert sb.obs[:, 0, 0, 0].tolist() == [1, 1, 1]
@@ -221,14 +231,18 @@ def test_new_items_get_the_running_max_priority_and_sent_priorities_are_used():
     buf.add(step_batch(0, [step] * 3, start=52, priorities=[0.5, 2.0, 4.0]))  # completes 49..51, sent none
     np.testing.assert_allclose(buf.sampling_weights(np.array([49, 50, 51])), (9.0 + 1e-6) ** 0.6)
     buf.add(step_batch(0, [step] * 2, start=55))  # completes 52, 53: their priorities came with them
-    np.testing.assert_allclose(buf.sampling_weights(np.array([52, 53])), (np.array([0.5, 2.0]) + 1e-6) ** 0.6, rtol=1e-6)
+    np.testing.assert_allclose(
+        buf.sampling_weights(np.array([52, 53])), (np.array([0.5, 2.0]) + 1e-6) ** 0.6, rtol=1e-6
+    )
 
 
 def test_priority_updates_ignored_for_evicted_and_unsampleable_ids():
     buf = filled_buffer(capacity=50)
     buf.add(step_batch(0, [(1, 0.0, False, False, False)] * 10, start=50))  # evicts uids 0..9
     total = buf.sampling_weights(buf.sampleable_ids()).sum()
-    ids = np.array([5, 11, 58, 59, 1000, -1, 20, 20])  # evicted, lost a stack frame, pending, pending, future, bad, ok x2
+    ids = np.array(
+        [5, 11, 58, 59, 1000, -1, 20, 20]
+    )  # evicted, lost a stack frame, pending, pending, future, bad, ok x2
     assert buf.update_priorities(ids, np.full(8, 1e6)) == 2
     assert buf.sampling_weights(np.array([20])) == pytest.approx((1e6 + 1e-6) ** 0.6)
     assert buf.sampling_weights(buf.sampleable_ids()).sum() == pytest.approx(total - 1 + (1e6 + 1e-6) ** 0.6)
@@ -271,7 +285,10 @@ STEP = (0, 1.0, False, False, False)
         ([(0, 1.0, False, True, True)], [STEP] * 4),  # an end not followed by its final frame
         ([(0, 1.0, False, False, True)], [(-1, 0.0, False, False, False)]),  # a final frame without an end
         ([(0, 1.0, True, False, True)], [(-1, 0.0, False, False, True)]),  # a final frame with first=True
-        ([], [(0, 1.0, False, False, True), (-1, 0.0, False, False, False), (0, 1.0, False, False, True)]),  # same, inside a batch
+        (
+            [],
+            [(0, 1.0, False, False, True), (-1, 0.0, False, False, False), (0, 1.0, False, False, True)],
+        ),  # same, inside a batch
     ],
 )
 def test_bad_grammar_raises_and_stores_nothing(history, bad):

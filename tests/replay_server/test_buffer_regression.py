@@ -31,8 +31,14 @@ class ReferenceReplay:
         for i in range(len(actions)):
             uid = len(self.records)
             self.records.append(
-                dict(stream=stream, frame=frames[i], action=int(actions[i]), reward=float(rewards[i]),
-                     terminated=bool(terminated[i]), truncated=bool(truncated[i]))
+                dict(
+                    stream=stream,
+                    frame=frames[i],
+                    action=int(actions[i]),
+                    reward=float(rewards[i]),
+                    terminated=bool(terminated[i]),
+                    truncated=bool(truncated[i]),
+                )
             )
             if first[i]:
                 open_segment[stream] = [uid]
@@ -122,7 +128,9 @@ def run_regression(seed, capacity, stack_size, n_step, gamma, flat, n_streams=4,
         prio = rng.random(t).astype(np.float32) * 3 if rng.random() < 0.3 else None
         batch = step_batch(st.id, recs, frames=frames, priorities=prio, seq=seq)
         buf.add(batch)
-        ref.add(st.id, frames, **{k: getattr(batch, k) for k in ("actions", "rewards", "terminated", "truncated", "first")})
+        ref.add(
+            st.id, frames, **{k: getattr(batch, k) for k in ("actions", "rewards", "terminated", "truncated", "first")}
+        )
 
         expected = ref.transitions()
         ids = buf.sampleable_ids()

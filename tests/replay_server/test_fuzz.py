@@ -23,9 +23,24 @@ from hypothesis import strategies as st
 from common.messages import NO_ACTION, MessageError, StepBatch, decode_step_batch, encode_step_batch
 from replay_server.remote import ReplayServer
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 100)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FIELDS = ("v", "stream_id", "frame_shape", "frame_dtype", "codec", "frames", "actions", "rewards",
-          "terminated", "truncated", "first", "policy_version", "priorities")
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 100)), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+FIELDS = (
+    "v",
+    "stream_id",
+    "frame_shape",
+    "frame_dtype",
+    "codec",
+    "frames",
+    "actions",
+    "rewards",
+    "terminated",
+    "truncated",
+    "first",
+    "policy_version",
+    "priorities",
+)
 FLAG_FIELDS = ("actions", "terminated", "truncated", "first")
 BIG = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 
@@ -47,8 +62,17 @@ def valid_batches(draw):
     else:
         continuing = stream_id == 1 and draw(st.booleans())
         recs = []
-    steps = draw(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([-1.0, 0.0, 1.0]),
-                                     st.sampled_from([None, None, None, "term", "trunc"])), min_size=1, max_size=8))
+    steps = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 5),
+                st.sampled_from([-1.0, 0.0, 1.0]),
+                st.sampled_from([None, None, None, "term", "trunc"]),
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
     for i, (action, reward, end) in enumerate(steps):
         first = (i == 0 and not continuing and not recs) or (bool(recs) and recs[-1][0] == NO_ACTION)
         recs.append((action, reward, end == "term", end == "trunc", first))
@@ -63,23 +87,50 @@ def preloaded_server():
     server = ReplayServer(capacity=32, stack_size=4, n_step=3, gamma=0.9, seed=0, min_size=1)
     step = (0, 1.0, False, False, False)
     assert server.add(encode_step_batch(step_batch(1, [(0, 1.0, False, False, True)] + [step] * 9)))
-    assert server.add(encode_step_batch(step_batch(2, [(0, 1.0, False, False, True), step, (1, 0.0, True, False, False)])))
+    assert server.add(
+        encode_step_batch(step_batch(2, [(0, 1.0, False, False, True), step, (1, 0.0, True, False, False)]))
+    )
     return server
 
 
 # --------------------------------------------------------------------------- mutations
 
 weird_values = st.one_of(
-    st.none(), st.booleans(), BIG, st.floats(), st.text(max_size=8), st.binary(max_size=40),
-    st.lists(BIG, max_size=4), st.lists(st.binary(max_size=12), max_size=4),
+    st.none(),
+    st.booleans(),
+    BIG,
+    st.floats(),
+    st.text(max_size=8),
+    st.binary(max_size=40),
+    st.lists(BIG, max_size=4),
+    st.lists(st.binary(max_size=12), max_size=4),
     st.dictionaries(st.text(max_size=3), BIG, max_size=2),
 )
 absurd = {
     "v": st.sampled_from([0, 2, -1, "1", 1.5, None, 2**64 - 1]),
     "stream_id": st.sampled_from([-1, 2**62, 2**64 - 1, -(2**63), 1.0, "1", None]),
-    "frame_shape": st.sampled_from([[], [0], [-2, 2], [2**32, 2**32], [2**62, 4], [2**63, 3], [2**40] * 3,
-                                    [True, True, 4], [2, 2.0], [84, 84], [1 << 21], [2, 2, 1], [4], ["2", 2], None]),
-    "frame_dtype": st.sampled_from(["float64", "object", "O", "<U3", "V8", "uint8 ", "UINT8", "float32", "int8", "", None]),
+    "frame_shape": st.sampled_from(
+        [
+            [],
+            [0],
+            [-2, 2],
+            [2**32, 2**32],
+            [2**62, 4],
+            [2**63, 3],
+            [2**40] * 3,
+            [True, True, 4],
+            [2, 2.0],
+            [84, 84],
+            [1 << 21],
+            [2, 2, 1],
+            [4],
+            ["2", 2],
+            None,
+        ]
+    ),
+    "frame_dtype": st.sampled_from(
+        ["float64", "object", "O", "<U3", "V8", "uint8 ", "UINT8", "float32", "int8", "", None]
+    ),
     "codec": st.sampled_from(["zstd", "", "LZ4", "raw", "lz4", None, 4]),
 }
 
@@ -98,7 +149,9 @@ def mutated_envelopes(draw):
     body = msgpack.unpackb(data, raw=False)
     t = len(batch)
     for _ in range(draw(st.integers(1, 2))):
-        kind = draw(st.sampled_from(["truncate", "flip", "field", "absurd", "drop", "extra", "flags", "blob", "arrays"]))
+        kind = draw(
+            st.sampled_from(["truncate", "flip", "field", "absurd", "drop", "extra", "flags", "blob", "arrays"])
+        )
         if kind == "truncate":
             data = data[: draw(st.integers(0, max(len(data) - 1, 0)))]
             return data  # bytes now; later mutations of the body would not apply
@@ -121,8 +174,11 @@ def mutated_envelopes(draw):
             # Grammar violations: flip one flag, or turn an action into -1 or a final frame into a step.
             name = draw(st.sampled_from(FLAG_FIELDS))
             dtype = np.int32 if name == "actions" else np.bool_
-            arr = np.frombuffer(body[name], dtype).copy() if isinstance(body.get(name), bytes) and \
-                len(body[name]) == t * np.dtype(dtype).itemsize else np.zeros(t, dtype)
+            arr = (
+                np.frombuffer(body[name], dtype).copy()
+                if isinstance(body.get(name), bytes) and len(body[name]) == t * np.dtype(dtype).itemsize
+                else np.zeros(t, dtype)
+            )
             i = draw(st.integers(0, t - 1))
             arr[i] = draw(st.sampled_from([NO_ACTION, 0, 2, -5, 2**31 - 1])) if name == "actions" else not arr[i]
             body = set_field(body, name, arr.tobytes())
@@ -142,9 +198,11 @@ def mutated_envelopes(draw):
 any_message = st.one_of(
     mutated_envelopes(),
     st.binary(max_size=64),
-    st.recursive(st.none() | st.booleans() | BIG | st.floats() | st.text(max_size=5) | st.binary(max_size=10),
-                 lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=4),
-                 max_leaves=12).map(lambda x: msgpack.packb(x, use_bin_type=True)),
+    st.recursive(
+        st.none() | st.booleans() | BIG | st.floats() | st.text(max_size=5) | st.binary(max_size=10),
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=4),
+        max_leaves=12,
+    ).map(lambda x: msgpack.packb(x, use_bin_type=True)),
 )
 
 
@@ -201,13 +259,20 @@ def test_server_add_never_raises_and_a_rejected_message_changes_nothing(data):
         assert_unchanged(before, observe(server))
 
 
-shapes = st.lists(st.one_of(st.integers(-2, 90), st.sampled_from([2**31, 2**32, 2**40, 2**62, 2**63, 2**64 - 1]),
-                            st.booleans()), max_size=4)
+shapes = st.lists(
+    st.one_of(st.integers(-2, 90), st.sampled_from([2**31, 2**32, 2**40, 2**62, 2**63, 2**64 - 1]), st.booleans()),
+    max_size=4,
+)
 
 
 @FUZZ
-@given(shape=shapes, codec=st.sampled_from(["lz4", "raw"]), dtype=st.sampled_from(["uint8", "float32"]),
-       blob_size=st.sampled_from([0, 1, 4, 16, 7056]), t=st.integers(1, 3))
+@given(
+    shape=shapes,
+    codec=st.sampled_from(["lz4", "raw"]),
+    dtype=st.sampled_from(["uint8", "float32"]),
+    blob_size=st.sampled_from([0, 1, 4, 16, 7056]),
+    t=st.integers(1, 3),
+)
 # Found by this test: np.prod wrapped around in int64 (ValueError from reshape, OverflowError
 # from lz4), and bools passed for ints (TypeError); all escaped decode as non-MessageErrors.
 @example(shape=[2**32, 2**32], codec="lz4", dtype="uint8", blob_size=0, t=1)
@@ -240,8 +305,12 @@ def test_checking_frames_holds_one_frame_at_a_time():
     batch = step_batch(5, [(0, 0.0, False, False, True)] * 64)
     body = msgpack.unpackb(encode_step_batch(batch), raw=False)
     elements = 1 << 20
-    body.update(frame_shape=[elements], frame_dtype="float32", codec="lz4",
-                frames=[lz4.block.compress(bytes(4 * elements), store_size=False)] * 64)
+    body.update(
+        frame_shape=[elements],
+        frame_dtype="float32",
+        codec="lz4",
+        frames=[lz4.block.compress(bytes(4 * elements), store_size=False)] * 64,
+    )
     data = msgpack.packb(body, use_bin_type=True)
     tracemalloc.start()
     try:

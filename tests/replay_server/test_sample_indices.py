@@ -62,7 +62,7 @@ def test_each_stored_frame_reaches_a_consumer_once_and_in_order():
             assert np.array_equal(d.positions, np.array(uids) % 29)
             # the frames are the stored bytes of exactly those uids, and every one is still stored
             assert uids[0] >= buf.records_added - 29 and d.end_uid == buf.records_added
-            blobs = [d.blobs[d.offsets[i]:d.offsets[i + 1]].tobytes() for i in range(len(d))]
+            blobs = [d.blobs[d.offsets[i] : d.offsets[i + 1]].tobytes() for i in range(len(d))]
             assert blobs == [buf._blobs[u % 29] for u in uids]
             seen += uids
     assert len(seen) == len(set(seen)) > 29  # the ring wrapped and nothing came twice
@@ -164,7 +164,7 @@ def atari_like_frames(rng, count):
     for f in frames:
         for _ in range(18):  # bricks, ball and paddle: blocks at random places
             y, x = rng.integers(8, 80), rng.integers(0, 76)
-            f[y:y + 3, x:x + 8] = rng.integers(50, 200)
+            f[y : y + 3, x : x + 8] = rng.integers(50, 200)
         f[rng.integers(8, 84, 40), rng.integers(0, 84, 40)] = rng.integers(0, 255, 40)
     return frames
 
@@ -183,14 +183,18 @@ def test_an_answer_of_512_with_a_realistic_delta_is_under_100_kb():
     buf.add(step_batch(1, recs, frames=frames[:t]))
     buf.sample_indices(512)  # the full sync
     recs = [(int(i % 4), 0.0, False, False, False) for i in range(40)]
-    buf.add(step_batch(1, recs, start=t, frames=frames[t:t + 40]))
+    buf.add(step_batch(1, recs, start=t, frames=frames[t : t + 40]))
     answer = buf.sample_indices(512)
     assert answer.has_batch and len(answer.delta) == 40
     wire = len(pickle.dumps(answer, protocol=5))
     assert wire <= 100_000, wire
     assert answer.nbytes <= wire
-    assert lz4.block.decompress(answer.delta.blobs[answer.delta.offsets[0]:answer.delta.offsets[1]].tobytes(),
-                                uncompressed_size=84 * 84) == frames[t].tobytes()
+    assert (
+        lz4.block.decompress(
+            answer.delta.blobs[answer.delta.offsets[0] : answer.delta.offsets[1]].tobytes(), uncompressed_size=84 * 84
+        )
+        == frames[t].tobytes()
+    )
 
 
 def test_index_batch_without_a_batch_is_small():

@@ -71,8 +71,13 @@ def observe(server):
     buf = server.buffer
     ids = buf.sampleable_ids()
     state = buf.state_dict()
-    out = {"stats": server.stats(), "uids": id_parts(ids)[1], "rng": buf.rng.bit_generator.state,
-           "tree_leaves": state["tree_leaves"].copy(), "max_priority": state["counters"]["max_priority"]}
+    out = {
+        "stats": server.stats(),
+        "uids": id_parts(ids)[1],
+        "rng": buf.rng.bit_generator.state,
+        "tree_leaves": state["tree_leaves"].copy(),
+        "max_priority": state["counters"]["max_priority"],
+    }
     if ids.size:
         g = buf.gather(ids)
         out["gather"] = (g.obs, g.next_obs, g.actions, g.returns, g.discounts)
@@ -210,8 +215,17 @@ def test_damaged_files_are_refused_and_nothing_changes(filled, tmp_path):
         read_snapshot(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize("change", [dict(capacity=128), dict(stack_size=2), dict(n_step=5), dict(gamma=0.99),
-                                    dict(alpha=0.5), dict(prioritized=False)])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(capacity=128),
+        dict(stack_size=2),
+        dict(n_step=5),
+        dict(gamma=0.99),
+        dict(alpha=0.5),
+        dict(prioritized=False),
+    ],
+)
 def test_other_settings_are_refused(filled, tmp_path, change):
     original, _ = filled
     path = tmp_path / "snap"
@@ -219,7 +233,7 @@ def test_other_settings_are_refused(filled, tmp_path, change):
     other = ReplayServer(**{**CONFIG, **change})
     drive(other, traffic(seed=12, rounds=10), seed=3)
     before = observe(other)
-    (name, value), = change.items()
+    ((name, value),) = change.items()
     with pytest.raises(SnapshotError, match=f"{name}={value!r}") as err:
         other.load_snapshot(str(path))
     assert str(path) in str(err.value)
@@ -260,10 +274,10 @@ def test_section_sizes_are_checked_before_allocating(tmp_path):
     data = bytearray(path.read_bytes())
     start = snapshot._PREAMBLE.size
     hlen = snapshot._PREAMBLE.unpack_from(data)[1]
-    header = msgpack.unpackb(bytes(data[start:start + hlen]))
+    header = msgpack.unpackb(bytes(data[start : start + hlen]))
     header["sections"][0]["shape"] = [1 << 40]
     new_header = msgpack.packb(header)
-    body = snapshot._PREAMBLE.pack(snapshot.MAGIC, len(new_header)) + new_header + bytes(data[start + hlen:-24])
+    body = snapshot._PREAMBLE.pack(snapshot.MAGIC, len(new_header)) + new_header + bytes(data[start + hlen : -24])
     body += snapshot._TRAILER.pack(zlib.crc32(body), 0, len(body) + snapshot._TRAILER.size, snapshot.END_MAGIC)
     path.write_bytes(body)
     with pytest.raises(SnapshotError, match="claims"):
@@ -326,8 +340,11 @@ def test_each_restore_of_a_server_takes_a_new_epoch_even_from_the_same_snapshot(
 def test_a_snapshot_from_before_id_epochs_is_read_as_epoch_zero(filled):
     original, _ = filled
     state = original.buffer.state_dict()
-    old = {**state, "counters": {k: v for k, v in state["counters"].items() if k not in ("epoch", "priority_updates_ignored")},
-           "slots": {k: v for k, v in state["slots"].items() if k != "epoch"}}
+    old = {
+        **state,
+        "counters": {k: v for k, v in state["counters"].items() if k not in ("epoch", "priority_updates_ignored")},
+        "slots": {k: v for k, v in state["slots"].items() if k != "epoch"},
+    }
     buf = ReplayBuffer(CONFIG["capacity"], 4, 3, 0.9)
     buf.load_state_dict(old)
     assert buf.epoch == 1 and buf.stats()["priority_updates_ignored"] == 0

@@ -67,7 +67,9 @@ def test_find_never_returns_a_zero_leaf_at_the_edges():
 def test_find_steps_around_zero_subtrees_that_rounding_would_enter():
     # Found by random search: without the guard, targets just below the total descend into
     # leaf 7 (value 0), because the rounded sums along the path overshoot the leaf values.
-    values = np.array([0.08355076443517134, 3.6351609226847685, 0.0, 1.3086740653491862e-15, 0.0, 0.0, 9.127432079337364, 0.0])
+    values = np.array(
+        [0.08355076443517134, 3.6351609226847685, 0.0, 1.3086740653491862e-15, 0.0, 0.0, 9.127432079337364, 0.0]
+    )
     tree = SumTree(8)
     tree.update(np.arange(8), values)
     total = tree.total()
