@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,8 +43,8 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    import gymnasium as gym
     import ale_py  # noqa: F401  (registers the ALE ids)
+    import gymnasium as gym
     import ray
     from ray import tune
     from ray.rllib.algorithms.dqn import DQNConfig
@@ -57,8 +56,9 @@ def main(argv=None) -> int:
         import ale_py
 
         gym.register_envs(ale_py)  # in the env runner's process too
-        return wrap_atari_for_new_api_stack(gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0),
-                                            dim=84, frameskip=4, framestack=4)
+        return wrap_atari_for_new_api_stack(
+            gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0), dim=84, frameskip=4, framestack=4
+        )
 
     tune.register_env("breakout84", env_creator)
     ray.init(include_dashboard=None, logging_level="WARNING")
@@ -69,12 +69,22 @@ def main(argv=None) -> int:
         .env_runners(num_env_runners=1, num_envs_per_env_runner=1, rollout_fragment_length=4)
         .learners(num_learners=0)
         .training(
-            train_batch_size=args.batch_size, lr=1e-4, n_step=1, double_q=True, dueling=False,
-            target_network_update_freq=1000, num_steps_sampled_before_learning_starts=args.learning_starts,
+            train_batch_size=args.batch_size,
+            lr=1e-4,
+            n_step=1,
+            double_q=True,
+            dueling=False,
+            target_network_update_freq=1000,
+            num_steps_sampled_before_learning_starts=args.learning_starts,
             replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": args.replay_capacity},
         )
-        .rl_module(model_config={"conv_filters": [[32, [8, 8], 4], [64, [4, 4], 2], [64, [3, 3], 1]],
-                                 "conv_activation": "relu", "head_fcnet_hiddens": [512]})
+        .rl_module(
+            model_config={
+                "conv_filters": [[32, [8, 8], 4], [64, [4, 4], 2], [64, [3, 3], 1]],
+                "conv_activation": "relu",
+                "head_fcnet_hiddens": [512],
+            }
+        )
         .reporting(min_sample_timesteps_per_iteration=100)
         .debugging(seed=args.seed)
     )
@@ -88,14 +98,21 @@ def main(argv=None) -> int:
     while time.monotonic() - t_start < args.seconds:
         result = algo.train()
         steps = find(result, "num_env_steps_sampled_lifetime") or 0
-        trained = find(result, "num_env_steps_trained_lifetime") or find(result, "num_module_steps_trained_lifetime") or 0
+        trained = (
+            find(result, "num_env_steps_trained_lifetime") or find(result, "num_module_steps_trained_lifetime") or 0
+        )
         if first and trained:
             keys = sorted(k for k in _flat(result) if "lifetime" in k or "replay" in k.lower())
             (run_dir / "result_keys.json").write_text(json.dumps(keys, indent=1))
             first = False
-        row = {"wall_s": round(time.monotonic() - t0, 3), "agent_steps": int(steps), "learner_steps": trained / args.batch_size,
-               "trained_samples": int(trained), "replay_size": find(result, "num_env_steps_stored") or "",
-               "iteration": result.get("training_iteration")}
+        row = {
+            "wall_s": round(time.monotonic() - t0, 3),
+            "agent_steps": int(steps),
+            "learner_steps": trained / args.batch_size,
+            "trained_samples": int(trained),
+            "replay_size": find(result, "num_env_steps_stored") or "",
+            "iteration": result.get("training_iteration"),
+        }
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=fields).writerow(row)
         print(json.dumps(row), flush=True)

@@ -36,13 +36,25 @@ from benchmarks.profiling import print_spy
 from benchmarks.report import final_json, table, verdict
 from benchmarks.system_run import ROOT, SystemRun, memory_projection, tmp_dir, window_bounds, window_rate
 
-RLLIB_RECORDED = {"agent_steps_per_s": 17.6, "updates_per_s": 4.4, "trained_samples_per_s": 4.4 * 32,
-                  "memory_mb": 3.9 * 1000, "source": "DESIGN.md (recorded on these machines, NOT measured in this run)"}
-TARGETS = {"samples_vs_rllib": 3.5, "samples_vs_loop": 0.95, "memory_vs_rllib": 0.25, "memory_full_replay_vs_rllib": 0.25,
-           "memory_projected_100k_vs_rllib": 0.25,
-           "free_steps_vs_rllib": 20.0,
-           "free_learner_vs_standalone": 0.9,
-           "equal_work_adam_vs_loop": 0.95, "equal_work_rmsprop_vs_loop": 0.95, "rllib_settings_vs_rllib": 3.5}
+RLLIB_RECORDED = {
+    "agent_steps_per_s": 17.6,
+    "updates_per_s": 4.4,
+    "trained_samples_per_s": 4.4 * 32,
+    "memory_mb": 3.9 * 1000,
+    "source": "DESIGN.md (recorded on these machines, NOT measured in this run)",
+}
+TARGETS = {
+    "samples_vs_rllib": 3.5,
+    "samples_vs_loop": 0.95,
+    "memory_vs_rllib": 0.25,
+    "memory_full_replay_vs_rllib": 0.25,
+    "memory_projected_100k_vs_rllib": 0.25,
+    "free_steps_vs_rllib": 20.0,
+    "free_learner_vs_standalone": 0.9,
+    "equal_work_adam_vs_loop": 0.95,
+    "equal_work_rmsprop_vs_loop": 0.95,
+    "rllib_settings_vs_rllib": 3.5,
+}
 
 # The equal-work rows (issue 14): raydqn doing, per update, what its peer does. Batch 32, replay
 # ratio 8 (one update of 32 per 4 agent steps), capacity and learning start come from the shared
@@ -55,18 +67,54 @@ LOOP_TARGET_UPDATES = 250
 #: neither the loop nor RLlib evaluates.
 NO_EVAL = ["--eval-period", 0]
 #: CleanRL's algorithm exactly: Nature CNN, max target, n = 1, uniform, MSE, Adam lr 1e-4 eps 1e-8, fp32.
-NATURE_ADAM = ["--preset", "nature", "--optimizer", "adam", "--lr", 1e-4, "--adam-eps", 1e-8, "--loss", "mse",
-               "--precision", "fp32", "--target-update-period", LOOP_TARGET_UPDATES]
+NATURE_ADAM = [
+    "--preset",
+    "nature",
+    "--optimizer",
+    "adam",
+    "--lr",
+    1e-4,
+    "--adam-eps",
+    1e-8,
+    "--loss",
+    "mse",
+    "--precision",
+    "fp32",
+    "--target-update-period",
+    LOOP_TARGET_UPDATES,
+]
 #: --preset nature as published (centred RMSProp, Huber), fp32; the loop runs the same RMSProp.
 NATURE_RMSPROP = ["--preset", "nature", "--precision", "fp32", "--target-update-period", LOOP_TARGET_UPDATES]
 #: RLlib's DQN settings (benchmarks._rllib_dqn): double, no dueling, n = 1, uniform, Adam lr 1e-4,
 #: Huber; the learner's precision as shipped (auto: bf16 on a CPU with native bf16).
-RLLIB_SETTINGS = ["--double-q", "on", "--dueling", "off", "--n-step", 1, "--prioritized", "off", "--optimizer", "adam",
-                  "--lr", 1e-4, "--target-update-period", LOOP_TARGET_UPDATES]
+RLLIB_SETTINGS = [
+    "--double-q",
+    "on",
+    "--dueling",
+    "off",
+    "--n-step",
+    1,
+    "--prioritized",
+    "off",
+    "--optimizer",
+    "adam",
+    "--lr",
+    1e-4,
+    "--target-update-period",
+    LOOP_TARGET_UPDATES,
+]
 #: the same update alone (benchmarks.learner.standalone_rate's LearnerConfig values)
-NATURE_ADAM_UPDATE = {"double_q": False, "dueling": False, "loss": "mse", "optimizer": "adam", "lr": 1e-4, "adam_eps": 1e-8,
-                      "grad_clip": 0.0, "target_update_period": LOOP_TARGET_UPDATES,
-                      "precision": "fp32"}
+NATURE_ADAM_UPDATE = {
+    "double_q": False,
+    "dueling": False,
+    "loss": "mse",
+    "optimizer": "adam",
+    "lr": 1e-4,
+    "adam_eps": 1e-8,
+    "grad_clip": 0.0,
+    "target_update_period": LOOP_TARGET_UPDATES,
+    "precision": "fp32",
+}
 
 
 @contextlib.contextmanager
@@ -108,9 +156,17 @@ def cleanrl_qnetwork(n_actions: int):
         def __init__(self):
             super().__init__()
             self.network = nn.Sequential(
-                nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-                nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
-                nn.Linear(512, n_actions))
+                nn.Conv2d(4, 32, 8, stride=4),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 4, stride=2),
+                nn.ReLU(),
+                nn.Conv2d(64, 64, 3, stride=1),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(3136, 512),
+                nn.ReLU(),
+                nn.Linear(512, n_actions),
+            )
 
         def forward(self, x):
             return self.network(x.float() / 255.0)
@@ -145,11 +201,14 @@ def loop_optimizer(name: str, params):
         return torch.optim.Adam(params, lr=1e-4)
     from learner.dqn import NATURE_RMSPROP_EPS, make_optimizer
 
-    return make_optimizer("rmsprop", params, lr=0.00025, rmsprop_decay=0.95, rmsprop_eps=NATURE_RMSPROP_EPS, fused="foreach")
+    return make_optimizer(
+        "rmsprop", params, lr=0.00025, rmsprop_decay=0.95, rmsprop_eps=NATURE_RMSPROP_EPS, fused="foreach"
+    )
 
 
-def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: str = "cpu", seed: int = 0,
-                        optimizer: str = "adam") -> dict:
+def cleanrl_update_rate(
+    batch_size: int, threads: int, seconds: float, device: str = "cpu", seed: int = 0, optimizer: str = "adam"
+) -> dict:
     """updates/s of CleanRL's update alone on random batches in memory (the counterpart of
     ``benchmarks.learner.standalone_rate`` for raydqn's double + dueling update)."""
     import torch
@@ -162,10 +221,19 @@ def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: s
         q, t = cleanrl_qnetwork(4).to(dev), cleanrl_qnetwork(4).to(dev)
         opt = loop_optimizer(optimizer, q.parameters())
         rng = np.random.default_rng(seed)
-        pool = [tuple(torch.from_numpy(a).to(dev) for a in (
-            rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8), rng.integers(0, 4, batch_size).astype(np.int64),
-            rng.normal(size=batch_size).astype(np.float32), rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
-            np.zeros(batch_size, np.float32))) for _ in range(8)]
+        pool = [
+            tuple(
+                torch.from_numpy(a).to(dev)
+                for a in (
+                    rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+                    rng.integers(0, 4, batch_size).astype(np.int64),
+                    rng.normal(size=batch_size).astype(np.float32),
+                    rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+                    np.zeros(batch_size, np.float32),
+                )
+            )
+            for _ in range(8)
+        ]
         for i in range(5):
             float(cleanrl_update_step(q, t, opt, pool[i % 8]))
         n = 0
@@ -175,15 +243,31 @@ def cleanrl_update_rate(batch_size: int, threads: int, seconds: float, device: s
             float(cleanrl_update_step(q, t, opt, pool[n % 8]))  # float(): waits for the device
             n += 1
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        return {"updates_per_s": n / wall, "cpu_per_wall": cpu / wall, "foreign_cores": foreign.cores(cpu), "updates": n,
-                "threads": threads, "optimizer": optimizer}
+        return {
+            "updates_per_s": n / wall,
+            "cpu_per_wall": cpu / wall,
+            "foreign_cores": foreign.cores(cpu),
+            "updates": n,
+            "threads": threads,
+            "optimizer": optimizer,
+        }
     finally:
         torch.set_num_threads(before)
 
 
-def cleanrl_loop(seconds: float, learning_starts: int, buffer_size: int, batch_size: int, train_frequency: int,
-                 warmup: float, seed: int = 1, total_timesteps: int = 30_000, device: str = "cpu",
-                 optimizer: str = "adam", target_network_frequency: int = 1000) -> dict:
+def cleanrl_loop(
+    seconds: float,
+    learning_starts: int,
+    buffer_size: int,
+    batch_size: int,
+    train_frequency: int,
+    warmup: float,
+    seed: int = 1,
+    total_timesteps: int = 30_000,
+    device: str = "cpu",
+    optimizer: str = "adam",
+    target_network_frequency: int = 1000,
+) -> dict:
     """CleanRL's dqn_atari.py algorithm as a plain loop; measures after learning starts.
     The stored observations stay uint8 (CleanRL's buffer keeps them so; its network divides
     by 255 after the batch reaches the device).
@@ -226,9 +310,16 @@ def cleanrl_loop(seconds: float, learning_starts: int, buffer_size: int, batch_s
                 idx = (np.random.randint(1, self.size, size=n) + self.pos) % self.size
             else:
                 idx = np.random.randint(0, self.pos, size=n)
-            return tuple(torch.from_numpy(a).to(dev) for a in (
-                self.observations[idx], self.actions[idx], self.rewards[idx], self.observations[(idx + 1) % self.size],
-                self.dones[idx]))
+            return tuple(
+                torch.from_numpy(a).to(dev)
+                for a in (
+                    self.observations[idx],
+                    self.actions[idx],
+                    self.rewards[idx],
+                    self.observations[(idx + 1) % self.size],
+                    self.dones[idx],
+                )
+            )
 
     dev = torch.device(device)
     q_network, target_network = cleanrl_qnetwork(n_actions).to(dev), cleanrl_qnetwork(n_actions).to(dev)
@@ -276,19 +367,46 @@ def cleanrl_loop(seconds: float, learning_starts: int, buffer_size: int, batch_s
     t0, s0, u0, c0, foreign = mark
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     env.close()
-    return {"agent_steps_per_s": (step - s0) / wall, "updates_per_s": (updates - u0) / wall,
-            "trained_samples_per_s": (updates - u0) * batch_size / wall, "window_s": wall, "cpu_cores": cpu / wall,
-            "foreign_cores": foreign.cores(cpu), "warmup_agent_steps_per_s": warmup_rate,
-            "learning_started_s": t_learn - t_begin, "replay_size": rb.size if rb.full else rb.pos,
-            "peak_rss_mb": vm_hwm_mb(), "torch_threads": torch.get_num_threads(), "optimizer": optimizer_name,
-            "batch_size": batch_size, "train_frequency": train_frequency, "target_network_frequency": target_network_frequency}
+    return {
+        "agent_steps_per_s": (step - s0) / wall,
+        "updates_per_s": (updates - u0) / wall,
+        "trained_samples_per_s": (updates - u0) * batch_size / wall,
+        "window_s": wall,
+        "cpu_cores": cpu / wall,
+        "foreign_cores": foreign.cores(cpu),
+        "warmup_agent_steps_per_s": warmup_rate,
+        "learning_started_s": t_learn - t_begin,
+        "replay_size": rb.size if rb.full else rb.pos,
+        "peak_rss_mb": vm_hwm_mb(),
+        "torch_threads": torch.get_num_threads(),
+        "optimizer": optimizer_name,
+        "batch_size": batch_size,
+        "train_frequency": train_frequency,
+        "target_network_frequency": target_network_frequency,
+    }
 
 
 def run_cleanrl_child(args, optimizer: str = "adam") -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.peers", "--cleanrl-child", "--cleanrl-seconds", str(args.warmup + args.window),
-           "--warmup", str(args.warmup), "--learning-starts", str(args.learning_starts), "--device", args.device,
-           "--batch-size", str(args.batch_size), "--replay-capacity", str(args.replay_capacity),
-           "--cleanrl-optimizer", optimizer]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.peers",
+        "--cleanrl-child",
+        "--cleanrl-seconds",
+        str(args.warmup + args.window),
+        "--warmup",
+        str(args.warmup),
+        "--learning-starts",
+        str(args.learning_starts),
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+        "--replay-capacity",
+        str(args.replay_capacity),
+        "--cleanrl-optimizer",
+        optimizer,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"the single-process loop failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
@@ -330,14 +448,22 @@ def run_rllib(args, python: str, run_dir) -> dict:
         s0, s1 = sample_near(run.samples, a), sample_near(run.samples, b)
         ups = window_rate(rows, "learner_steps", t0, t1)
         out.update(
-            agent_steps_per_s=window_rate(rows, "agent_steps", t0, t1), updates_per_s=ups, trained_samples_per_s=ups * 32,
-            window_s=b - a, warmup_agent_steps_per_s=(warm[-1]["agent_steps"] - warm[0]["agent_steps"]) / max(warm[-1]["t_local"] - warm[0]["t_local"], 1e-9) if len(warm) > 1 else None,
+            agent_steps_per_s=window_rate(rows, "agent_steps", t0, t1),
+            updates_per_s=ups,
+            trained_samples_per_s=ups * 32,
+            window_s=b - a,
+            warmup_agent_steps_per_s=(warm[-1]["agent_steps"] - warm[0]["agent_steps"])
+            / max(warm[-1]["t_local"] - warm[0]["t_local"], 1e-9)
+            if len(warm) > 1
+            else None,
             foreign_cores=foreign_cores(s0, s1) if s0 and s1 else None,
-            memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()}, memory_by_kind_mb=run.sampler.peak_by_kind,
+            memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()},
+            memory_by_kind_mb=run.sampler.peak_by_kind,
             replay_steps_end=rows[-1]["agent_steps"],
             # fitted from the first rows on: the warm-up fills 10K steps, enough to fit
-            memory_projection=memory_projection(run, "agent_steps", ("driver",), rows[0]["t_local"] + 5, 100_000,
-                                                  size_cap=100_000),
+            memory_projection=memory_projection(
+                run, "agent_steps", ("driver",), rows[0]["t_local"] + 5, 100_000, size_cap=100_000
+            ),
         )
     finally:
         out["exit_code"] = run.stop()
@@ -347,55 +473,150 @@ def run_rllib(args, python: str, run_dir) -> dict:
 # --------------------------------------------------------------------------- equal work
 
 
-def equal_work_report(args, eq: dict, loop: dict, rllib: dict, py, eq_alone: list, eq_clean: list, ratios: dict, m: dict) -> list:
+def equal_work_report(
+    args, eq: dict, loop: dict, rllib: dict, py, eq_alone: list, eq_clean: list, ratios: dict, m: dict
+) -> list:
     """Prints the equal-work table (issue 14) and its targets; adds the ratios to ``ratios``."""
+
     def cpu(r):  # raydqn: learner (driver) / actors / replay cores in the window; the loop: its one process
         c = r.get("cpu_cores")
-        return f"{c['learner (driver)']:.2f}/{c['actors']:.2f}/{c['replay']:.2f}" if isinstance(c, dict) else (
-            f"{c:.2f}" if c is not None else "-")
+        return (
+            f"{c['learner (driver)']:.2f}/{c['actors']:.2f}/{c['replay']:.2f}"
+            if isinstance(c, dict)
+            else (f"{c:.2f}" if c is not None else "-")
+        )
 
     rows = []
-    pairs = [("adam", "Adam, fp32 (CleanRL's algorithm)", loop, "single-process loop, Adam", "raydqn " + " ".join(map(str, NATURE_ADAM)),
-              "equal_work_adam_vs_loop")]
+    pairs = [
+        (
+            "adam",
+            "Adam, fp32 (CleanRL's algorithm)",
+            loop,
+            "single-process loop, Adam",
+            "raydqn " + " ".join(map(str, NATURE_ADAM)),
+            "equal_work_adam_vs_loop",
+        )
+    ]
     if "rmsprop" in eq:
-        pairs.append(("rmsprop", "centred RMSProp, fp32 (--preset nature)", eq["rmsprop"]["loop"], "single-process loop, same RMSProp",
-                      "raydqn " + " ".join(map(str, NATURE_RMSPROP)), "equal_work_rmsprop_vs_loop"))
-    pairs.append(("rllib_settings", "RLlib's: double, no dueling, n=1, Adam", rllib,
-                  "RLlib 2.60 DQN " + ("(measured)" if py else "(RECORDED in DESIGN.md, not measured)"),
-                  "raydqn " + " ".join(map(str, RLLIB_SETTINGS)) + " (precision auto)", "rllib_settings_vs_rllib"))
+        pairs.append(
+            (
+                "rmsprop",
+                "centred RMSProp, fp32 (--preset nature)",
+                eq["rmsprop"]["loop"],
+                "single-process loop, same RMSProp",
+                "raydqn " + " ".join(map(str, NATURE_RMSPROP)),
+                "equal_work_rmsprop_vs_loop",
+            )
+        )
+    pairs.append(
+        (
+            "rllib_settings",
+            "RLlib's: double, no dueling, n=1, Adam",
+            rllib,
+            "RLlib 2.60 DQN " + ("(measured)" if py else "(RECORDED in DESIGN.md, not measured)"),
+            "raydqn " + " ".join(map(str, RLLIB_SETTINGS)) + " (precision auto)",
+            "rllib_settings_vs_rllib",
+        )
+    )
     tgt = []
     for key, settings, peer, peer_name, ours_name, ratio_key in pairs:
         ours = eq[key]
         ratio = ours["trained_samples_per_s"] / peer["trained_samples_per_s"]
         ratios[ratio_key] = ratio
-        rows.append([settings, peer_name, peer["agent_steps_per_s"], peer["updates_per_s"], peer["trained_samples_per_s"],
-                     cpu(peer), peer.get("foreign_cores"), None, ""])
-        rows.append(["", ours_name, ours["agent_steps_per_s"], ours["updates_per_s"], ours["trained_samples_per_s"], cpu(ours),
-                     ours["foreign_cores"], ratio, f">= {TARGETS[ratio_key]:g} {verdict(ratio, TARGETS[ratio_key])}"])
-        tgt.append([f"equal work, {settings}: raydqn / peer trained samples/s", ratio, f">= {TARGETS[ratio_key]:g}",
-                    verdict(ratio, TARGETS[ratio_key])])
+        rows.append(
+            [
+                settings,
+                peer_name,
+                peer["agent_steps_per_s"],
+                peer["updates_per_s"],
+                peer["trained_samples_per_s"],
+                cpu(peer),
+                peer.get("foreign_cores"),
+                None,
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "",
+                ours_name,
+                ours["agent_steps_per_s"],
+                ours["updates_per_s"],
+                ours["trained_samples_per_s"],
+                cpu(ours),
+                ours["foreign_cores"],
+                ratio,
+                f">= {TARGETS[ratio_key]:g} {verdict(ratio, TARGETS[ratio_key])}",
+            ]
+        )
+        tgt.append(
+            [
+                f"equal work, {settings}: raydqn / peer trained samples/s",
+                ratio,
+                f">= {TARGETS[ratio_key]:g}",
+                verdict(ratio, TARGETS[ratio_key]),
+            ]
+        )
     a = sum(r["updates_per_s"] for r in eq_alone) / len(eq_alone)
     c = sum(r["updates_per_s"] for r in eq_clean) / len(eq_clean)
-    rows.append([f"the Adam pair's update alone, {args.threads} thread(s)", "CleanRL's update", None, c, c * args.batch_size,
-                 f"{sum(r['cpu_per_wall'] for r in eq_clean) / len(eq_clean):.2f}",
-                 sum(r["foreign_cores"] for r in eq_clean) / len(eq_clean), None, ""])
-    rows.append(["", "raydqn's DQNLearner.update, same settings", None, a, a * args.batch_size,
-                 f"{sum(r['cpu_per_wall'] for r in eq_alone) / len(eq_alone):.2f}",
-                 sum(r["foreign_cores"] for r in eq_alone) / len(eq_alone), a / c, "(update cost)"])
+    rows.append(
+        [
+            f"the Adam pair's update alone, {args.threads} thread(s)",
+            "CleanRL's update",
+            None,
+            c,
+            c * args.batch_size,
+            f"{sum(r['cpu_per_wall'] for r in eq_clean) / len(eq_clean):.2f}",
+            sum(r["foreign_cores"] for r in eq_clean) / len(eq_clean),
+            None,
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "",
+            "raydqn's DQNLearner.update, same settings",
+            None,
+            a,
+            a * args.batch_size,
+            f"{sum(r['cpu_per_wall'] for r in eq_alone) / len(eq_alone):.2f}",
+            sum(r["foreign_cores"] for r in eq_alone) / len(eq_alone),
+            a / c,
+            "(update cost)",
+        ]
+    )
     ratios["equal_work_update_alone_vs_cleanrl"] = a / c
     ratios["equal_work_adam_vs_own_update"] = eq["adam"]["updates_per_s"] / a
     print()
-    print(table(["settings", "system", "agent steps/s", "updates/s", "trained samples/s", "CPU cores", "foreign CPU",
-                 "ratio", "target"], rows,
-                title=f"Equal work per update (Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g} = one update per "
-                      f"{args.batch_size / max(args.replay_ratio, 1e-9):g} agent steps, capacity {args.replay_capacity:,}, learning from {args.learning_starts:,}; "
-                      f"raydqn {args.num_actors} actors x {args.envs_per_actor} env, {args.threads} learner thread(s))"))
-    print("CPU cores: raydqn learner (driver)/actors/replay over the window; the loop its one process; the updates alone "
-          "their own. 'foreign CPU': cores other work on this shared machine used meanwhile. ratio: raydqn's trained "
-          f"samples/s over the peer's in the row above. Machine: {m['cores']} cores, {m['cpu']}; load average now {loadavg()}.")
-    print(f"raydqn nature/Adam in the system does {ratios['equal_work_adam_vs_own_update']:.2f}x its update alone "
-          f"({a:.1f}/s at {args.threads} thread(s)); the loop does {loop['updates_per_s'] / c:.2f}x CleanRL's update alone "
-          f"at {args.threads} thread(s) (the loop itself runs torch's default {loop.get('torch_threads')} threads).")
+    print(
+        table(
+            [
+                "settings",
+                "system",
+                "agent steps/s",
+                "updates/s",
+                "trained samples/s",
+                "CPU cores",
+                "foreign CPU",
+                "ratio",
+                "target",
+            ],
+            rows,
+            title=f"Equal work per update (Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g} = one update per "
+            f"{args.batch_size / max(args.replay_ratio, 1e-9):g} agent steps, capacity {args.replay_capacity:,}, learning from {args.learning_starts:,}; "
+            f"raydqn {args.num_actors} actors x {args.envs_per_actor} env, {args.threads} learner thread(s))",
+        )
+    )
+    print(
+        "CPU cores: raydqn learner (driver)/actors/replay over the window; the loop its one process; the updates alone "
+        "their own. 'foreign CPU': cores other work on this shared machine used meanwhile. ratio: raydqn's trained "
+        f"samples/s over the peer's in the row above. Machine: {m['cores']} cores, {m['cpu']}; load average now {loadavg()}."
+    )
+    print(
+        f"raydqn nature/Adam in the system does {ratios['equal_work_adam_vs_own_update']:.2f}x its update alone "
+        f"({a:.1f}/s at {args.threads} thread(s)); the loop does {loop['updates_per_s'] / c:.2f}x CleanRL's update alone "
+        f"at {args.threads} thread(s) (the loop itself runs torch's default {loop.get('torch_threads')} threads)."
+    )
     print()
     print(table(["target", "ratio", "target", "verdict"], tgt, title="Equal-work targets (issue 14)"))
     return rows
@@ -410,30 +631,53 @@ def main(argv=None) -> int:
     p = parser(__doc__.splitlines()[0])
     L.add_system_flags(p, batch_size=32, replay_ratio=8.0)
     p.set_defaults(envs_per_actor=1, warmup=10.0, window=40.0, standalone_seconds=10.0)
-    p.add_argument("--rllib-python", default=None, help="an interpreter with ray[rllib] 2.60 (and this project) "
-                   "to run RLlib's DQN with; 'off' to use DESIGN.md's recorded figures (default: this one if it has RLlib)")
-    p.add_argument("--rllib-seconds", type=SECONDS, default=240.0, help="RLlib's whole run, start-up and warm-up included")
+    p.add_argument(
+        "--rllib-python",
+        default=None,
+        help="an interpreter with ray[rllib] 2.60 (and this project) "
+        "to run RLlib's DQN with; 'off' to use DESIGN.md's recorded figures (default: this one if it has RLlib)",
+    )
+    p.add_argument(
+        "--rllib-seconds", type=SECONDS, default=240.0, help="RLlib's whole run, start-up and warm-up included"
+    )
     p.add_argument("--rllib-warmup", type=SECONDS_OR_ZERO, default=10.0, help="seconds of RLlib training discarded")
     p.add_argument("--skip-free-running", action="store_true")
     p.add_argument("--cleanrl-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cleanrl-seconds", type=SECONDS, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--cleanrl-optimizer", choices=("adam", "rmsprop"), default="adam", help=argparse.SUPPRESS)
-    p.add_argument("--skip-equal-work", action="store_true", help="skip the equal-work rows (raydqn --preset nature "
-                   "against the loop, raydqn at RLlib's settings)")
-    p.add_argument("--skip-rmsprop", action="store_true", help="skip the equal-work RMSProp pair (--preset nature as "
-                   "published against the loop with the same centred RMSProp)")
+    p.add_argument(
+        "--skip-equal-work",
+        action="store_true",
+        help="skip the equal-work rows (raydqn --preset nature against the loop, raydqn at RLlib's settings)",
+    )
+    p.add_argument(
+        "--skip-rmsprop",
+        action="store_true",
+        help="skip the equal-work RMSProp pair (--preset nature as "
+        "published against the loop with the same centred RMSProp)",
+    )
     args = p.parse_args(argv)
     L.check_system_flags(p, args)
     if not args.skip_equal_work:
         from benchmarks.cli import check_learner_flags
 
         for extra in (NATURE_ADAM, NATURE_RMSPROP, RLLIB_SETTINGS):
-            check_learner_flags(p, ["--batch-size", args.batch_size, "--replay-ratio", args.replay_ratio] + extra + NO_EVAL)
+            check_learner_flags(
+                p, ["--batch-size", args.batch_size, "--replay-ratio", args.replay_ratio] + extra + NO_EVAL
+            )
     if args.rllib_python not in (None, "off") and shutil.which(args.rllib_python) is None:
         p.error(f"--rllib-python {args.rllib_python}: no such executable (name an interpreter, or 'off')")
     if args.cleanrl_child:
-        out = cleanrl_loop(args.cleanrl_seconds, args.learning_starts, args.replay_capacity, args.batch_size, 4, args.warmup,
-                           device=args.device, optimizer=args.cleanrl_optimizer)
+        out = cleanrl_loop(
+            args.cleanrl_seconds,
+            args.learning_starts,
+            args.replay_capacity,
+            args.batch_size,
+            4,
+            args.warmup,
+            device=args.device,
+            optimizer=args.cleanrl_optimizer,
+        )
         print(json.dumps(out), flush=True)
         return 0
     L.apply_quick(args)
@@ -445,9 +689,12 @@ def main(argv=None) -> int:
     print(describe_machine(m), flush=True)
     if args.quick:
         print("QUICK MODE: short windows and learning from 2,000 (not the settings of the targets)", flush=True)
-    print(f"Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g}, capacity {args.replay_capacity:,}, "
-          f"learning from {args.learning_starts:,}; raydqn {args.num_actors} actors x {args.envs_per_actor} envs, "
-          f"{args.threads} learner threads, Ray worker niceness {L.niceness_text(args)}; run dirs under {out_dir}", flush=True)
+    print(
+        f"Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g}, capacity {args.replay_capacity:,}, "
+        f"learning from {args.learning_starts:,}; raydqn {args.num_actors} actors x {args.envs_per_actor} envs, "
+        f"{args.threads} learner threads, Ray worker niceness {L.niceness_text(args)}; run dirs under {out_dir}",
+        flush=True,
+    )
 
     wait_quiet(timeout=args.quiet_wait)
     import torch
@@ -461,53 +708,79 @@ def main(argv=None) -> int:
     eq_alone, eq_clean = [], []  # the equal-work update alone, both at raydqn's learner threads (before, after)
 
     def equal_work_updates(seed):
-        eq_alone.append(L.standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, seed,
-                                          fast_paths=NATURE_ADAM_UPDATE))
+        eq_alone.append(
+            L.standalone_rate(
+                args.batch_size, args.threads, args.standalone_seconds, args.device, seed, fast_paths=NATURE_ADAM_UPDATE
+            )
+        )
         eq_clean.append(cleanrl_update_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, seed))
-        print(f"equal-work update alone, {args.threads} thread(s): raydqn nature/Adam/fp32 {eq_alone[-1]['updates_per_s']:.1f}, "
-              f"CleanRL {eq_clean[-1]['updates_per_s']:.1f} updates/s", flush=True)
+        print(
+            f"equal-work update alone, {args.threads} thread(s): raydqn nature/Adam/fp32 {eq_alone[-1]['updates_per_s']:.1f}, "
+            f"CleanRL {eq_clean[-1]['updates_per_s']:.1f} updates/s",
+            flush=True,
+        )
 
     if equal:
         equal_work_updates(args.seed)
     wait_quiet(timeout=args.quiet_wait)
     loop = run_cleanrl_child(args)
-    print(f"single-process loop: {loop['agent_steps_per_s']:.1f} agent steps/s, {loop['updates_per_s']:.1f} updates/s, "
-          f"peak RSS {loop['peak_rss_mb']:,.0f} MB (replay {loop['replay_size']:,})", flush=True)
+    print(
+        f"single-process loop: {loop['agent_steps_per_s']:.1f} agent steps/s, {loop['updates_per_s']:.1f} updates/s, "
+        f"peak RSS {loop['peak_rss_mb']:,.0f} MB (replay {loop['replay_size']:,})",
+        flush=True,
+    )
     wait_quiet(timeout=args.quiet_wait)
     with extra_flags(NO_EVAL):
         ray8 = L.system_rate(args, out_dir / "raydqn-r8", args.profile)
-    print(f"raydqn, replay ratio {args.replay_ratio:g}: {ray8['agent_steps_per_s']:.1f} agent steps/s, "
-          f"{ray8['updates_per_s']:.1f} updates/s", flush=True)
+    print(
+        f"raydqn, replay ratio {args.replay_ratio:g}: {ray8['agent_steps_per_s']:.1f} agent steps/s, "
+        f"{ray8['updates_per_s']:.1f} updates/s",
+        flush=True,
+    )
     eq = {}  # name -> (raydqn run, its peer's figures or None until RLlib runs)
     if equal:
         wait_quiet(timeout=args.quiet_wait)
         with extra_flags(NATURE_ADAM + NO_EVAL):
             eq["adam"] = L.system_rate(args, out_dir / "raydqn-nature-adam", False)
-        print(f"raydqn --preset nature, Adam, fp32: {eq['adam']['agent_steps_per_s']:.1f} agent steps/s, "
-              f"{eq['adam']['updates_per_s']:.1f} updates/s", flush=True)
+        print(
+            f"raydqn --preset nature, Adam, fp32: {eq['adam']['agent_steps_per_s']:.1f} agent steps/s, "
+            f"{eq['adam']['updates_per_s']:.1f} updates/s",
+            flush=True,
+        )
         if not args.skip_rmsprop:
             wait_quiet(timeout=args.quiet_wait)
             loop_rms = run_cleanrl_child(args, "rmsprop")
-            print(f"single-process loop, RMSProp: {loop_rms['agent_steps_per_s']:.1f} agent steps/s, "
-                  f"{loop_rms['updates_per_s']:.1f} updates/s", flush=True)
+            print(
+                f"single-process loop, RMSProp: {loop_rms['agent_steps_per_s']:.1f} agent steps/s, "
+                f"{loop_rms['updates_per_s']:.1f} updates/s",
+                flush=True,
+            )
             wait_quiet(timeout=args.quiet_wait)
             with extra_flags(NATURE_RMSPROP + NO_EVAL):
                 eq["rmsprop"] = L.system_rate(args, out_dir / "raydqn-nature-rmsprop", False)
             eq["rmsprop"]["loop"] = loop_rms
-            print(f"raydqn --preset nature (RMSProp), fp32: {eq['rmsprop']['agent_steps_per_s']:.1f} agent steps/s, "
-                  f"{eq['rmsprop']['updates_per_s']:.1f} updates/s", flush=True)
+            print(
+                f"raydqn --preset nature (RMSProp), fp32: {eq['rmsprop']['agent_steps_per_s']:.1f} agent steps/s, "
+                f"{eq['rmsprop']['updates_per_s']:.1f} updates/s",
+                flush=True,
+            )
         wait_quiet(timeout=args.quiet_wait)
         with extra_flags(RLLIB_SETTINGS + NO_EVAL):
             eq["rllib_settings"] = L.system_rate(args, out_dir / "raydqn-rllib-settings", False)
-        print(f"raydqn at RLlib's settings: {eq['rllib_settings']['agent_steps_per_s']:.1f} agent steps/s, "
-              f"{eq['rllib_settings']['updates_per_s']:.1f} updates/s", flush=True)
+        print(
+            f"raydqn at RLlib's settings: {eq['rllib_settings']['agent_steps_per_s']:.1f} agent steps/s, "
+            f"{eq['rllib_settings']['updates_per_s']:.1f} updates/s",
+            flush=True,
+        )
     free = None
     if not args.skip_free_running:
         wait_quiet(timeout=args.quiet_wait)
         with extra_flags(NO_EVAL):
             free = L.system_rate(args, out_dir / "raydqn-free", False, replay_ratio=0.0)
-        print(f"raydqn, free-running: {free['agent_steps_per_s']:,.0f} agent steps/s, {free['updates_per_s']:.1f} updates/s",
-              flush=True)
+        print(
+            f"raydqn, free-running: {free['agent_steps_per_s']:,.0f} agent steps/s, {free['updates_per_s']:.1f} updates/s",
+            flush=True,
+        )
     wait_quiet(timeout=args.quiet_wait)
     alone2 = L.standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone raydqn update loop (after): {alone2['updates_per_s']:.1f} updates/s", flush=True)
@@ -522,7 +795,10 @@ def main(argv=None) -> int:
         wait_quiet(timeout=args.quiet_wait)
         rllib = run_rllib(args, py, out_dir / "rllib")
         rllib["memory_mb"] = rllib["memory_peak_mb"]["ours_rss"]
-        print(f"RLlib DQN: {rllib['agent_steps_per_s']:.1f} agent steps/s, {rllib['updates_per_s']:.1f} updates/s", flush=True)
+        print(
+            f"RLlib DQN: {rllib['agent_steps_per_s']:.1f} agent steps/s, {rllib['updates_per_s']:.1f} updates/s",
+            flush=True,
+        )
     else:
         rllib = dict(RLLIB_RECORDED)
 
@@ -530,50 +806,145 @@ def main(argv=None) -> int:
         return r["memory_peak_mb"]
 
     rows = [
-        ["single-process loop (CleanRL's algorithm)", loop["agent_steps_per_s"], loop["updates_per_s"], loop["trained_samples_per_s"],
-         loop["peak_rss_mb"], None, None, loop["replay_size"], loop["foreign_cores"]],
-        [f"raydqn, ratio {args.replay_ratio:g}, {args.num_actors}x{args.envs_per_actor} envs", ray8["agent_steps_per_s"],
-         ray8["updates_per_s"], ray8["trained_samples_per_s"], mem(ray8)["ours_rss"], mem(ray8)["ours_pss"],
-         mem(ray8)["ray_system_rss"], ray8.get("replay_size_end"), ray8["foreign_cores"]],
+        [
+            "single-process loop (CleanRL's algorithm)",
+            loop["agent_steps_per_s"],
+            loop["updates_per_s"],
+            loop["trained_samples_per_s"],
+            loop["peak_rss_mb"],
+            None,
+            None,
+            loop["replay_size"],
+            loop["foreign_cores"],
+        ],
+        [
+            f"raydqn, ratio {args.replay_ratio:g}, {args.num_actors}x{args.envs_per_actor} envs",
+            ray8["agent_steps_per_s"],
+            ray8["updates_per_s"],
+            ray8["trained_samples_per_s"],
+            mem(ray8)["ours_rss"],
+            mem(ray8)["ours_pss"],
+            mem(ray8)["ray_system_rss"],
+            ray8.get("replay_size_end"),
+            ray8["foreign_cores"],
+        ],
     ]
     if free:
-        rows.append([f"raydqn, free-running, {args.num_actors}x{args.envs_per_actor} envs", free["agent_steps_per_s"], free["updates_per_s"],
-                     free["trained_samples_per_s"], mem(free)["ours_rss"], mem(free)["ours_pss"], mem(free)["ray_system_rss"],
-                     free.get("replay_size_end"), free["foreign_cores"]])
+        rows.append(
+            [
+                f"raydqn, free-running, {args.num_actors}x{args.envs_per_actor} envs",
+                free["agent_steps_per_s"],
+                free["updates_per_s"],
+                free["trained_samples_per_s"],
+                mem(free)["ours_rss"],
+                mem(free)["ours_pss"],
+                mem(free)["ray_system_rss"],
+                free.get("replay_size_end"),
+                free["foreign_cores"],
+            ]
+        )
     if py:
-        rows.append(["RLlib 2.60 DQN (measured)", rllib["agent_steps_per_s"], rllib["updates_per_s"], rllib["trained_samples_per_s"],
-                     mem(rllib)["ours_rss"], mem(rllib)["ours_pss"], mem(rllib)["ray_system_rss"], rllib.get("replay_steps_end"),
-                     rllib.get("foreign_cores")])
+        rows.append(
+            [
+                "RLlib 2.60 DQN (measured)",
+                rllib["agent_steps_per_s"],
+                rllib["updates_per_s"],
+                rllib["trained_samples_per_s"],
+                mem(rllib)["ours_rss"],
+                mem(rllib)["ours_pss"],
+                mem(rllib)["ray_system_rss"],
+                rllib.get("replay_steps_end"),
+                rllib.get("foreign_cores"),
+            ]
+        )
     else:
-        rows.append(["RLlib 2.60 DQN (RECORDED in DESIGN.md)", rllib["agent_steps_per_s"], rllib["updates_per_s"],
-                     rllib["trained_samples_per_s"], rllib["memory_mb"], None, None, None, None])
-    rows.append(["raydqn update alone (double, dueling; mean before/after)", None, alone, alone * args.batch_size, None, None,
-                 None, None, (alone1["foreign_cores"] + alone2["foreign_cores"]) / 2])
-    rows.append(["CleanRL update alone (plain CNN, 1 target pass)", None, clean_alone, clean_alone * args.batch_size, None, None,
-                 None, None, (clean1["foreign_cores"] + clean2["foreign_cores"]) / 2])
+        rows.append(
+            [
+                "RLlib 2.60 DQN (RECORDED in DESIGN.md)",
+                rllib["agent_steps_per_s"],
+                rllib["updates_per_s"],
+                rllib["trained_samples_per_s"],
+                rllib["memory_mb"],
+                None,
+                None,
+                None,
+                None,
+            ]
+        )
+    rows.append(
+        [
+            "raydqn update alone (double, dueling; mean before/after)",
+            None,
+            alone,
+            alone * args.batch_size,
+            None,
+            None,
+            None,
+            None,
+            (alone1["foreign_cores"] + alone2["foreign_cores"]) / 2,
+        ]
+    )
+    rows.append(
+        [
+            "CleanRL update alone (plain CNN, 1 target pass)",
+            None,
+            clean_alone,
+            clean_alone * args.batch_size,
+            None,
+            None,
+            None,
+            None,
+            (clean1["foreign_cores"] + clean2["foreign_cores"]) / 2,
+        ]
+    )
     print()
-    print(table(["system", "agent steps/s", "updates/s", "samples/s", "RSS MB (ours)", "PSS MB (ours)", "Ray daemons RSS MB",
-                   "replay size", "foreign CPU"], rows,
-                  title=f"Peers on Breakout (batch {args.batch_size}, capacity {args.replay_capacity:,}, "
-                        f"learning from {args.learning_starts:,})"))
-    print("memory: peak over the run; 'ours' = driver + Ray worker processes (raydqn: learner, replay, actors; RLlib: "
-          "driver with learner and replay, env runner); Ray's daemons apart. The loop: its peak RSS (VmHWM). "
-          "'foreign CPU': cores used by other work on this shared machine during the window.")
+    print(
+        table(
+            [
+                "system",
+                "agent steps/s",
+                "updates/s",
+                "samples/s",
+                "RSS MB (ours)",
+                "PSS MB (ours)",
+                "Ray daemons RSS MB",
+                "replay size",
+                "foreign CPU",
+            ],
+            rows,
+            title=f"Peers on Breakout (batch {args.batch_size}, capacity {args.replay_capacity:,}, "
+            f"learning from {args.learning_starts:,})",
+        )
+    )
+    print(
+        "memory: peak over the run; 'ours' = driver + Ray worker processes (raydqn: learner, replay, actors; RLlib: "
+        "driver with learner and replay, env runner); Ray's daemons apart. The loop: its peak RSS (VmHWM). "
+        "'foreign CPU': cores used by other work on this shared machine during the window."
+    )
     for name, r in (("raydqn ratio run", ray8), ("raydqn free run", free), ("RLlib", rllib if py else None)):
         if r and "memory_by_kind_mb" in r:
-            print(f"  {name}, RSS by process kind at the run's peak: " + ", ".join(
-                f"{k} {v['rss_mb']:,.0f} MB ({v['count']} proc, PSS {v['pss_mb']:,.0f})" for k, v in r["memory_by_kind_mb"].items()))
+            print(
+                f"  {name}, RSS by process kind at the run's peak: "
+                + ", ".join(
+                    f"{k} {v['rss_mb']:,.0f} MB ({v['count']} proc, PSS {v['pss_mb']:,.0f})"
+                    for k, v in r["memory_by_kind_mb"].items()
+                )
+            )
     for name, r in (("raydqn ratio run", ray8), ("RLlib", rllib if py else None)):
         pj = (r or {}).get("memory_projection", {})
         if "projected_ours_rss_mb" in pj:
-            print(f"  {name}: RSS grows {pj['mb_per_1k_items']:.1f} MB per 1K transitions stored (fitted over "
-                  f"{pj['fitted_from_items']:,.0f}..{pj['fitted_to_items']:,.0f}); projected at a full {pj['capacity']:,} replay: "
-                  f"{pj['projected_ours_rss_mb']:,.0f} MB (an estimate)")
+            print(
+                f"  {name}: RSS grows {pj['mb_per_1k_items']:.1f} MB per 1K transitions stored (fitted over "
+                f"{pj['fitted_from_items']:,.0f}..{pj['fitted_to_items']:,.0f}); projected at a full {pj['capacity']:,} replay: "
+                f"{pj['projected_ours_rss_mb']:,.0f} MB (an estimate)"
+            )
         elif r and pj:
             print(f"  {name}: no projection ({pj.get('error')})")
     if not py:
-        print("RLlib: NOT measured in this run (ray.rllib is not importable here); its row holds DESIGN.md's recorded figures "
-              "(17.6 agent steps/s, 4.4 updates/s, 3.9 GB). Run with --rllib-python PATH to measure it.")
+        print(
+            "RLlib: NOT measured in this run (ray.rllib is not importable here); its row holds DESIGN.md's recorded figures "
+            "(17.6 agent steps/s, 4.4 updates/s, 3.9 GB). Run with --rllib-python PATH to measure it."
+        )
 
     ray_mem = mem(ray8)["ours_rss"]
     ratios = {
@@ -588,56 +959,124 @@ def main(argv=None) -> int:
         ratios["free_learner_vs_standalone"] = free["updates_per_s"] / alone
     tgt = [
         ["trained samples/s vs RLlib", ratios["samples_vs_rllib"], ">= 3.5", verdict(ratios["samples_vs_rllib"], 3.5)],
-        ["trained samples/s vs single-process loop", ratios["samples_vs_loop"], ">= 0.95", verdict(ratios["samples_vs_loop"], 0.95)],
-        [f"memory (RSS, ratio run, replay {ray8.get('replay_size_end') or 0:,.0f}) vs RLlib", ratios["memory_vs_rllib"], "<= 0.25",
-         verdict(ratios["memory_vs_rllib"], 0.25, higher_is_better=False)],
+        [
+            "trained samples/s vs single-process loop",
+            ratios["samples_vs_loop"],
+            ">= 0.95",
+            verdict(ratios["samples_vs_loop"], 0.95),
+        ],
+        [
+            f"memory (RSS, ratio run, replay {ray8.get('replay_size_end') or 0:,.0f}) vs RLlib",
+            ratios["memory_vs_rllib"],
+            "<= 0.25",
+            verdict(ratios["memory_vs_rllib"], 0.25, higher_is_better=False),
+        ],
     ]
     proj_r = ray8.get("memory_projection", {}).get("projected_ours_rss_mb")
     proj_l = rllib.get("memory_projection", {}).get("projected_ours_rss_mb") if py else None
     if proj_r and proj_l:
         ratios["memory_projected_100k_vs_rllib"] = proj_r / proj_l
-        tgt.append(["memory (RSS) projected to a full 100K replay, both (estimate)", ratios["memory_projected_100k_vs_rllib"],
-                    "<= 0.25", verdict(ratios["memory_projected_100k_vs_rllib"], 0.25, higher_is_better=False)])
+        tgt.append(
+            [
+                "memory (RSS) projected to a full 100K replay, both (estimate)",
+                ratios["memory_projected_100k_vs_rllib"],
+                "<= 0.25",
+                verdict(ratios["memory_projected_100k_vs_rllib"], 0.25, higher_is_better=False),
+            ]
+        )
     if free:
         tgt += [
-            [f"memory (RSS, free run, replay {free.get('replay_size_end') or 0:,.0f}) vs RLlib", ratios["memory_full_replay_vs_rllib"],
-             "<= 0.25", verdict(ratios["memory_full_replay_vs_rllib"], 0.25, higher_is_better=False)],
-            ["free-running agent steps/s vs RLlib", ratios["free_steps_vs_rllib"], ">= 20", verdict(ratios["free_steps_vs_rllib"], 20)],
-            ["free-running learner vs standalone", ratios["free_learner_vs_standalone"], ">= 0.9",
-             verdict(ratios["free_learner_vs_standalone"], 0.9)],
+            [
+                f"memory (RSS, free run, replay {free.get('replay_size_end') or 0:,.0f}) vs RLlib",
+                ratios["memory_full_replay_vs_rllib"],
+                "<= 0.25",
+                verdict(ratios["memory_full_replay_vs_rllib"], 0.25, higher_is_better=False),
+            ],
+            [
+                "free-running agent steps/s vs RLlib",
+                ratios["free_steps_vs_rllib"],
+                ">= 20",
+                verdict(ratios["free_steps_vs_rllib"], 20),
+            ],
+            [
+                "free-running learner vs standalone",
+                ratios["free_learner_vs_standalone"],
+                ">= 0.9",
+                verdict(ratios["free_learner_vs_standalone"], 0.9),
+            ],
         ]
     print()
-    print(f"update cost: raydqn's update (double DQN: 3 forward passes, dueling head, Huber, clipping) runs "
-          f"{alone:.1f}/s alone, CleanRL's (2 forward passes, plain head, MSE) {clean_alone:.1f}/s: "
-          f"{clean_alone / alone:.2f}x more work per update for raydqn. Each system against its own update alone: "
-          f"raydqn {ray8['updates_per_s'] / alone:.2f}, single-process loop {loop['updates_per_s'] / clean_alone:.2f}.")
+    print(
+        f"update cost: raydqn's update (double DQN: 3 forward passes, dueling head, Huber, clipping) runs "
+        f"{alone:.1f}/s alone, CleanRL's (2 forward passes, plain head, MSE) {clean_alone:.1f}/s: "
+        f"{clean_alone / alone:.2f}x more work per update for raydqn. Each system against its own update alone: "
+        f"raydqn {ray8['updates_per_s'] / alone:.2f}, single-process loop {loop['updates_per_s'] / clean_alone:.2f}."
+    )
     ratios["raydqn_vs_own_update"] = ray8["updates_per_s"] / alone
     ratios["loop_vs_own_update"] = loop["updates_per_s"] / clean_alone
     print()
-    print(table(["target", "ratio", "target", "verdict"], tgt,
-                  title="Targets (RLlib " + ("measured in this run" if py else "= DESIGN.md's recorded figures") + ")"))
+    print(
+        table(
+            ["target", "ratio", "target", "verdict"],
+            tgt,
+            title="Targets (RLlib " + ("measured in this run" if py else "= DESIGN.md's recorded figures") + ")",
+        )
+    )
     equal_rows = equal_work_report(args, eq, loop, rllib, py, eq_alone, eq_clean, ratios, m) if equal else None
     if args.profile and "py_spy" in ray8:
-        for name, title in (("driver", "raydqn learner driver's _loop, py-spy"), ("replay", "raydqn replay, py-spy (idle included)"),
-                            ("actor", "raydqn actor-0's stepping thread, py-spy")):
+        for name, title in (
+            ("driver", "raydqn learner driver's _loop, py-spy"),
+            ("replay", "raydqn replay, py-spy (idle included)"),
+            ("actor", "raydqn actor-0's stepping thread, py-spy"),
+        ):
             print()
             print_spy(title, ray8["py_spy"].get(name, {}))
     print(f"load average at the end: {loadavg()}")
-    final_json({
-        "benchmark": "peers", "machine": m, "settings": {"batch_size": args.batch_size, "replay_ratio": args.replay_ratio,
-                                                          "replay_capacity": args.replay_capacity, "learning_starts": args.learning_starts,
-                                                          "num_actors": args.num_actors, "envs_per_actor": args.envs_per_actor,
-                                                          "threads": args.threads},
-        "single_process_loop": loop, "raydqn": ray8, "raydqn_free_running": free, "rllib": rllib,
-        "standalone_before": alone1, "standalone_after": alone2, "standalone_updates_per_s": alone,
-        "cleanrl_update_before": clean1, "cleanrl_update_after": clean2, "cleanrl_update_per_s": clean_alone,
-        "equal_work": {"raydqn": eq, "flags": {"nature_adam": NATURE_ADAM, "nature_rmsprop": NATURE_RMSPROP,
-                                                "rllib_settings": RLLIB_SETTINGS},
-                       "update_alone_raydqn": eq_alone, "update_alone_cleanrl": eq_clean, "rows": equal_rows} if equal else None,
-        "ratios": ratios, "targets": TARGETS,
-        "met": {k: (v <= TARGETS[k] if k.startswith("memory") else v >= TARGETS[k])
-                for k, v in ratios.items() if k in TARGETS},
-    })
+    final_json(
+        {
+            "benchmark": "peers",
+            "machine": m,
+            "settings": {
+                "batch_size": args.batch_size,
+                "replay_ratio": args.replay_ratio,
+                "replay_capacity": args.replay_capacity,
+                "learning_starts": args.learning_starts,
+                "num_actors": args.num_actors,
+                "envs_per_actor": args.envs_per_actor,
+                "threads": args.threads,
+            },
+            "single_process_loop": loop,
+            "raydqn": ray8,
+            "raydqn_free_running": free,
+            "rllib": rllib,
+            "standalone_before": alone1,
+            "standalone_after": alone2,
+            "standalone_updates_per_s": alone,
+            "cleanrl_update_before": clean1,
+            "cleanrl_update_after": clean2,
+            "cleanrl_update_per_s": clean_alone,
+            "equal_work": {
+                "raydqn": eq,
+                "flags": {
+                    "nature_adam": NATURE_ADAM,
+                    "nature_rmsprop": NATURE_RMSPROP,
+                    "rllib_settings": RLLIB_SETTINGS,
+                },
+                "update_alone_raydqn": eq_alone,
+                "update_alone_cleanrl": eq_clean,
+                "rows": equal_rows,
+            }
+            if equal
+            else None,
+            "ratios": ratios,
+            "targets": TARGETS,
+            "met": {
+                k: (v <= TARGETS[k] if k.startswith("memory") else v >= TARGETS[k])
+                for k, v in ratios.items()
+                if k in TARGETS
+            },
+        }
+    )
     return 0
 
 
