@@ -124,6 +124,17 @@ def stacks_of(uids: np.ndarray, first: np.ndarray, prev_stack: np.ndarray) -> np
     return ext[np.maximum(pos, floor[:, None])]
 
 
+def _carried(state: StreamState | None, first: bool, stack_size: int, lowest_stored: int):
+    """What a batch continues from: (items dropped, pending uids, their rewards and
+    terminated flags, the previous stack). A batch that starts a segment abandons the
+    stream's pending tail (counted as dropped unless already evicted)."""
+    if not first:
+        return 0, state.pending, state.pending_rewards, state.pending_terminated, state.last_stack
+    dropped = int(np.count_nonzero(state.pending >= lowest_stored)) if state is not None else 0
+    empty = np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.bool_)
+    return dropped, *empty, np.zeros(stack_size, dtype=np.int64)  # the stack is never read: stacks start at 0
+
+
 def accumulate(
     state: StreamState | None,
     uids,
@@ -144,32 +155,18 @@ def accumulate(
     ``lowest_stored`` are gone: their items are neither reported nor counted as dropped.
     A first record at index 0 abandons the pending tail (counted as dropped).
     """
-    dropped = 0
-    if first[0]:
-        if state is not None:
-            dropped = int(np.count_nonzero(state.pending >= lowest_stored))
-        pending, p_rew, p_term = np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.bool_)
-        prev_stack = np.zeros(stack_size, dtype=np.int64)  # never read: every stack starts at index 0 or later
-    else:
-        pending, p_rew, p_term, prev_stack = (
-            state.pending,
-            state.pending_rewards,
-            state.pending_terminated,
-            state.last_stack,
-        )
+    dropped, pending, p_rew, p_term, prev_stack = _carried(state, bool(first[0]), stack_size, lowest_stored)
     stacks = stacks_of(uids, first, prev_stack)
     nxt = np.full(uids.size, -1, dtype=np.int64)
     nxt[:-1] = np.where(first[1:], -1, uids[1:])
-
-    p = pending.size
     ctx_uid = np.concatenate([pending, uids])
     ctx_rew = np.concatenate([p_rew, rewards]).astype(np.float32)
     ctx_term = np.concatenate([p_term, terminated])
-    ctx_first = np.concatenate([np.zeros(p, np.bool_), first])
-    ctx_final = np.concatenate([np.zeros(p, np.bool_), final])
-    ctx_ended = np.concatenate([np.zeros(p, np.bool_), ended])
-    if p and state.last_ended:  # the stream's last record ended: it is the newest pending one
-        ctx_ended[p - 1] = True
+    ctx_first, ctx_final, ctx_ended = (
+        np.concatenate([np.zeros(pending.size, np.bool_), a]) for a in (first, final, ended)
+    )
+    if pending.size and state.last_ended:  # the stream's last record ended: it is the newest pending one
+        ctx_ended[pending.size - 1] = True
     win = n_step_windows(ctx_rew, ctx_term, ctx_ended, ctx_first, n_step, gamma)
     is_item = ~ctx_final & (ctx_uid >= lowest_stored)
     starts = np.flatnonzero(ctx_first)
