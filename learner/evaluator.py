@@ -18,24 +18,6 @@ import torch
 
 from common.config import Config
 
-#: evals.csv columns, one row per evaluation.
-EVAL_FIELDS = [
-    "wall_s",
-    "env_frames",
-    "agent_steps",
-    "learner_steps",
-    "policy_version",
-    "episodes",
-    "epsilon",
-    "mean",
-    "median",
-    "min",
-    "max",
-    "human_normalized_mean",
-    "eval_s",
-    "eval_agent_steps",
-]
-
 
 class Evaluator:
     """Plays evaluation games for one run's config. ``num_envs`` games run side by side

@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-from learner.evaluator import EVAL_FIELDS
 from learner.tensorboard import TensorBoardLogger, tags_from_episode
 
 #: evals.csv column -> TensorBoard tag (against env frames, like every other tag).
@@ -52,6 +51,23 @@ METRIC_FIELDS = [
     "eval_return",
 ]
 EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon", "stream_id"]
+#: evals.csv columns, one row per evaluation (the evaluator's result with the wall time).
+EVAL_FIELDS = [
+    "wall_s",
+    "env_frames",
+    "agent_steps",
+    "learner_steps",
+    "policy_version",
+    "episodes",
+    "epsilon",
+    "mean",
+    "median",
+    "min",
+    "max",
+    "human_normalized_mean",
+    "eval_s",
+    "eval_agent_steps",
+]
 SUMMARY_FIELDS = [
     "env",
     "env_frames",

@@ -99,7 +99,7 @@ def test_several_runs_with_and_without_episodes_csv(tmp_path):
 
 
 def test_the_evaluators_curve_is_read_and_drawn(tmp_path):
-    from learner.evaluator import EVAL_FIELDS
+    from learner.run_log import EVAL_FIELDS
 
     run = make_run(tmp_path / "with-evals")
     with open(run / "evals.csv", "w", newline="") as f:
