@@ -212,7 +212,7 @@ def main(argv=None) -> int:
         if info is None and (run / "ray.json").exists():
             info = json.loads((run / "ray.json").read_text())
         mem = snapshot_processes(proc.pid)
-        state = ray_state("auto", info["namespace"]) if info else {}
+        state = ray_state(info.get("gcs_address") or "auto", info["namespace"]) if info else {}
         rows.append({"t_s": round(t, 1), **{f"rss_mb:{k}": round(v, 1) for k, v in mem.items()}, **state})
         total = sum(mem.values())
         print(

@@ -178,6 +178,9 @@ class Fleet:
             "namespace": self.namespace,
             "dashboard_url": f"http://{dashboard_url}" if dashboard_url else None,
             "metrics_export_ports": ports,
+            # Where a tool (the soak, a state query) joins this very instance: 'auto' finds the
+            # newest one on the machine, which need not be this run's.
+            "gcs_address": ray.get_runtime_context().gcs_address,
         }
         (self.run_dir / "ray.json").write_text(json.dumps(info, indent=2))
         if dashboard_url:
