@@ -150,6 +150,12 @@ def test_the_evaluator_plays_every_period_and_its_score_is_the_headline(tmp_path
     with open(tmp_path / "metrics.csv") as f:
         last = list(csv.DictReader(f))[-1]
     assert last["eval_return"] == "" or float(last["eval_return"]) in {float(r["mean"]) for r in rows}
+    from tests.learner.test_tensorboard import read_scalars
+
+    tb = read_scalars(tmp_path / "tb")  # eval/... against env frames, one point per evaluation
+    assert [(step, value) for step, value in tb["eval/mean_return"]] == [
+        (int(r["env_frames"]), pytest.approx(float(r["mean"]))) for r in rows
+    ]
 
 
 def test_stop_return_judges_the_evaluators_score(tmp_path):
