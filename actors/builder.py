@@ -17,7 +17,7 @@ import torch
 from actors.acting import ActingNetwork, resolve_precision
 from actors.actor import ActorCore
 from common.config import Config
-from common.envs import make_vector_env, spec_of
+from common.envs import spec_of, vector_env_for
 from common.networks import q_network_for
 from common.schedules import apex_epsilons, linear_epsilon
 
@@ -43,7 +43,6 @@ class StreamEpsilons:
         self.per, self.total = per, a.num_actors * per
         self.linear = a.epsilon_schedule == "linear"
         self.decay, self.final = a.epsilon_decay_agent_steps, a.epsilon_final
-        self.start = getattr(a, "epsilon_start", 1.0)
         self.fixed = apex_epsilons(self.total, a.epsilon_base, a.epsilon_alpha)[
             actor_index * per : (actor_index + 1) * per
         ]
@@ -59,7 +58,9 @@ class StreamEpsilons:
     def __call__(self, steps_per_stream: int) -> np.ndarray:
         if not self.linear:
             return self.fixed
-        eps = linear_epsilon(self.run_agent_steps(steps_per_stream), self.decay, self.start, self.final)
+        eps = linear_epsilon(
+            self.run_agent_steps(steps_per_stream), self.decay, 1.0, self.final
+        )  # from 1.0, both presets
         return np.full(self.per, eps)
 
 
@@ -68,16 +69,7 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
     concrete for this CPU); its streams are numbered ``actor_index * E + j``."""
     per = cfg.env.envs_per_actor
     seeds = actor_seeds(cfg.run.seed, actor_index)
-    env = make_vector_env(
-        cfg.env.env_id,
-        per,
-        seeds["env"],
-        episodic_life=cfg.env.episodic_life,
-        noop_max=cfg.env.noop_max,
-        max_episode_frames=cfg.env.max_episode_frames,
-        repeat_action_probability=cfg.env.repeat_action_probability,
-        full_action_space=cfg.env.full_action_space,
-    )
+    env = vector_env_for(cfg.env, per, seeds["env"])
     torch.manual_seed(seeds["network"])
     precision, _ = resolve_precision(cfg.actors.actor_precision)
     network = ActingNetwork(q_network_for(spec_of(env, cfg.env.env_id), cfg.learner), precision)

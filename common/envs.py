@@ -316,6 +316,22 @@ def spec_of(env: VectorEnv, env_id: str) -> EnvSpec:
     )
 
 
+def vector_env_for(env_cfg, num_envs: int, seed: int) -> VectorEnv:
+    """``num_envs`` envs under a run's env settings (a ``common.config.EnvConfig``): the one
+    place the actors, the evaluator and ``learner.evaluate`` build envs from the config, so
+    the protocol (no-ops, frame cap, sticky actions, action set) is the same for all three."""
+    return make_vector_env(
+        env_cfg.env_id,
+        num_envs,
+        seed,
+        episodic_life=env_cfg.episodic_life,
+        noop_max=env_cfg.noop_max,
+        max_episode_frames=env_cfg.max_episode_frames,
+        repeat_action_probability=env_cfg.repeat_action_probability,
+        full_action_space=env_cfg.full_action_space,
+    )
+
+
 def describe_env(env_id: str, full_action_space: bool = False) -> EnvSpec:
     """Build one copy of ``env_id`` to read its :class:`EnvSpec`; EnvSpecError if we cannot run
     it. ``full_action_space`` changes ``num_actions`` (18 on every ALE game)."""

@@ -219,7 +219,7 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
     """Read ``checkpoint`` and its config, build ``num_envs`` envs of its game and the network
     it was trained with. CheckpointError if the checkpoint does not fit that game,
     EvaluationError for a video of a game without screens."""
-    from common.envs import make_vector_env, spec_of
+    from common.envs import spec_of, vector_env_for
     from common.networks import q_network_for, signature_for, upgrade_signature
     from learner.checkpoint import CheckpointError, load_checkpoint
 
@@ -231,16 +231,7 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
     env_id = cfg.env.env_id
     # The run's protocol (sticky actions, action set); a checkpoint from before those were
     # settings has None and False: the family's defaults, what it was trained with.
-    env = make_vector_env(
-        env_id,
-        num_envs,
-        seed,
-        episodic_life=cfg.env.episodic_life,
-        noop_max=cfg.env.noop_max,
-        max_episode_frames=cfg.env.max_episode_frames,
-        repeat_action_probability=cfg.env.repeat_action_probability,
-        full_action_space=cfg.env.full_action_space,
-    )
+    env = vector_env_for(cfg.env, num_envs, seed)
     try:
         spec = spec_of(env, env_id)
         if video and not spec.atari:

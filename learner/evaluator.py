@@ -35,14 +35,14 @@ class Evaluator:
         learner_steps at publish time) are passed through to the result."""
         from actors.actor import ActorCore
         from common.atari_scores import human_normalized
-        from common.envs import make_vector_env, spec_of
+        from common.envs import spec_of, vector_env_for
         from common.networks import q_network_for
         from learner.evaluate import play
 
         t0 = time.monotonic()
         c, n = self.cfg, self.num_envs
         seed = (c.run.seed * 1_000_003 + 7_777_777 + index * n) % (2**31 - n)
-        env = make_vector_env(c.env.env_id, n, seed, **_env_options(c))
+        env = vector_env_for(c.env, n, seed)
         try:
             spec = spec_of(env, c.env.env_id)
             core = ActorCore(
@@ -74,16 +74,6 @@ class Evaluator:
             "eval_s": round(time.monotonic() - t0, 3),
             "eval_agent_steps": int(core.agent_steps),
         }
-
-
-def _env_options(cfg: Config) -> dict:
-    """The env settings of the run that evaluation shares with the actors (the protocol)."""
-    e = cfg.env
-    opts = {"episodic_life": e.episodic_life, "noop_max": e.noop_max, "max_episode_frames": e.max_episode_frames}
-    for name in ("repeat_action_probability", "full_action_space"):  # protocol flags, where the config has them
-        if hasattr(e, name):
-            opts[name] = getattr(e, name)
-    return opts
 
 
 def due(env_frames: int, last_eval_frames: int | None, period: int) -> bool:

@@ -133,7 +133,7 @@ class Fleet:
             )
 
     def _eval_enabled(self) -> bool:
-        return bool(getattr(self.cfg, "eval", None) and self.cfg.eval.eval_period)
+        return bool(self.cfg.eval.eval_period)
 
     def _start_ray(self) -> None:
         if ray.is_initialized():

@@ -236,8 +236,7 @@ class Trainer:
             c.eval_requested_frames = c.env_frames
 
     def eval_period(self) -> int:
-        ev = getattr(self.cfg, "eval", None)
-        return int(ev.eval_period or 0) if ev is not None else 0
+        return int(self.cfg.eval.eval_period or 0)
 
     def beta(self) -> float:
         """The importance-sampling exponent, annealed over the whole run's env frames (so a
