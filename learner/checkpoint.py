@@ -17,6 +17,8 @@ import torch
 from common.networks import upgrade_signature
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The weights of the run's best evaluation (online network only; for learner.evaluate, not --resume).
+BEST_NAME = "best.pt"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("version", "learner", "counters", "signature", "config")
 

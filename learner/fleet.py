@@ -93,6 +93,8 @@ class Fleet:
         self.gauges = None
         self.evaluator = None
         self.eval_ref = None  # the evaluation in flight, if any
+        self.eval_weights_ref = None  # the weights it plays with
+        self.evaluated_ref = None  # the weights of the newest finished evaluation
 
     # ---- start ---------------------------------------------------------------------
     def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
@@ -337,14 +339,21 @@ class Fleet:
         if self.evaluator is None or self.eval_ref is not None or self.weights_ref is None:
             return False
         self.eval_ref = self.evaluator.evaluate.remote(self.weights_ref, self.policy_version, run_counters, index)
+        self.eval_weights_ref = self.weights_ref
         return True
+
+    def evaluated_weights(self) -> dict:
+        """The weights the newest finished evaluation played with (a new best is kept in best.pt)."""
+        return ray.get(self.evaluated_ref)
 
     def _finished_evals(self) -> list[dict]:
         if self.eval_ref is None or not ray.wait([self.eval_ref], timeout=0)[0]:
             return []
         ref, self.eval_ref = self.eval_ref, None
         try:
-            return [ray.get(ref)]
+            result = ray.get(ref)
+            self.evaluated_ref = self.eval_weights_ref
+            return [result]
         except Exception as e:  # an evaluation that failed is skipped; the next one is asked for as usual
             log.warning("evaluation failed: %s", _last_line(e))
             return []

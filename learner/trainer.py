@@ -25,7 +25,7 @@ import torch
 
 from common.config import Config
 from common.schedules import beta_schedule
-from learner.checkpoint import checkpoint_path, save_checkpoint
+from learner.checkpoint import BEST_NAME, checkpoint_path, save_checkpoint
 from learner.evaluator import due as evaluation_due
 
 log = logging.getLogger("raydqn")
@@ -91,11 +91,14 @@ class Counters:
             "eval_requested_frames": self.eval_requested_frames,
         }
 
-    def add_eval(self, result: dict) -> None:
+    def add_eval(self, result: dict) -> bool:
+        """Count an evaluation; True if it is the run's best so far."""
         self.evals += 1
         self.last_eval = result
         if self.best_eval_return is None or result["mean"] > self.best_eval_return:
             self.best_eval_return = result["mean"]
+            return True
+        return False
 
     def eval_return(self) -> float | None:
         return None if self.last_eval is None else float(self.last_eval["mean"])
@@ -251,7 +254,8 @@ class Trainer:
             self.run_log.episodes(episodes, self.wall_s(), self.counters.env_frames)
             self.actor_stats[stats["actor"]] = {k: v for k, v in stats.items() if k != "episodes"}
         for result in poll.evals:
-            self.counters.add_eval(result)
+            if self.counters.add_eval(result):
+                self.save_best(result)
             self.run_log.evaluation({"wall_s": round(self.wall_s(), 2), **result})
         if poll.replay:
             self.replay = poll.replay
@@ -294,6 +298,21 @@ class Trainer:
         )
         if self.cfg.replay.snapshot_interval >= 0:
             self.fleet.save_snapshots(wait=True)
+
+    def save_best(self, result: dict) -> None:
+        """best.pt: the weights the evaluator scored best with, with that evaluation, for
+        ``learner.evaluate``. The run's own checkpoint.pt has moved on since (DQN's policy
+        can get worse as it trains), so a stop at --stop-return keeps the weights that
+        reached it here."""
+        weights = {k: torch.tensor(np.asarray(v)) for k, v in self.fleet.evaluated_weights().items()}
+        counters = {k: result[k] for k in ("env_frames", "agent_steps", "learner_steps", "policy_version")}
+        save_checkpoint(
+            self.run_dir / BEST_NAME,
+            {"online": weights},
+            {**counters, "eval": result},
+            self.signature,
+            self.cfg.to_dict(),
+        )
 
     def log_metrics(self, rates: dict) -> None:
         c, rp = self.counters, self.replay

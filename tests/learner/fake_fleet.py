@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from actors.builder import build_actor_core
 from common.messages import encode_step_batch
 from learner.fleet import FleetPoll
@@ -31,6 +33,8 @@ class FakeFleet:
         self.weights, self.policy_version = None, 0
         self.eval_requests: list[dict] = []  # the run counters of each evaluation asked for
         self.finished_evals: list[dict] = []
+        self.evaluated = None  # the weights of the newest evaluation
+        self.evaluated_log: list[tuple[int, dict]] = []  # (policy version, weights) of each evaluation
 
     def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
         c = self.cfg
@@ -73,6 +77,8 @@ class FakeFleet:
         from learner.evaluator import Evaluator
 
         self.eval_requests.append(dict(run_counters))
+        self.evaluated = self.weights
+        self.evaluated_log.append((self.policy_version, self.weights))
         self.finished_evals.append(
             Evaluator(self.cfg, num_envs=2).evaluate(self.weights, self.policy_version, run_counters, index)
         )
@@ -90,7 +96,12 @@ class FakeFleet:
         self.priority_updates += 1
         self.server.update_priorities(ids, priorities)
 
+    def evaluated_weights(self) -> dict:
+        return self.evaluated
+
     def publish(self, weights: dict, policy_version: int, agent_steps: int) -> None:
+        # A copy, as ray.put makes: a CPU learner's numpy weights share its parameters' memory.
+        weights = {k: np.array(v) for k, v in weights.items()}
         self.core.set_weights(weights, policy_version)
         self.weights, self.policy_version = weights, policy_version
         self.published.append((policy_version, agent_steps))

@@ -165,6 +165,32 @@ def test_stop_return_judges_the_evaluators_score(tmp_path):
     assert summary["eval_return"] >= 8.0 and fleet.eval_requests
 
 
+def test_best_pt_keeps_the_weights_of_the_best_evaluation(tmp_path):
+    trainer, fleet = make(tmp_path, run={"total_env_frames": 4_000}, eval={"eval_period": 500, "eval_episodes": 2})
+    summary = trainer.run()
+    with open(tmp_path / "evals.csv") as f:
+        means = [float(r["mean"]) for r in csv.DictReader(f)]
+    assert len(means) >= 3 and len(fleet.evaluated_log) == len(means)
+    first_best = means.index(max(means))  # a later tie is not better
+    version, weights = fleet.evaluated_log[first_best]
+    best = load_checkpoint(tmp_path / "best.pt", trainer.signature)
+    assert best["counters"]["eval"]["mean"] == max(means) == summary["best_eval_return"]
+    assert best["counters"]["policy_version"] == version
+    assert set(best["learner"]) == {"online"}
+    for k, v in weights.items():
+        assert torch.equal(best["learner"]["online"][k], torch.from_numpy(v)), k
+    from learner.evaluate import evaluate
+
+    result = evaluate(str(tmp_path / "best.pt"), episodes=2, epsilon=0.0)
+    assert result["checkpoint"]["policy_version"] == version and result["episodes"] == 2
+
+
+def test_no_best_pt_without_evaluations(tmp_path):
+    trainer, _ = make(tmp_path, run={"total_learner_steps": 20})
+    trainer.run()
+    assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "best.pt").exists()
+
+
 def test_no_evaluation_when_the_period_is_zero(tmp_path):
     trainer, fleet = make(tmp_path, run={"total_learner_steps": 20}, eval={"eval_period": 0})
     summary = trainer.run()
