@@ -32,7 +32,9 @@ def process_name(p: psutil.Process) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "?"
     if cmd and cmd[0].startswith("ray::"):
-        return cmd[0]  # ray::ActorShell, ray::ReplayServer, ray::IDLE
+        # ray::ActorShell, ray::ReplayServer, ray::IDLE; without the method a worker is in
+        # (ray::ReplayServer.sample), which would split one process's series in two.
+        return cmd[0].split(".")[0]
     text = " ".join(cmd)
     for key in (
         "learner.main",
