@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +61,11 @@ def snapshot_path(run_dir: Path, shard: int) -> Path:
     return Path(run_dir) / f"replay-{shard}.snapshot"
 
 
+def _joined(held: list) -> tuple[np.ndarray, np.ndarray]:
+    """Held (ids, priorities) pairs as one pair."""
+    return np.concatenate([i for i, _ in held]), np.concatenate([p for _, p in held])
+
+
 def _last_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[-1]
 
@@ -79,6 +85,9 @@ class Fleet:
         self.pending: collections.deque = collections.deque()  # (shard, sample ref)
         self.mirrors: dict = {}  # shard -> learner.mirror.FrameMirror, with --feed mirror
         self.held_priorities: dict[int, list] = {}  # shard -> [(ids, priorities)] for its next request
+        self.held_lock = threading.Lock()  # the learner's thread holds priorities, the feeder's sends them
+        self.feeder = None  # learner.feeder.Feeder, with --feed mirror
+        self.beta = 0.4  # the importance-sampling exponent the feeder's requests carry
         self.shard_stats: list[dict] = []
         self.shard_sizes = np.zeros(cfg.replay.replay_shards)
         self.rng = np.random.default_rng(cfg.run.seed)
@@ -257,7 +266,19 @@ class Fleet:
         limiter holds the learner, or the shard is restarting). Keeps ``prefetch`` requests
         in flight, so the learner rarely waits on a round trip. With ``--feed mirror`` the
         shards answer with frame indices and the stacks are gathered from the shard's
-        mirror on the learner's device (:meth:`_mirrored`)."""
+        mirror on the learner's device (:meth:`_mirrored`), all of it on the feeder's
+        thread (``learner/feeder.py``) while the learner's thread updates."""
+        if self.cfg.learner.feed != "mirror":
+            return self._fetch(batch_size, beta)
+        self.beta = beta  # the feeder's next requests carry it (β anneals over the whole run)
+        if self.feeder is None:
+            from learner.feeder import Feeder
+
+            self.feeder = Feeder(lambda: self._fetch(batch_size, self.beta))
+        return self.feeder.get()
+
+    def _fetch(self, batch_size: int, beta: float):
+        """One batch, as :meth:`next_batch` describes, on the calling thread."""
         mirrored = self.cfg.learner.feed == "mirror"
         while len(self.pending) < self.cfg.learner.prefetch:
             shard = self._pick_shard()
@@ -313,18 +334,19 @@ class Fleet:
         Ray call per update instead of two: each costs the driver ≈ 0.6 ms on 2 cores), or
         go on their own once MAX_HELD_PRIORITIES batches of them wait for a rarely drawn shard."""
         if self.cfg.learner.feed == "mirror":
-            held = self.held_priorities.setdefault(shard, [])
-            held.append((ids, priorities))
-            if len(held) < MAX_HELD_PRIORITIES:
-                return
-            ids, priorities = self._take_priorities(shard)
+            with self.held_lock:  # the feeder's next request to this shard may take them meanwhile
+                held = self.held_priorities.setdefault(shard, [])
+                held.append((ids, priorities))
+                if len(held) < MAX_HELD_PRIORITIES:
+                    return
+                del self.held_priorities[shard]
+            ids, priorities = _joined(held)
         self.replays[shard].update_priorities.remote(ids, priorities)
 
     def _take_priorities(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
-        held = self.held_priorities.pop(shard, None)
-        if not held:
-            return None
-        return np.concatenate([i for i, _ in held]), np.concatenate([p for _, p in held])
+        with self.held_lock:
+            held = self.held_priorities.pop(shard, None)
+        return _joined(held) if held else None
 
     def publish(self, weights: dict, policy_version: int, agent_steps: int) -> None:
         """One ray.put of the weights; every actor gets the same object reference, with the
@@ -360,7 +382,9 @@ class Fleet:
 
     def save_snapshots(self, wait: bool) -> None:
         """Each shard writes its own file (atomically); ``wait=False`` lets the learner go on."""
-        for shard in list(self.held_priorities):  # held for a sample request: they belong in the snapshot
+        with self.held_lock:
+            shards = list(self.held_priorities)
+        for shard in shards:  # held for a sample request: they belong in the snapshot
             held = self._take_priorities(shard)
             if held is not None:
                 self.replays[shard].update_priorities.remote(*held)
@@ -506,7 +530,9 @@ class Fleet:
 
     # ---- stop ------------------------------------------------------------------------------
     def stop(self) -> FleetPoll | None:
-        """Stop the actors (each flushes what it holds), let them finish, poll once more."""
+        """Stop the feeder and the actors (each flushes what it holds), let them finish,
+        poll once more."""
+        self.close_feeder()
         if not self.actors:
             return None
         for a in self.actors.values():
@@ -525,6 +551,12 @@ class Fleet:
     def started(self) -> bool:
         return bool(self.replays)
 
+    def close_feeder(self) -> None:
+        if self.feeder is not None and not self.feeder.close():
+            log.warning("the feeder thread did not stop within 10 s (a sample request still waits)")
+        self.feeder = None
+
     def shutdown(self) -> None:
+        self.close_feeder()
         if self.started_ray:
             ray.shutdown()
