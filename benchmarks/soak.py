@@ -6,7 +6,9 @@ Starts ``python -m learner.main`` (Breakout, 2 actors, a replay small enough to 
 wrap early), and every ``--every`` seconds records the resident memory of every process
 of the run (the driver and each Ray worker, by name), the object store in use, and the
 Ray tasks not yet finished (the actors' messages queued at the replay, samples queued
-for the learner). At the end it fits a line to each series after the warm-up
+for the learner). Memory is recorded twice: RSS, and RSS minus shared pages (a process's
+own memory; RSS also counts the pages of Ray's shared object store it has touched, which
+grows without any allocation, see :func:`snapshot_processes`). At the end it fits a line to each series after the warm-up
 (``--warmup-minutes``, by then the replay is full and evicting) and prints the slopes:
 flat memory and a bounded queue are what "no leak" means. Samples go to soak.csv.
 """
@@ -51,8 +53,14 @@ def process_name(p: psutil.Process) -> str:
     return p.name()
 
 
-def snapshot_processes(root_pid: int) -> dict[str, float]:
-    """RSS in MB of each process under the driver, keyed name#pid."""
+def snapshot_processes(root_pid: int) -> dict[str, tuple[float, float]]:
+    """(RSS, shared resident) in MB of each process under the driver, keyed name#pid.
+
+    RSS counts the pages of Ray's object store a process has touched: it is shared memory
+    mapped into every worker, and a process that writes objects (the replay's answers, the
+    driver's weights) touches more of its pages as the store's allocator moves through them,
+    up to the store's size, without allocating anything. RSS - shared, the process's own
+    (anonymous) memory, is what a leak makes grow."""
     out = {}
     try:
         root = psutil.Process(root_pid)
@@ -61,7 +69,8 @@ def snapshot_processes(root_pid: int) -> dict[str, float]:
         return out
     for p in procs:
         try:
-            out[f"{process_name(p)}#{p.pid}"] = p.memory_info().rss / 2**20
+            m = p.memory_info()
+            out[f"{process_name(p)}#{p.pid}"] = (m.rss / 2**20, m.shared / 2**20)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return out
@@ -215,10 +224,18 @@ def main(argv=None) -> int:
             info = json.loads((run / "ray.json").read_text())
         mem = snapshot_processes(proc.pid)
         state = ray_state(info.get("gcs_address") or "auto", info["namespace"]) if info else {}
-        rows.append({"t_s": round(t, 1), **{f"rss_mb:{k}": round(v, 1) for k, v in mem.items()}, **state})
-        total = sum(mem.values())
+        rows.append(
+            {
+                "t_s": round(t, 1),
+                **{f"rss_mb:{k}": round(rss, 1) for k, (rss, _) in mem.items()},
+                **{f"private_mb:{k}": round(rss - shared, 1) for k, (rss, shared) in mem.items()},
+                **state,
+            }
+        )
+        total = sum(rss for rss, _ in mem.values())
+        private = sum(rss - shared for rss, shared in mem.values())
         print(
-            f"[{t:6.0f}s] processes {len(mem)}  rss {total:,.0f} MB  object store {state.get('object_store_mb', float('nan')):.1f} MB"
+            f"[{t:6.0f}s] processes {len(mem)}  rss {total:,.0f} MB (own {private:,.0f})  object store {state.get('object_store_mb', float('nan')):.1f} MB"
             f"  unfinished tasks {state.get('unfinished_tasks', '-')}",
             flush=True,
         )
@@ -242,7 +259,7 @@ def main(argv=None) -> int:
         mask = after & present & own
         y = np.array([r[k] for r, m in zip(rows, mask) if m], dtype=float)
         if len(y) < 5:
-            if k.startswith("rss_mb:") and present.any():
+            if k.startswith("private_mb:") and present.any():
                 print(f"  {k:45s} lived {t[present][-1] - born:5.0f} s from t={born:.0f} s: too short to fit")
             continue
         s, noise = slope_and_noise(t[mask], y)

@@ -30,3 +30,15 @@ def test_slope_of_a_line_in_mb_per_hour():
     t = np.arange(0, 1800, 30.0)
     slope, noise = slope_and_noise(t, 200 + t / 3600 * 40)
     assert abs(slope - 40) < 1e-6 and noise < 1e-6
+
+
+def test_each_process_reports_its_rss_and_its_shared_pages():
+    import os
+
+    from benchmarks.soak import snapshot_processes
+
+    mem = snapshot_processes(os.getpid())
+    (key,) = [k for k in mem if k.endswith(f"#{os.getpid()}")]
+    rss, shared = mem[key]
+    assert rss > shared > 0  # a Python process with numpy loaded has both
+    assert snapshot_processes(2**22 + 12345) == {}  # a process that is gone: nothing, no error
