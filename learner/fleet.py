@@ -89,6 +89,8 @@ class Fleet:
         self.feeder = None  # learner.feeder.Feeder, with --feed mirror
         self.beta = 0.4  # the importance-sampling exponent the feeder's requests carry
         self.shard_stats: list[dict] = []
+        self.stats_refs: dict[int, ray.ObjectRef] = {}  # actor -> its stats request not yet answered
+        self.replay_stats_refs: list | None = None  # the shards' stats requests not yet answered
         self.shard_sizes = np.zeros(cfg.replay.replay_shards)
         self.rng = np.random.default_rng(cfg.run.seed)
         self.weights_ref = None
@@ -410,24 +412,54 @@ class Fleet:
 
     # ---- polling -------------------------------------------------------------------------
     def poll(self) -> FleetPoll:
-        """Stats of the actors and shards, and any actor brought back since the last poll."""
-        stats = self._poll_actors()
-        replay = self._poll_replays()
+        """Stats of the actors and shards, and any actor brought back since the last poll.
+
+        Never waits on a busy part: a poll takes the answers to the previous poll's requests
+        that have come and asks again, so what it reports is about one poll old (an actor in
+        the middle of its step batch, or a shard with messages queued ahead, answers a poll
+        later instead of holding the learner up)."""
+        stats = self._poll_actors(wait=False)
+        replay = self._poll_replays(wait=False)
         stats += self._check_actors()
         return FleetPoll(stats, replay, len(self.run_refs), len(self.restarting), self._finished_evals())
 
-    def _poll_actors(self) -> list[dict]:
-        refs = {i: self.actors[i].stats.remote() for i in self.run_refs}
+    def _poll_actors(self, wait: bool = True) -> list[dict]:
+        """Each running actor's cumulative stats, at most one request in flight per actor (so
+        they come in order). ``wait=False``: the answers that have come, then a request to
+        every actor without one. ``wait=True`` (the last poll): every answer, then fresh ones,
+        which include what the actors did after the earlier requests."""
+        out = self._take_actor_stats(wait)
+        for i in self.run_refs:
+            if i not in self.stats_refs:
+                self.stats_refs[i] = self.actors[i].stats.remote()
+        return out + self._take_actor_stats(True) if wait else out
+
+    def _take_actor_stats(self, wait: bool) -> list[dict]:
+        refs = self.stats_refs
+        if not refs:
+            return []
+        ready = set(refs.values()) if wait else set(ray.wait(list(refs.values()), num_returns=len(refs), timeout=0)[0])
         out = []
-        for i, ref in refs.items():
+        for i, ref in list(refs.items()):
+            if ref not in ready:
+                continue
+            del refs[i]
             try:
                 out.append(ray.get(ref, timeout=30))
             except Exception as e:
                 log.warning("no stats from actor-%d: %s", i, type(e).__name__)
         return out
 
-    def _poll_replays(self) -> dict:
-        refs = [r.stats.remote() for r in self.replays]
+    def _poll_replays(self, wait: bool = True) -> dict:
+        """The shards' stats summed (per shard too when there are several); {} while the
+        answers to the previous poll's requests have not all come (``wait=False``)."""
+        refs = self.replay_stats_refs
+        if wait or refs is None:
+            refs = [r.stats.remote() for r in self.replays]
+        if not wait and len(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) < len(refs):
+            self.replay_stats_refs = refs
+            return {}
+        self.replay_stats_refs = None if wait else [r.stats.remote() for r in self.replays]
         shards = [self._shard_stats(j, ref) for j, ref in enumerate(refs)]
         self.shard_stats = shards
         self.shard_sizes = np.array([sh["items_sampleable"] for sh in shards], dtype=np.float64)
@@ -492,6 +524,9 @@ class Fleet:
         done, _ = ray.wait(list(self.run_refs.values()), num_returns=len(self.run_refs), timeout=0)
         for i in [i for i, ref in self.run_refs.items() if ref in done]:
             ref = self.run_refs.pop(i)
+            # Its stats request goes too: the probe below asks again, and an answer from before
+            # the restart arriving after one from after would count its steps twice.
+            self.stats_refs.pop(i, None)
             try:
                 ray.get(ref)
                 log.warning("actor-%d's loop ended on its own", i)
