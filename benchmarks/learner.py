@@ -157,6 +157,10 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
         args.replay_shards,
         "--log-interval",
         1,
+        # No evaluator: it would play 10 Breakout games inside the window on the same cores,
+        # taking CPU from the learner this measures (the evaluator's cost is measured apart).
+        "--eval-period",
+        0,
         "--seed",
         args.seed,
         "--time-limit",

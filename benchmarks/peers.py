@@ -61,7 +61,8 @@ TARGETS = {
 # flags. The loop syncs its target every 1,000 agent steps, RLlib every 1,000 sampled env steps
 # (target_network_update_freq): 250 updates at one update per 4 steps, hence the period.
 LOOP_TARGET_UPDATES = 250
-#: Every raydqn run here, today's rows too: no evaluator. Both presets evaluate Atari runs every
+#: Every raydqn run here, today's rows too: no evaluator (``benchmarks.learner.system_rate``
+#: passes it too now; kept here so the equal-work rows say so on their own). Both presets evaluate Atari runs every
 #: 1M env frames, the first time as soon as the learner has trained, so without this a separate
 #: Ray actor plays 10 games of Breakout inside the measurement window, on the same 2 cores;
 #: neither the loop nor RLlib evaluates.
