@@ -235,9 +235,8 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
     try:
         spec = spec_of(env, env_id)
         if video and not spec.atari:
-            raise EvaluationError(
-                f"--video: {env_id} is a flat-vector environment without screens; videos need an ALE game"
-            )
+            kind = "a MinAtar grid of object channels" if env_id.startswith("MinAtar/") else "a flat-vector environment"
+            raise EvaluationError(f"--video: {env_id} is {kind}, without an emulator screen; videos need an ALE game")
         sig = signature_for(spec, cfg.learner)
         if sig != upgrade_signature(payload["signature"]):
             raise CheckpointError(f"{checkpoint} was trained on {payload['signature']}, {env_id} needs {sig}")

@@ -232,6 +232,14 @@ def test_reference_table_covers_atari_57_by_registered_ale_id():
 # --------------------------------------------------------------------------- bad input
 
 
+def test_a_minatar_video_is_refused_as_a_grid_not_as_a_vector(tmp_path, capsys):
+    pytest.importorskip("minatar")
+    checkpoint = make_checkpoint(tmp_path / "m.pt", "MinAtar/Breakout-v1")
+    assert main(["--checkpoint", str(checkpoint), "--video", str(tmp_path / "v.mp4"), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MinAtar grid of object channels" in err[0] and "flat-vector" not in err[0], err
+
+
 @pytest.mark.parametrize(
     "case, needle",
     [
