@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -89,11 +90,23 @@ def ray_state(address: str, namespace: str) -> dict:
         "for o in objs: kinds[f'objects:{o.reference_type}'] = kinds.get(f'objects:{o.reference_type}', 0) + 1\n"
         "print(json.dumps({'object_store_mb': used / 2**20, 'objects': len(objs), 'unfinished_tasks': len(tasks), **kinds}))\n"
     )
-    try:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except Exception:  # the run may be between states; a missing sample is not a failure
-        return {}
+    # A local instance Ray started turns its token authentication on, and a client joins
+    # it only in token mode; a cluster with authentication off, as the environment says.
+    # The first mode that answers is kept.
+    modes = sorted(("token", None), key=lambda m: m != _STATE_AUTH[0])
+    for mode in modes:
+        env = dict(os.environ, RAY_AUTH_MODE=mode) if mode else dict(os.environ)
+        try:
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+        except Exception:  # the run may be between states; a missing sample is not a failure
+            continue
+        _STATE_AUTH[0] = mode
+        return out
+    return {}
+
+
+_STATE_AUTH: list = ["token"]  # the authentication mode the last state query answered in
 
 
 def slope_per_hour(t_s: np.ndarray, y: np.ndarray) -> float:
