@@ -94,9 +94,16 @@ def test_the_last_poll_waits_and_asks_again_after_the_earlier_answers(fleet):
     assert fleet.stats_refs == {}
 
 
-def test_an_actor_whose_loop_ended_loses_its_stats_request(fleet):
-    fleet.poll()
-    fleet.run_refs[1].ready = True  # actor-1's loop ended (killed, say)
-    fleet.run_refs[1].value = None
-    fleet.poll()
+@pytest.mark.parametrize("answered", [True, False])
+def test_an_ended_loops_answer_counts_if_it_came_and_its_request_goes(fleet, answered):
+    fleet.poll()  # a request to each actor in flight
+    a1 = fleet.actors[1]
+    a1.requests[0].ready = answered  # actor-1 answered (or not) before its loop ended
+    fleet.run_refs[1].ready = True  # ... killed, say
+    polled = fleet.poll()
+    got = [(s["actor"], s["agent_steps"]) for s in polled.actor_stats]
+    # An answer that came before the loop ended is taken (the steps it made before it
+    # stopped); an unanswered request is dropped, so no answer from before the restart can
+    # follow one from after.
+    assert got == ([(1, 10)] if answered else [])
     assert 1 not in fleet.stats_refs and 1 in fleet.restarting and 0 in fleet.stats_refs
