@@ -62,6 +62,14 @@ CASES = {
         (["--snapshot-dir", "MISSING"], ["--snapshot-dir", "not an existing directory"]),
         (["--seed", "x"], ["--seed", "'x'"]),
     ],
+    "evaluator_memory": [
+        (["--evaluations", "1"], ["--evaluations", "'1'"]),
+        (["--evaluations", "many"], ["--evaluations", "'many'"]),
+        (["--episodes", "0"], ["--episodes", "'0'"]),
+        (["--env", "Pendulum-v1"], ["--env Pendulum-v1"]),
+        (["--env", "ALE/NoSuchGame-v5"], ["--env ALE/NoSuchGame-v5"]),
+        (["--frobnicate"], ["--frobnicate"]),
+    ],
     "soak": [
         (["--minutes", "0"], ["--minutes", "'0'"]),
         (["--minutes", "5", "--warmup-minutes", "8"], ["--warmup-minutes=8", "--minutes=5"]),
