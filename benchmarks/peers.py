@@ -61,12 +61,8 @@ TARGETS = {
 # flags. The loop syncs its target every 1,000 agent steps, RLlib every 1,000 sampled env steps
 # (target_network_update_freq): 250 updates at one update per 4 steps, hence the period.
 LOOP_TARGET_UPDATES = 250
-#: Every raydqn run here, today's rows too: no evaluator (``benchmarks.learner.system_rate``
-#: passes it too now; kept here so the equal-work rows say so on their own). Both presets evaluate Atari runs every
-#: 1M env frames, the first time as soon as the learner has trained, so without this a separate
-#: Ray actor plays 10 games of Breakout inside the measurement window, on the same 2 cores;
-#: neither the loop nor RLlib evaluates.
-NO_EVAL = ["--eval-period", 0]
+# Every raydqn run here, today's rows too, runs without the evaluator: ``benchmarks.learner.
+# system_rate`` passes --eval-period 0 (neither the loop nor RLlib evaluates).
 #: CleanRL's algorithm exactly: Nature CNN, max target, n = 1, uniform, MSE, Adam lr 1e-4 eps 1e-8, fp32.
 NATURE_ADAM = [
     "--preset",
@@ -663,9 +659,7 @@ def main(argv=None) -> int:
         from benchmarks.cli import check_learner_flags
 
         for extra in (NATURE_ADAM, NATURE_RMSPROP, RLLIB_SETTINGS):
-            check_learner_flags(
-                p, ["--batch-size", args.batch_size, "--replay-ratio", args.replay_ratio] + extra + NO_EVAL
-            )
+            check_learner_flags(p, ["--batch-size", args.batch_size, "--replay-ratio", args.replay_ratio] + extra)
     if args.rllib_python not in (None, "off") and shutil.which(args.rllib_python) is None:
         p.error(f"--rllib-python {args.rllib_python}: no such executable (name an interpreter, or 'off')")
     if args.cleanrl_child:
@@ -731,8 +725,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     wait_quiet(timeout=args.quiet_wait)
-    with extra_flags(NO_EVAL):
-        ray8 = L.system_rate(args, out_dir / "raydqn-r8", args.profile)
+    ray8 = L.system_rate(args, out_dir / "raydqn-r8", args.profile)
     print(
         f"raydqn, replay ratio {args.replay_ratio:g}: {ray8['agent_steps_per_s']:.1f} agent steps/s, "
         f"{ray8['updates_per_s']:.1f} updates/s",
@@ -741,7 +734,7 @@ def main(argv=None) -> int:
     eq = {}  # name -> (raydqn run, its peer's figures or None until RLlib runs)
     if equal:
         wait_quiet(timeout=args.quiet_wait)
-        with extra_flags(NATURE_ADAM + NO_EVAL):
+        with extra_flags(NATURE_ADAM):
             eq["adam"] = L.system_rate(args, out_dir / "raydqn-nature-adam", False)
         print(
             f"raydqn --preset nature, Adam, fp32: {eq['adam']['agent_steps_per_s']:.1f} agent steps/s, "
@@ -757,7 +750,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
             wait_quiet(timeout=args.quiet_wait)
-            with extra_flags(NATURE_RMSPROP + NO_EVAL):
+            with extra_flags(NATURE_RMSPROP):
                 eq["rmsprop"] = L.system_rate(args, out_dir / "raydqn-nature-rmsprop", False)
             eq["rmsprop"]["loop"] = loop_rms
             print(
@@ -766,7 +759,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
         wait_quiet(timeout=args.quiet_wait)
-        with extra_flags(RLLIB_SETTINGS + NO_EVAL):
+        with extra_flags(RLLIB_SETTINGS):
             eq["rllib_settings"] = L.system_rate(args, out_dir / "raydqn-rllib-settings", False)
         print(
             f"raydqn at RLlib's settings: {eq['rllib_settings']['agent_steps_per_s']:.1f} agent steps/s, "
@@ -776,8 +769,7 @@ def main(argv=None) -> int:
     free = None
     if not args.skip_free_running:
         wait_quiet(timeout=args.quiet_wait)
-        with extra_flags(NO_EVAL):
-            free = L.system_rate(args, out_dir / "raydqn-free", False, replay_ratio=0.0)
+        free = L.system_rate(args, out_dir / "raydqn-free", False, replay_ratio=0.0)
         print(
             f"raydqn, free-running: {free['agent_steps_per_s']:,.0f} agent steps/s, {free['updates_per_s']:.1f} updates/s",
             flush=True,
