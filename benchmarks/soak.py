@@ -294,10 +294,14 @@ def main(argv=None) -> int:
     # Records lost: agent steps the actors reported that never became a replay transition
     # (a killed actor's unsent records), plus what a replay restart lost.
     lost = (summary.get("agent_steps", 0) or 0) - replay.get("transitions_inserted", 0)
+    gaps = replay.get("records_lost")
     print(
         f"\nactor kills {len(kills)}, actor restarts {summary.get('actor_restarts')}, "
-        f"replay restarts {summary.get('replay_restarts')}, transitions never inserted {lost:,} "
-        f"(at most {2 * 4 * 64 + 2 * 4 * 3} a kill: 4 streams x (64 held + n) per actor, and queued messages)"
+        f"replay restarts {summary.get('replay_restarts')}; records lost in transit (gaps in a stream's "
+        f"sequence numbers at the replay) {gaps}; items cut off by a kill (n-step window never completed) "
+        f"{replay.get('items_dropped')}; agent steps counted minus transitions inserted {lost:,} "
+        f"(net of a killed actor's unsent records, at most {4 * 64 + 4 * 3} a kill, and the steps it made "
+        f"after its last stats answer, which the driver never counted)"
     )
     print(
         json.dumps(
@@ -309,6 +313,9 @@ def main(argv=None) -> int:
                 "actor_restarts": summary.get("actor_restarts"),
                 "replay_restarts": summary.get("replay_restarts"),
                 "transitions_never_inserted": lost,
+                "records_lost_in_transit": gaps,
+                "items_cut_by_kills": replay.get("items_dropped"),
+                "replay_heap_trims": replay.get("heap_trims"),
                 "agent_steps": summary.get("agent_steps"),
                 "env_frames": summary.get("env_frames"),
                 "learner_steps": summary.get("learner_steps"),

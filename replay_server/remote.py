@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from common.memory import Trimmer
 from common.messages import NO_ACTION, IndexBatch, MessageError, SampleBatch, decode_step_batch
 from replay_server.buffer import ReplayBuffer
 from replay_server.rate_limiter import RateLimiter
@@ -52,6 +53,9 @@ class ReplayServer:
         self.batches_added = 0
         self.restored: dict | None = None
         self.restore_error: str | None = None  # why a snapshot was moved aside; stats() reports it
+        # Evicting a full replay frees blobs of every size all the time: give the freed
+        # pages back once a minute, or resident memory creeps up in steps (common.memory).
+        self.trimmer = Trimmer(period_s=60.0)
         if snapshot_path is not None and os.path.exists(snapshot_path):
             self._restore(snapshot_path)
 
@@ -132,6 +136,7 @@ class ReplayServer:
         return self.buffer.update_priorities(ids, priorities)
 
     def stats(self) -> dict:
+        self.trimmer.maybe()  # the driver polls stats every few seconds
         return {
             **self.buffer.stats(),
             "rejected": self.rejected,
@@ -140,6 +145,7 @@ class ReplayServer:
             "transitions_sampled": self.limiter.samples,
             "restored_records": self.restored["records"] if self.restored else 0,
             "restore_error": self.restore_error,
+            "heap_trims": self.trimmer.trims,
         }
 
     def ping(self) -> bool:

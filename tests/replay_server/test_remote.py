@@ -31,3 +31,17 @@ def test_shell_adds_samples_and_rejects_bad_batches(caplog):
     stats = server.stats()
     assert stats["rejected"] == 3 and stats["batches_added"] == 2
     assert stats["records_added"] == 10 and stats["items_sampleable"] == 7 and stats["streams"] == 1
+
+
+def test_stats_gives_freed_heap_pages_back_once_a_minute():
+    from common.memory import Trimmer
+
+    now = [0.0]
+    server = ReplayServer(capacity=100, stack_size=4, n_step=3, gamma=0.9, seed=0)
+    assert server.trimmer.period_s == 60.0
+    server.trimmer = Trimmer(period_s=60.0, clock=lambda: now[0])
+    assert server.stats()["heap_trims"] == 0
+    now[0] = 61.0
+    assert server.stats()["heap_trims"] == 1
+    now[0] = 100.0
+    assert server.stats()["heap_trims"] == 1
