@@ -77,6 +77,22 @@ def check_out_dir(p: argparse.ArgumentParser, flag: str, path: str | None) -> No
         p.error(f"{flag} {path}: {existing} is not writable")
 
 
+def check_out_file(p: argparse.ArgumentParser, flag: str, path: str) -> None:
+    """``p.error`` unless ``path`` names a file that can be written where it says: not a
+    directory, in an existing, writable directory (checked before any work, so a long run
+    never ends unable to write its result)."""
+    f = Path(path)
+    if f.is_dir():
+        p.error(f"{flag} {path}: is a directory, not a file")
+    parent = f.parent
+    if not parent.exists():
+        p.error(f"{flag} {path}: directory '{parent}' does not exist")
+    if not parent.is_dir():
+        p.error(f"{flag} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        p.error(f"{flag} {path}: directory '{parent}' is not writable")
+
+
 def check_learner_flags(p: argparse.ArgumentParser, argv: list) -> None:
     """``p.error`` if ``learner.main`` would refuse these flags (each value alone, and
     together: a batch larger than the replay, a device torch does not have)."""

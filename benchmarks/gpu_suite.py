@@ -175,7 +175,7 @@ def feed(args) -> dict:
 
 
 def parse(argv) -> argparse.Namespace:
-    from benchmarks.cli import parser
+    from benchmarks.cli import check_out_file, parser
 
     p = parser(__doc__.splitlines()[0], prog="python -m benchmarks.gpu_suite")
     p.add_argument("--out", required=True, help="the JSON file to write")
@@ -184,6 +184,12 @@ def parse(argv) -> argparse.Namespace:
     )
     p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test of every phase in about a minute")
     args = p.parse_args(argv)
+    check_out_file(p, "--out", args.out)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: torch sees no CUDA device here (a smoke test: --device cpu --tiny)")
     big = not args.tiny
     defaults = dict(
         batch_size=512 if big else 8,

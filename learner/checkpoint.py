@@ -63,8 +63,10 @@ def load_checkpoint(path: str | Path, signature: dict | None = None) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
+        # torch's first sentence says what failed; the rest is advice about torch's own bugs
+        first = (str(e).splitlines() or [""])[0].split(". ")[0][:160]
         raise CheckpointError(
-            f"unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"unreadable checkpoint {path} (cut short or corrupt?): {type(e).__name__}: {first}"
         ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise CheckpointError(

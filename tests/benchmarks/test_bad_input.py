@@ -80,6 +80,12 @@ CASES = {
         (["--env", "Pendulum-v1"], ["--env Pendulum-v1"]),
         (["--out-dir", "FILE"], ["--out-dir", "is a file"]),
     ],
+    "gpu_suite": [
+        (["--device", "cpu", "--out", "FILE/suite.json"], ["--out", "is a file, not a directory"]),
+        (["--device", "cpu", "--out", "MISSING/suite.json"], ["--out", "does not exist"]),
+        (["--device", "cpu", "--out", "."], ["--out", "is a directory"]),
+        (["--device", "tpu", "--out", "suite.json"], ["--device", "'tpu'"]),
+    ],
     "chaos": [
         (["--settle", "-1"], ["--settle", "'-1'"]),
         (["--settle", "nan"], ["--settle", "'nan'"]),
@@ -114,6 +120,20 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path, monkeypatch, program, ar
         assert needle in err[0], (needle, err[0])
     assert out.out == ""  # not even the machine's description: nothing started
     assert tree(tmp_path) == before
+
+
+def test_gpu_suite_refuses_cuda_where_there_is_none(capsys, tmp_path):
+    import torch
+
+    from benchmarks import gpu_suite
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_suite.main(["--out", str(tmp_path / "suite.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "--device cuda" in err[0], err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_real_process_exit_code(tmp_path):
