@@ -71,10 +71,26 @@ def snapshot_processes(root_pid: int) -> dict[str, tuple[float, float]]:
     for p in procs:
         try:
             m = p.memory_info()
+            if m.rss == 0:  # a killed actor not yet reaped (a zombie) holds no memory: not a sample
+                continue
             out[f"{process_name(p)}#{p.pid}"] = (m.rss / 2**20, m.shared / 2**20)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return out
+
+
+def replay_beyond_frames(mem: dict[str, tuple[float, float]], state: dict) -> dict:
+    """The replay's own memory minus the compressed frames it holds (its stats' frame_bytes).
+
+    A full replay's frames are not a fixed size: as the agent plays better its screens
+    compress less well (Breakout: more bricks gone, the ball in play longer), so its own
+    memory may rise with nothing leaking. What is left after the frames is what must be flat.
+    With one shard (the soak's) the one ReplayServer process is replay-0."""
+    frames = state.get("replay_frames_mb:replay-0")
+    replays = [rss - shared for k, (rss, shared) in mem.items() if k.startswith("ray::ReplayServer#")]
+    if frames is None or len(replays) != 1:
+        return {}
+    return {"beyond_frames_mb:replay-0": round(replays[0] - frames, 1)}
 
 
 def ray_state(address: str, namespace: str) -> dict:
@@ -88,7 +104,12 @@ def ray_state(address: str, namespace: str) -> dict:
         "tasks = list_tasks(filters=[('state', '!=', 'FINISHED')], limit=10000, raise_on_missing_output=False)\n"
         "kinds = {}\n"
         "for o in objs: kinds[f'objects:{o.reference_type}'] = kinds.get(f'objects:{o.reference_type}', 0) + 1\n"
-        "print(json.dumps({'object_store_mb': used / 2**20, 'objects': len(objs), 'unfinished_tasks': len(tasks), **kinds}))\n"
+        "frames = {}\n"
+        "for j in range(64):\n"
+        "    try: st = ray.get(ray.get_actor(f'replay-{j}').stats.remote(), timeout=10)\n"
+        "    except Exception: break\n"
+        "    frames[f'replay_frames_mb:replay-{j}'] = st.get('frame_bytes', 0) / 2**20\n"
+        "print(json.dumps({'object_store_mb': used / 2**20, 'objects': len(objs), 'unfinished_tasks': len(tasks), **kinds, **frames}))\n"
     )
     # A local instance Ray started turns its token authentication on, and a client joins
     # it only in token mode; a cluster with authentication off, as the environment says.
@@ -228,6 +249,8 @@ def main(argv=None) -> int:
     kills: list[dict] = []
     while proc.poll() is None:
         time.sleep(args.every)
+        if proc.poll() is not None:
+            break  # the run ended while we slept: its Ray is gone, a state query would only time out
         t = time.monotonic() - t0
         if args.kill_every and t >= (len(kills) + 1) * args.kill_every and t < args.minutes * 60 - 30:
             victim = kill_one_actor(proc.pid, len(kills))
@@ -243,6 +266,7 @@ def main(argv=None) -> int:
                 **{f"rss_mb:{k}": round(rss, 1) for k, (rss, _) in mem.items()},
                 **{f"private_mb:{k}": round(rss - shared, 1) for k, (rss, shared) in mem.items()},
                 **state,
+                **replay_beyond_frames(mem, state),
             }
         )
         total = sum(rss for rss, _ in mem.values())

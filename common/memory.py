@@ -47,12 +47,15 @@ class Trimmer:
         self.last = clock()
         self.trims = 0
 
-    def maybe(self) -> bool:
-        """Trim if the period has passed since the last trim; True if it trimmed."""
-        now = self.clock()
-        if now - self.last < self.period_s:
-            return False
-        self.last = now
+    def now(self) -> None:
+        """Trim now (after a large temporary is freed); the period restarts."""
+        self.last = self.clock()
         self.trims += 1
         trim_heap()
+
+    def maybe(self) -> bool:
+        """Trim if the period has passed since the last trim; True if it trimmed."""
+        if self.clock() - self.last < self.period_s:
+            return False
+        self.now()
         return True

@@ -110,6 +110,7 @@ class ReplayBuffer:
         self.sampler = PrioritySampler(self.capacity, self.prioritized, self.alpha, self.priority_eps)
         self._slots = allocate_slots(self.capacity, self.stack_size)
         self._blobs: list[bytes | None] = [None] * self.capacity
+        self._blob_bytes = 0  # compressed frame bytes held: what the replay's memory should follow
         self._frame_spec: tuple[str, tuple[int, ...], str] | None = None  # codec, shape, dtype
         self._streams: dict[int, StreamState] = {}
         self._records_added = 0
@@ -165,6 +166,7 @@ class ReplayBuffer:
             "items_dropped": self._items_dropped,
             "records_lost": self._records_lost,
             "priority_updates_ignored": self._priority_updates_ignored,
+            "frame_bytes": self._blob_bytes,
         }
 
     # ------------------------------------------------------------------ insertion
@@ -260,9 +262,11 @@ class ReplayBuffer:
         blobs = batch.frame_blobs[part]
         s0 = int(uids[0]) % cap
         if s0 + m <= cap:
+            self._blob_bytes += _nbytes(blobs) - _nbytes(self._blobs[s0 : s0 + m])
             self._blobs[s0 : s0 + m] = blobs
         else:
             split = cap - s0
+            self._blob_bytes += _nbytes(blobs) - _nbytes(self._blobs[s0:]) - _nbytes(self._blobs[: m - split])
             self._blobs[s0:] = blobs[:split]
             self._blobs[: m - split] = blobs[split:]
         self._records_added = int(uids[-1]) + 1
@@ -509,6 +513,7 @@ class ReplayBuffer:
         # Nothing is mutated above this line; nothing below can fail on a checked state.
         self._slots = new.slots
         self._blobs = new.blobs
+        self._blob_bytes = _nbytes(new.blobs)
         self.sampler.load(new.leaves, new.counters["max_priority"])
         self._frame_spec = new.frame_spec
         self._streams = new.streams
@@ -519,3 +524,8 @@ class ReplayBuffer:
         self._epoch = epoch
         self.rng = new.rng
         self._consumers = {}  # every consumer's mirror must start over
+
+
+def _nbytes(blobs) -> int:
+    """Bytes of a list of blobs (None: an empty slot)."""
+    return sum(len(b) for b in blobs if b is not None)

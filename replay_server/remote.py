@@ -186,6 +186,7 @@ class ReplayServer:
         """
         start = time.perf_counter()
         nbytes = write_snapshot(path, self.state_dict())
+        self.trimmer.now()  # the snapshot's compressed sections are freed: give their pages back
         return {
             "path": os.fspath(path),
             "bytes": nbytes,

@@ -41,6 +41,13 @@ def test_the_trimmer_trims_at_most_once_per_period():
     assert not t.maybe()
     now[0] += 60.0
     assert t.maybe() and t.trims == 2
+    now[0] += 30.0
+    t.now()  # a trim on demand restarts the period
+    assert t.trims == 3
+    now[0] += 59.0
+    assert not t.maybe()
+    now[0] += 1.0
+    assert t.maybe() and t.trims == 4
 
 
 def test_a_negative_period_is_refused():

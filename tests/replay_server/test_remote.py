@@ -45,3 +45,11 @@ def test_stats_gives_freed_heap_pages_back_once_a_minute():
     assert server.stats()["heap_trims"] == 1
     now[0] = 100.0
     assert server.stats()["heap_trims"] == 1
+
+
+def test_a_snapshot_gives_its_freed_pages_back_at_once(tmp_path):
+    server = ReplayServer(capacity=100, stack_size=4, n_step=3, gamma=0.9, seed=0)
+    server.add(encoded_batch(0, 5))
+    trims = server.stats()["heap_trims"]
+    server.save_snapshot(str(tmp_path / "replay.snapshot"))
+    assert server.stats()["heap_trims"] == trims + 1
