@@ -17,6 +17,7 @@ import torch
 from actors.acting import resolve_precision
 from actors.builder import build_actor_core
 from actors.metrics import ActorMetrics
+from common.affinity import pin_worker_from_env
 from common.config import Config
 from common.messages import encode_step_batch
 
@@ -26,6 +27,7 @@ MIN_BACKOFF_S, MAX_BACKOFF_S = 0.005, 0.05  # polling the replay while the rate 
 
 class ActorShell:
     def __init__(self, config: dict, actor_index: int, replay):
+        pin_worker_from_env()  # --pin-cpus on: off the learner's cores (common.affinity)
         self.cfg = Config.from_dict(config)
         torch.set_num_threads(self.cfg.actors.actor_threads)
         self.index = actor_index

@@ -163,6 +163,8 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
         0,
         "--seed",
         args.seed,
+        "--pin-cpus",
+        args.pin_cpus,
         "--time-limit",
         180 + args.warmup + args.window + (args.spy_seconds if profile else 0),
     ]
@@ -277,6 +279,12 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
         help="RAY_worker_niceness for the system's Ray workers "
         "(actors, replay); default: learner.main's (0; Ray's own default is 15, the learner runs at 0)",
     )
+    p.add_argument(
+        "--pin-cpus",
+        choices=("off", "on"),
+        default="off",
+        help="learner.main --pin-cpus: the learner on its own cores, Ray's workers on the others",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the driver, replay and an actor after the window")
     p.add_argument("--spy-seconds", type=SECONDS, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, learning from 2,000")
@@ -357,7 +365,7 @@ def main(argv=None) -> int:
     print(describe_machine(m), flush=True)
     print(
         f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
-        f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}; "
+        f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}, pin-cpus {args.pin_cpus}; "
         f"run dirs under {out_dir}",
         flush=True,
     )
@@ -446,6 +454,7 @@ def main(argv=None) -> int:
             "batch_size": args.batch_size,
             "replay_ratio": args.replay_ratio,
             "threads": args.threads,
+            "pin_cpus": args.pin_cpus,
             "device": args.device,
             "standalone_before": s1,
             "standalone_after": s2,

@@ -687,7 +687,7 @@ def main(argv=None) -> int:
     print(
         f"Breakout, batch {args.batch_size}, replay ratio {args.replay_ratio:g}, capacity {args.replay_capacity:,}, "
         f"learning from {args.learning_starts:,}; raydqn {args.num_actors} actors x {args.envs_per_actor} envs, "
-        f"{args.threads} learner threads, Ray worker niceness {L.niceness_text(args)}; run dirs under {out_dir}",
+        f"{args.threads} learner threads, Ray worker niceness {L.niceness_text(args)}, pin-cpus {args.pin_cpus}; run dirs under {out_dir}",
         flush=True,
     )
 

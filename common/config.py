@@ -436,8 +436,16 @@ class RunConfig:
         600.0, "seconds to wait for a cluster's autoscaler to provide the CPUs the run needs before giving up"
     )
     num_cpus: Optional[int] = _f(None, "CPUs Ray may use when it starts a local instance (default: all)")
+    pin_cpus: str = _f(
+        "off",
+        "on: a CPU learner on a local Ray instance keeps its own cores (the first --learner-threads), "
+        "the actors, replay shards and evaluator run on the others, so they never preempt an update "
+        "(Linux; ignored with --address, on a GPU, or when no core is left for the workers)",
+        choices=("off", "on"),
+    )
 
     def __post_init__(self):
+        _require(self.pin_cpus in ("off", "on"), "pin_cpus", self.pin_cpus, "must be off or on")
         _require(self.preset in PRESETS, "preset", self.preset, f"must be one of {', '.join(PRESETS)}")
         _require(self.total_env_frames >= 1, "total_env_frames", self.total_env_frames, "must be at least 1")
         _require(self.total_learner_steps >= 0, "total_learner_steps", self.total_learner_steps, "must be >= 0")

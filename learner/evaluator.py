@@ -24,6 +24,9 @@ class Evaluator:
     (one batched forward pass); each evaluation uses fresh emulators with its own seed."""
 
     def __init__(self, config: dict | Config, num_envs: int | None = None, threads: int = 1):
+        from common.affinity import pin_worker_from_env
+
+        pin_worker_from_env()  # --pin-cpus on: off the learner's cores (common.affinity)
         self.cfg = config if isinstance(config, Config) else Config.from_dict(config)
         self.episodes = self.cfg.eval.eval_episodes
         self.num_envs = max(1, min(num_envs or 8, self.episodes))

@@ -116,6 +116,18 @@ def cpu_learner_threads(cfg: Config) -> int:
     return max(1, cores - cfg.actors.num_actors - cfg.replay.replay_shards)
 
 
+def cpu_plan(cfg: Config) -> tuple[list[int], list[int]] | None:
+    """(the learner's cores, the workers') under ``--pin-cpus on``, or None: not asked, a
+    cluster, a GPU learner, no affinity calls, or no core left for the workers."""
+    from common.affinity import available_cpus, can_pin, split_cpus
+
+    if cfg.run.pin_cpus != "on" or cfg.run.address is not None or not can_pin():
+        return None
+    if pick_device(cfg.learner.device).type != "cpu":
+        return None
+    return split_cpus(available_cpus(), cpu_learner_threads(cfg))
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -148,7 +160,18 @@ class Trainer:
         self.t0 = time.monotonic()
         try:
             c = self.counters
+            plan = cpu_plan(self.cfg)
+            if plan is not None:  # before Ray starts: its workers inherit the variable
+                from common import affinity
+
+                affinity.plan_workers(plan[1])
             self.fleet.start(self.learner.weights_numpy(), c.policy_version, c.agent_steps)
+            if plan is not None:  # after: Ray's own threads in this process keep every core
+                affinity.pin_thread(plan[0])
+                self.run_log.message(
+                    f"cores: the learner on {affinity.format_cpus(plan[0])}, actors, replay and evaluator "
+                    f"on {affinity.format_cpus(plan[1])} (--pin-cpus on)"
+                )
             self.run_log.gauges = getattr(self.fleet, "gauges", None)
             # SIGTERM (ray job stop, kill, a scheduler) ends the run like Ctrl-C: checkpoint
             # first. Installed after Ray starts, as its core worker sets a handler of its own.

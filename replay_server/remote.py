@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from common.affinity import pin_worker_from_env
 from common.memory import Trimmer
 from common.messages import NO_ACTION, IndexBatch, MessageError, SampleBatch, decode_step_batch
 from replay_server.buffer import ReplayBuffer
@@ -47,6 +48,7 @@ class ReplayServer:
         tolerance: float = 0.0,
         snapshot_path: str | None = None,
     ):
+        pin_worker_from_env()  # --pin-cpus on: off the learner's cores (common.affinity)
         self.buffer = ReplayBuffer(capacity, stack_size, n_step, gamma, prioritized, alpha, priority_eps, seed)
         self.limiter = RateLimiter(samples_per_insert, min_size, tolerance)
         self.rejected = 0
