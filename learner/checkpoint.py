@@ -78,7 +78,22 @@ def load_checkpoint(path: str | Path, signature: dict | None = None) -> dict:
     if payload["version"] != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload['version']}, expected {CHECKPOINT_VERSION}")
     if signature is not None and upgrade_signature(payload["signature"]) != upgrade_signature(signature):
-        raise CheckpointError(
-            f"{path} was trained on {upgrade_signature(payload['signature'])}, this run needs {signature}"
-        )
+        raise CheckpointError(f"{path} {signature_mismatch(payload, signature)}")
     return payload
+
+
+def signature_mismatch(payload: dict, signature: dict) -> str:
+    """'was trained on <env> ...' naming only what differs, the checkpoint's value first."""
+    theirs, ours = upgrade_signature(payload["signature"]), upgrade_signature(signature)
+    diff = "; ".join(
+        f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here"
+        for k in sorted({*theirs, *ours})
+        if theirs.get(k) != ours.get(k)
+    )
+    config = payload.get("config")
+    env = (
+        config.get("env", {}).get("env_id")
+        if isinstance(config, dict) and isinstance(config.get("env"), dict)
+        else None
+    )
+    return f"was trained on {env or 'another network'}, which does not fit this run ({diff})"

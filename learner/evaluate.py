@@ -221,7 +221,7 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
     EvaluationError for a video of a game without screens."""
     from common.envs import spec_of, vector_env_for
     from common.networks import q_network_for, signature_for, upgrade_signature
-    from learner.checkpoint import CheckpointError, load_checkpoint
+    from learner.checkpoint import CheckpointError, load_checkpoint, signature_mismatch
 
     payload = load_checkpoint(checkpoint)
     try:
@@ -239,7 +239,7 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
             raise EvaluationError(f"--video: {env_id} is {kind}, without an emulator screen; videos need an ALE game")
         sig = signature_for(spec, cfg.learner)
         if sig != upgrade_signature(payload["signature"]):
-            raise CheckpointError(f"{checkpoint} was trained on {payload['signature']}, {env_id} needs {sig}")
+            raise CheckpointError(f"{checkpoint} {signature_mismatch(payload, sig)}")
         return Policy(checkpoint, payload, cfg, env, spec, q_network_for(spec, cfg.learner))
     except BaseException:
         env.close()

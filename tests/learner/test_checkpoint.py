@@ -55,7 +55,7 @@ def test_head_is_part_of_the_signature_and_old_checkpoints_were_dueling(tmp_path
     old = {k: v for k, v in network_signature((4,), 1, 2).items() if k != "dueling"}  # before the setting
     save_checkpoint(tmp_path / "old.pt", learner.state_dict(), {}, old, {"env": {}})
     assert load_checkpoint(tmp_path / "old.pt", network_signature((4,), 1, 2, dueling=True))
-    with pytest.raises(CheckpointError, match="'dueling': True.*'dueling': False"):
+    with pytest.raises(CheckpointError, match="dueling True there, False here"):
         load_checkpoint(tmp_path / "old.pt", network_signature((4,), 1, 2, dueling=False))
     plain = DQNLearner(build_q_network((4,), 1, 2, dueling=False), 1e-3, 1e-8, 10, 5)
     save_checkpoint(
