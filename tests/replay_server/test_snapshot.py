@@ -71,8 +71,10 @@ def observe(server):
     buf = server.buffer
     ids = buf.sampleable_ids()
     state = buf.state_dict()
+    stats = server.stats()
+    stats.pop("heap_trims")  # this process's memory housekeeping (a snapshot trims), not replay state
     out = {
-        "stats": server.stats(),
+        "stats": stats,
         "uids": id_parts(ids)[1],
         "rng": buf.rng.bit_generator.state,
         "tree_leaves": state["tree_leaves"].copy(),
