@@ -315,8 +315,8 @@ def main(argv=None) -> int:
         )
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     replay = summary.get("replay", {})
-    # Records lost: agent steps the actors reported that never became a replay transition
-    # (a killed actor's unsent records), plus what a replay restart lost.
+    # A net figure, not a loss: a killed actor's unsent records, less the steps it made after
+    # its last stats answer (inserted, never counted by the driver). The loss is the seq gaps.
     lost = (summary.get("agent_steps", 0) or 0) - replay.get("transitions_inserted", 0)
     gaps = replay.get("records_lost")
     print(

@@ -47,15 +47,13 @@ def split_cpus(available: Sequence[int], learner_threads: int) -> tuple[list[int
 
 def format_cpus(cpus: Sequence[int]) -> str:
     """``[0]`` -> ``0``, ``[1, 2, 3, 7]`` -> ``1-3,7``."""
-    out, run = [], []
+    runs: list[list[int]] = []
     for c in sorted(cpus):
-        if run and c != run[-1] + 1:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(c)
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
+        if runs and c == runs[-1][-1] + 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def pin_thread(cpus: Sequence[int]) -> None:

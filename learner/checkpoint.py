@@ -90,10 +90,6 @@ def signature_mismatch(payload: dict, signature: dict) -> str:
         for k in sorted({*theirs, *ours})
         if theirs.get(k) != ours.get(k)
     )
-    config = payload.get("config")
-    env = (
-        config.get("env", {}).get("env_id")
-        if isinstance(config, dict) and isinstance(config.get("env"), dict)
-        else None
-    )
-    return f"was trained on {env or 'another network'}, which does not fit this run ({diff})"
+    env = payload["config"].get("env")  # load_checkpoint checked that config is a dict
+    env_id = env.get("env_id") if isinstance(env, dict) else None
+    return f"was trained on {env_id or 'another network'}, which does not fit this run ({diff})"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import affinity
 from common.config import Config
 from common.schedules import beta_schedule
 from learner.checkpoint import BEST_NAME, checkpoint_path, save_checkpoint
@@ -119,13 +120,11 @@ def cpu_learner_threads(cfg: Config) -> int:
 def cpu_plan(cfg: Config) -> tuple[list[int], list[int]] | None:
     """(the learner's cores, the workers') under ``--pin-cpus on``, or None: not asked, a
     cluster, a GPU learner, no affinity calls, or no core left for the workers."""
-    from common.affinity import available_cpus, can_pin, split_cpus
-
-    if cfg.run.pin_cpus != "on" or cfg.run.address is not None or not can_pin():
+    if cfg.run.pin_cpus != "on" or cfg.run.address is not None or not affinity.can_pin():
         return None
     if pick_device(cfg.learner.device).type != "cpu":
         return None
-    return split_cpus(available_cpus(), cpu_learner_threads(cfg))
+    return affinity.split_cpus(affinity.available_cpus(), cpu_learner_threads(cfg))
 
 
 def pick_device(name: str) -> torch.device:
@@ -162,8 +161,6 @@ class Trainer:
             c = self.counters
             plan = cpu_plan(self.cfg)
             if plan is not None:  # before Ray starts: its workers inherit the variable
-                from common import affinity
-
                 affinity.plan_workers(plan[1])
             self.fleet.start(self.learner.weights_numpy(), c.policy_version, c.agent_steps)
             if plan is not None:  # after: Ray's own threads in this process keep every core
