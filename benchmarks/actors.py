@@ -111,16 +111,44 @@ class _TimedForward:
 
 
 def publish_cost(core, repeats: int = 20) -> dict:
-    """Milliseconds ``core.set_weights`` takes for a publish (numpy arrays, as they arrive
-    from the object store): the load into the fp32 master plus the conversion."""
+    """Milliseconds ``core.set_weights`` takes for a publish (read-only numpy arrays, as
+    they arrive from the object store): the load into the fp32 master plus the conversion.
+    int8-static converts on a thread instead: its stall is the load plus what the forward
+    pass that begins the conversion takes beyond a plain one; ``conversion_ms`` is the
+    thread's work, timed on it."""
     weights = {k: v.detach().numpy().copy() for k, v in core.network.state_dict().items()}
-    times = []
+    for v in weights.values():
+        v.flags.writeable = False
+    static = core.acting.static
+    stacks = core.stacker.stacks
+    plain = float(np.median([_timed(core.acting.q_values, stacks) for _ in range(repeats)])) if static else 0.0
+    times, conversions = [], []
     for v in range(repeats):
-        t = time.perf_counter()
-        core.set_weights(weights, core.policy_version + 1)
-        times.append(time.perf_counter() - t)
+        t = _timed(core.set_weights, weights, core.policy_version + 1)
+        if static is not None:
+            static.calls = static.every  # due now, not after CONVERT_EVERY passes
+            t += max(0.0, _timed(core.acting.q_values, stacks) - plain)
+            static.wait()
+            conversions.append(static.conversion_ms[-1])
+        times.append(t)
     ms = np.array(times) * 1e3
-    return {"median_ms": float(np.median(ms)), "max_ms": float(ms.max())}
+    out = {"median_ms": float(np.median(ms)), "max_ms": float(ms.max())}
+    if conversions:
+        out["conversion_median_ms"], out["conversion_max_ms"] = float(np.median(conversions)), float(max(conversions))
+    return out
+
+
+def _timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def publish_text(p: dict) -> str:
+    text = f"{p['median_ms']:.1f} ms (max {p['max_ms']:.1f})"
+    if "conversion_median_ms" in p:
+        text += f" in the loop + {p['conversion_median_ms']:.1f} ms converting on a thread (max {p['conversion_max_ms']:.1f})"
+    return text
 
 
 def actor_core_rate(
@@ -280,7 +308,7 @@ def run_sweep(args) -> list[dict]:
             out.append(r)
             print(
                 f"sweep E={num_envs} {r['precision']}: efficiency {r['efficiency']:.2f} (CPU {r['cpu_efficiency']:.2f}), "
-                f"forward {r['forward_share']:.0%} of the loop, publish {r['publish']['median_ms']:.1f} ms, "
+                f"forward {r['forward_share']:.0%} of the loop, publish {publish_text(r['publish'])}, "
                 f"core {r['core_rss_mb']:.0f} MB, foreign {r['foreign_cores']:.2f} cores",
                 flush=True,
             )
@@ -323,7 +351,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--actor-precision",
         default="auto",
-        choices=("auto", "fp32", "bf16", "int8", "bf16-int8"),
+        choices=("auto", "fp32", "bf16", "int8", "bf16-int8", "int8-static"),
         help="the actors' acting network (learner.main's --actor-precision)",
     )
     p.add_argument(
@@ -332,7 +360,7 @@ def main(argv=None) -> int:
         help="also the actor core for each precision and E of "
         "--sweep-precisions x --sweep-envs, each against the emulator at that E",
     )
-    p.add_argument("--sweep-precisions", default="fp32,bf16,int8,bf16-int8")
+    p.add_argument("--sweep-precisions", default="fp32,bf16,int8,bf16-int8,int8-static")
     p.add_argument("--sweep-envs", type=_counts, default="8,16,32,64")
     p.add_argument(
         "--sweep-seconds", type=SECONDS, default=8.0, help="each point of the sweep (and its emulator baseline)"
@@ -438,8 +466,7 @@ def main(argv=None) -> int:
         f"actor core, no Ray: {core['agent_steps_per_s']:,.0f} agent steps/s, "
         f"{core['message_bytes_per_step']:.0f} message bytes per agent step; acting network {core['precision']} "
         f"(--actor-precision {args.actor_precision}): forward pass {core['forward_share']:.0%} of the loop, "
-        f"{core['forward_ms_per_stack']:.3f} ms per stack; a publish costs {core['publish']['median_ms']:.1f} ms "
-        f"(max {core['publish']['max_ms']:.1f})",
+        f"{core['forward_ms_per_stack']:.3f} ms per stack; a publish costs {publish_text(core['publish'])}",
         flush=True,
     )
     sweep = run_sweep(args) if args.sweep else []

@@ -186,8 +186,8 @@ class ActorConfig:
     actor_threads: int = _f(1, "torch threads per actor for the eps-greedy forward pass")
     actor_precision: str = _f(
         "auto",
-        "number format of the actors' acting network: bf16 (convolutions and the 3136x512 layers in bf16, output layers fp32), int8 (the 3136x512 layers dynamically quantized), bf16-int8 (both), fp32 (auto: bf16 on CPUs with native bf16, AVX-512 BF16 or AMX, where the forward pass measured 1.5-1.8x faster than fp32 (docs/benchmarks.md); else int8 where torch has a quantized engine; else fp32; each actor decides on its own CPU and reports it at start)",
-        choices=("auto", "fp32", "bf16", "int8", "bf16-int8"),
+        "number format of the actors' acting network: int8-static (the Nature CNN in int8 throughout, activation scales calibrated on the actor's own states, output layers fp32; new weights converted on a thread at most once per 100 forward passes), bf16 (convolutions and the 3136x512 layers in bf16, output layers fp32), int8 (the 3136x512 layers dynamically quantized), bf16-int8 (both), fp32 (auto: int8-static for Atari where torch has its x86 int8 engine, where the forward pass measured 1.9x faster than bf16 and 3.2x faster than fp32 at 32 envs (docs/benchmarks.md); else bf16 on CPUs with native bf16, AVX-512 BF16 or AMX; else int8 where torch has a quantized engine; else fp32; each actor decides on its own CPU and reports it at start)",
+        choices=("auto", "fp32", "bf16", "int8", "bf16-int8", "int8-static"),
     )
 
     def __post_init__(self):
@@ -213,10 +213,10 @@ class ActorConfig:
         _require(self.max_inflight_batches >= 1, "max_inflight_batches", self.max_inflight_batches, "must be >= 1")
         _require(self.actor_threads >= 1, "actor_threads", self.actor_threads, "must be >= 1")
         _require(
-            self.actor_precision in ("auto", "fp32", "bf16", "int8", "bf16-int8"),
+            self.actor_precision in ("auto", "fp32", "bf16", "int8", "bf16-int8", "int8-static"),
             "actor_precision",
             self.actor_precision,
-            "must be auto, fp32, bf16, int8 or bf16-int8",
+            "must be auto, fp32, bf16, int8, bf16-int8 or int8-static",
         )
 
 
