@@ -227,8 +227,12 @@ def print_spy(title: str, result: dict) -> None:
 # (load_state_dict) to actors/.
 CORE_CATEGORIES: list[Category] = [
     ("emulator + preprocessing (common/envs.py)", ("common/envs.py",)),
-    # The acting network (actors/acting.py) is listed before actors/ so it is not charged to the loop.
-    ("forward pass (common/networks.py, actors/acting.py)", ("common/networks.py", "actors/acting.py")),
+    # The acting network (actors/acting.py, actors/int8_static.py) is listed before actors/ so
+    # it is not charged to the loop.
+    (
+        "forward pass (common/networks.py, actors/acting.py, actors/int8_static.py)",
+        ("common/networks.py", "actors/acting.py", "actors/int8_static.py"),
+    ),
     ("frame stacking (common/stacking.py)", ("common/stacking.py",)),
     ("StepBatch lz4 + msgpack (common/messages.py)", ("common/messages.py",)),
     ("actor loop: eps-greedy, priorities, batching (actors/)", ("actors/",)),
