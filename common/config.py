@@ -130,7 +130,7 @@ class EnvConfig:
     )
     envs_per_actor: int = _f(
         32,
-        "environments stepped together by each actor (one batched forward pass per step; 32: the actor spends ≈ 2/3 of its time in the emulator with a bf16 acting network, against ≈ 1/2 at 8; 64 adds little and doubles the latency of a step; docs/benchmarks.md)",
+        "environments stepped together by each actor (one batched forward pass per step; 32: the actor spends ≈ 3/4 of its time in the emulator with the int8-static acting network, against ≈ 0.69 at 8 and 16; 64 adds 2-3 points and doubles the latency of a step; docs/benchmarks.md §1d)",
     )
     episodic_life: Optional[bool] = _f(
         None, "treat a lost life as terminal for learning (auto: on for games with lives)"
