@@ -67,9 +67,11 @@ def standalone_rate(
 
     from common.config import Config, LearnerConfig, resolve
     from common.env_spec import EnvSpec
+    from common.memory import hold_freed_memory
     from common.messages import SampleBatch
     from learner.dqn import build_learner
 
+    hold_freed_memory()  # as learner.main's process does: the same allocator settings
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -9,7 +9,16 @@ free pages shift, with no live object added (docs/benchmarks.md, the soak).
 resident memory then follows what is live. It costs a few milliseconds on a heap of
 a hundred MB, so :class:`Trimmer` does it at most once per period.
 
-Elsewhere than glibc (macOS, musl) there is nothing to call: :func:`trim_heap` returns None.
+The learner wants the opposite: an update allocates and frees the same few-MB tensors
+(the float batch, each layer's activations and gradients) every step, and glibc, left to
+itself, may hand those pages back and fault them in again on the next step: measured on
+a CPU learner at batch 32, 3,200-3,900 page faults per update in some runs (22.8-24.7
+updates/s) and ~30 in others (28.4), depending on how its dynamic thresholds settled.
+:func:`hold_freed_memory` fixes the thresholds so freed blocks stay in the heap for the
+next step (25-41 faults per update, 27.7-28.7 updates/s in every run).
+
+Elsewhere than glibc (macOS, musl) there is nothing to call: :func:`trim_heap` and
+:func:`hold_freed_memory` return None.
 """
 
 from __future__ import annotations
@@ -18,6 +27,12 @@ import ctypes
 import ctypes.util
 import sys
 import time
+
+#: glibc's mallopt parameters, and the values hold_freed_memory sets: blocks up to 32 MB
+#: (glibc's largest mmap threshold on 64-bit) come from the heap, and the heap keeps up to
+#: 1 GB of free memory at its top instead of returning it.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+HOLD_MMAP_THRESHOLD, HOLD_TRIM_THRESHOLD = 32 << 20, 1 << 30
 
 _libc = None
 if sys.platform.startswith("linux"):
@@ -34,6 +49,18 @@ def trim_heap() -> bool | None:
     if _libc is None:
         return None
     return bool(_libc.malloc_trim(0))
+
+
+def hold_freed_memory() -> bool | None:
+    """For a process that allocates and frees the same large blocks every step (the
+    learner): keep freed memory for reuse instead of returning it to the OS. True if both
+    settings took, None where the C library has no ``mallopt``. Process-wide; call once,
+    at start."""
+    if _libc is None or not hasattr(_libc, "mallopt"):
+        return None
+    mmap_ok = _libc.mallopt(M_MMAP_THRESHOLD, HOLD_MMAP_THRESHOLD)
+    trim_ok = _libc.mallopt(M_TRIM_THRESHOLD, HOLD_TRIM_THRESHOLD)
+    return bool(mmap_ok and trim_ok)
 
 
 class Trimmer:

@@ -232,12 +232,14 @@ def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
     """The wiring: a learner on its device, the Ray fleet, the run log, the counters."""
     import torch
 
+    from common.memory import hold_freed_memory
     from common.networks import signature_for
     from learner.dqn import build_learner
     from learner.fleet import Fleet
     from learner.run_log import RunLog
     from learner.trainer import Counters, Trainer, cpu_learner_threads, pick_device
 
+    hold_freed_memory()  # each update reuses the last one's freed blocks (common/memory.py)
     device = pick_device(cfg.learner.device)
     if device.type == "cpu":
         torch.set_num_threads(cpu_learner_threads(cfg))
