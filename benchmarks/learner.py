@@ -45,7 +45,8 @@ from benchmarks.profiling import (
 from benchmarks.report import final_json, table, verdict
 from benchmarks.system_run import SystemRun, memory_projection, tmp_dir, window_bounds, window_rate
 
-TARGET = 0.9
+#: The in-system learner against the same update alone (issue 11: >= 0.95, "keep it"; 0.9 before).
+TARGET = 0.95
 
 
 def standalone_rate(
