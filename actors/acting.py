@@ -26,7 +26,7 @@ network as the master that published weights load into, and runs a converted cop
 Fidelity against the fp32 network (greedy action, Q-values) is measured on real
 Breakout states by ``tests/actors/test_acting.py``. A publish costs one load into the
 master plus a conversion of the large layers (``load``; a few milliseconds, measured by
-``benchmarks.actors``; int8-static's ~20 ms conversion runs on a thread). No Ray here.
+``benchmarks.actors``; int8-static's 26-31 ms conversion runs on a thread). No Ray here.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class ActingNetwork:
         """Convert the master's current weights into the acting copy (int8-static: due at
         the next forward pass ``convert_every`` after the last conversion began)."""
         if self.static is not None:
-            self.static.due({k: v.detach().clone() for k, v in self.network.state_dict().items()})
+            self.static.due(_snapshot(self.network))
             return
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -246,6 +246,11 @@ class ActingNetwork:
         return f"{self.precision} ({len(self._pairs)} layers converted: {layers})" if self._pairs else self.precision
 
 
+def _snapshot(module: nn.Module) -> dict:
+    """A copy of ``module``'s weights that later loads into it cannot change."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def _frozen(v):
     """``v`` itself if nothing can write to it (a read-only array, as Ray delivers weights),
     else a copy: a conversion on a thread may read it later."""
@@ -264,7 +269,7 @@ class _StaticConversions:
         self.master, self.every, self.background = master, max(1, int(every)), background
         self.calibration = copy.deepcopy(master)  # the converter's own fp32 copy
         self.current: nn.Module | None = None
-        self.source: dict | None = {k: v.detach().clone() for k, v in master.state_dict().items()}
+        self.source: dict | None = _snapshot(master)
         self.future: concurrent.futures.Future | None = None
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.calls = self.every  # forward passes since the last conversion began

@@ -81,7 +81,7 @@ def _faults_per_reuse(mode: str) -> int:
         text=True,
         timeout=60,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "", "MALLOC_TRIM_THRESHOLD_": ""},
+        env={k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")},
     )
     assert out.returncode == 0, out.stderr
     return int(out.stdout.split()[-1])
