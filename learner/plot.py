@@ -1,9 +1,9 @@
 """Learning curves: ``python -m learner.plot RUN_DIR [RUN_DIR...] --out curve.png``.
 
-Reads each run's ``metrics.csv`` (one row per log interval, columns ``METRIC_FIELDS`` of
-``learner/run_log.py``) and, where the run has one, ``episodes.csv`` (one row per finished
-game: ``wall_s, env_frames, score, agent_steps, epsilon``), and draws four panels, the runs
-over each other, labelled by run directory name:
+Reads each run's ``metrics.csv`` (one row per log interval, the columns of
+``learner/metrics.py``, which also marks the ones drawn here) and, where the run has one,
+``episodes.csv`` (one row per finished game: ``wall_s, env_frames, score, agent_steps,
+epsilon``), and draws four panels, the runs over each other, labelled by run directory name:
 
 * score against env frames and against wall time: each game's raw score as a faint dot and
   the mean of the last 100 games in bold (from ``episodes.csv``; without it, the
@@ -29,11 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import USAGE_ERROR, OneLineParser
+from learner.metrics import EPISODE_COLUMNS, EVAL_COLUMNS, METRICS, plotted, plotted_as
 
 ROLLING_EPISODES = 100
-METRICS_REQUIRED = ("wall_s", "env_frames")
-EPISODES_REQUIRED = ("wall_s", "env_frames", "score")
-EVALS_REQUIRED = ("wall_s", "env_frames", "mean")
+# The columns each file must have in a usable row: the axes (and the score where it is the point).
+METRICS_REQUIRED = plotted(METRICS, "x")
+EPISODES_REQUIRED = plotted(EPISODE_COLUMNS, "x", "score")
+EVALS_REQUIRED = plotted(EVAL_COLUMNS, "x", "score")
+# What each panel draws, as learner/metrics.py marks it.
+SCORE_100, LOSS = plotted_as(METRICS, "score"), plotted_as(METRICS, "loss")
+FRAMES_PER_S, UPDATES_PER_S = plotted_as(METRICS, "frames/s"), plotted_as(METRICS, "updates/s")
+EP_SCORE, EVAL_SCORE = plotted_as(EPISODE_COLUMNS, "score"), plotted_as(EVAL_COLUMNS, "score")
+EVAL_BAND = plotted(EVAL_COLUMNS, "band")
 
 
 class PlotError(ValueError):
@@ -45,7 +52,7 @@ class Run:
     """One run's series, float64 arrays (NaN where a row had no value)."""
 
     name: str
-    metrics: dict[str, np.ndarray]  # METRIC_FIELDS present in metrics.csv -> float64[rows]
+    metrics: dict[str, np.ndarray]  # the columns of metrics.csv -> float64[rows]
     episodes: dict[str, np.ndarray] | None  # episodes.csv columns -> float64[games], or None
     evals: dict[str, np.ndarray] | None = None  # evals.csv columns -> float64[evaluations], or None
 
@@ -151,17 +158,17 @@ def plot_runs(runs: list[Run], out: str | Path, size_px: tuple[int, int] = (1600
     for run, color in zip(runs, colors):
         m = run.metrics
         _draw_scores(ax_frames, ax_wall, run, color, scale)
-        if "loss" in m:
-            ok = np.isfinite(m["loss"])
-            ax_loss.plot(m["env_frames"][ok], m["loss"][ok], color=color, lw=1.2, label=run.name)
-        if "env_frames_per_s" in m:
-            ax_rate.plot(m["env_frames"], m["env_frames_per_s"], color=color, lw=1.5, label=f"{run.name} env frames/s")
-        if "updates_per_s" in m:
+        if LOSS in m:
+            ok = np.isfinite(m[LOSS])
+            ax_loss.plot(m["env_frames"][ok], m[LOSS][ok], color=color, lw=1.2, label=run.name)
+        if FRAMES_PER_S in m:
+            ax_rate.plot(m["env_frames"], m[FRAMES_PER_S], color=color, lw=1.5, label=f"{run.name} env frames/s")
+        if UPDATES_PER_S in m:
             ax_rate2.plot(
-                m["env_frames"], m["updates_per_s"], color=color, lw=1.2, ls="--", label=f"{run.name} updates/s"
+                m["env_frames"], m[UPDATES_PER_S], color=color, lw=1.2, ls="--", label=f"{run.name} updates/s"
             )
     losses = np.concatenate(
-        [r.metrics["loss"][np.isfinite(r.metrics["loss"])] for r in runs if "loss" in r.metrics] or [np.zeros(0)]
+        [r.metrics[LOSS][np.isfinite(r.metrics[LOSS])] for r in runs if LOSS in r.metrics] or [np.zeros(0)]
     )
     if len(losses) and (losses > 0).all():
         ax_loss.set_yscale("log")
@@ -193,21 +200,21 @@ def _draw_scores(ax_frames, ax_wall, run: Run, color: str, scale: float) -> None
     min-max band) where the run has evals.csv: the policy's real skill."""
     m, ep, ev = run.metrics, run.episodes, run.evals
     if ep is not None:
-        mean = rolling_mean(ep["score"], ROLLING_EPISODES)
+        mean = rolling_mean(ep[EP_SCORE], ROLLING_EPISODES)
         for ax, x in ((ax_frames, ep["env_frames"]), (ax_wall, ep["wall_s"] / scale)):
-            ax.scatter(x, ep["score"], s=5, color=color, alpha=0.3, linewidths=0, rasterized=True)
+            ax.scatter(x, ep[EP_SCORE], s=5, color=color, alpha=0.3, linewidths=0, rasterized=True)
             ax.plot(x, mean, color=color, lw=2.2, label=run.name)
-    elif "mean_return_100" in m:
-        ok = ~np.isnan(m["mean_return_100"])
+    elif SCORE_100 in m:
+        ok = ~np.isnan(m[SCORE_100])
         for ax, x in ((ax_frames, m["env_frames"]), (ax_wall, m["wall_s"] / scale)):
-            ax.plot(x[ok], m["mean_return_100"][ok], color=color, lw=2.2, label=run.name)
+            ax.plot(x[ok], m[SCORE_100][ok], color=color, lw=2.2, label=run.name)
     if ev is not None:
         for ax, x in ((ax_frames, ev["env_frames"]), (ax_wall, ev["wall_s"] / scale)):
-            if "min" in ev and "max" in ev:
-                ax.fill_between(x, ev["min"], ev["max"], color=color, alpha=0.12, linewidth=0)
+            if all(c in ev for c in EVAL_BAND):
+                ax.fill_between(x, *(ev[c] for c in EVAL_BAND), color=color, alpha=0.12, linewidth=0)
             ax.plot(
                 x,
-                ev["mean"],
+                ev[EVAL_SCORE],
                 color=color,
                 lw=1.6,
                 marker="o",

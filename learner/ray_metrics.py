@@ -10,23 +10,10 @@ import math
 
 from ray.util.metrics import Gauge
 
-#: metrics.csv column -> (gauge name, description)
-DRIVER_GAUGES = {
-    "env_frames": ("raydqn_env_frames", "emulator frames so far (4 per agent step on Atari)"),
-    "agent_steps_per_s": ("raydqn_agent_steps_per_s", "agent steps per second, all actors"),
-    "env_frames_per_s": ("raydqn_env_frames_per_s", "emulator frames per second, all actors"),
-    "updates_per_s": ("raydqn_updates_per_s", "learner updates per second"),
-    "learner_steps": ("raydqn_learner_steps", "learner updates so far"),
-    "policy_version": ("raydqn_policy_version", "version of the weights last published"),
-    "replay_size": ("raydqn_replay_size", "records held in replay, all shards"),
-    "replay_ratio": ("raydqn_replay_ratio", "transitions sampled per transition inserted so far"),
-    "mean_return_100": ("raydqn_mean_return_100", "mean raw score of the last 100 games"),
-    "eval_return": ("raydqn_eval_return", "mean raw score of the newest evaluation (fresh games at --eval-epsilon)"),
-    "loss": ("raydqn_loss", "TD loss of the last update"),
-    "mean_q": ("raydqn_mean_q", "mean Q of the last batch"),
-    "policy_lag": ("raydqn_policy_lag", "versions the slowest actor is behind the learner"),
-    "weight_sync_age_s": ("raydqn_weight_sync_age_s", "seconds since weights were last published"),
-}
+from learner.metrics import METRICS
+
+#: metrics.csv column -> (gauge name, description), for the columns ``learner.metrics`` marks as gauges.
+DRIVER_GAUGES = {m.name: (m.gauge_name, m.meaning) for m in METRICS if m.gauge}
 
 
 class DriverMetrics:

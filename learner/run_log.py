@@ -1,11 +1,12 @@
 """Everything a run writes about itself, and the schemas of what it writes. No Ray here.
 
 ``metrics.csv`` (one row of :data:`METRIC_FIELDS` per log interval), ``episodes.csv``
-(one row of :data:`EPISODE_FIELDS` per finished game), TensorBoard event files, the
-progress line and ``summary.json``. The trainer hands over plain rows; gauges for Ray's
-metrics come in as any object with ``update(row)``, so this module can be used (and
-tested) without a cluster. ``learner.plot``, the TensorBoard mapping and the tests read
-the schemas from here.
+(one row of :data:`EPISODE_FIELDS` per finished game), ``evals.csv``, TensorBoard event
+files, the progress line and ``summary.json``. The trainer hands over plain rows; gauges
+for Ray's metrics come in as any object with ``update(row)``, so this module can be used
+(and tested) without a cluster. The columns, their meanings and their TensorBoard tags
+are the tables of ``learner.metrics``; the lists here are read from them, for the
+writers and the tests that name them.
 """
 
 from __future__ import annotations
@@ -15,59 +16,15 @@ import json
 import sys
 from pathlib import Path
 
+from learner import metrics
 from learner.tensorboard import TensorBoardLogger, tags_from_episode
 
+#: The columns of metrics.csv, episodes.csv and evals.csv, read from ``learner.metrics``.
+METRIC_FIELDS = metrics.names(metrics.METRICS)
+EPISODE_FIELDS = metrics.names(metrics.EPISODE_COLUMNS)
+EVAL_FIELDS = metrics.names(metrics.EVAL_COLUMNS)
 #: evals.csv column -> TensorBoard tag (against env frames, like every other tag).
-EVAL_TAGS = {
-    "mean": "eval/mean_return",
-    "median": "eval/median_return",
-    "min": "eval/min_return",
-    "max": "eval/max_return",
-    "human_normalized_mean": "eval/human_normalized_mean",
-    "eval_s": "eval/seconds",
-}
-
-METRIC_FIELDS = [
-    "wall_s",
-    "env_frames",
-    "agent_steps",
-    "learner_steps",
-    "policy_version",
-    "episodes",
-    "mean_return_100",
-    "mean_return_greedy_20",
-    "env_frames_per_s",
-    "agent_steps_per_s",
-    "updates_per_s",
-    "replay_size",
-    "replay_sampleable",
-    "replay_rejected",
-    "loss",
-    "mean_q",
-    "actors_alive",
-    "replay_ratio",
-    "policy_lag",
-    "weight_sync_age_s",
-    "eval_return",
-]
-EPISODE_FIELDS = ["wall_s", "env_frames", "score", "agent_steps", "epsilon", "stream_id"]
-#: evals.csv columns, one row per evaluation (the evaluator's result with the wall time).
-EVAL_FIELDS = [
-    "wall_s",
-    "env_frames",
-    "agent_steps",
-    "learner_steps",
-    "policy_version",
-    "episodes",
-    "epsilon",
-    "mean",
-    "median",
-    "min",
-    "max",
-    "human_normalized_mean",
-    "eval_s",
-    "eval_agent_steps",
-]
+EVAL_TAGS = metrics.tags(metrics.EVAL_COLUMNS)
 SUMMARY_FIELDS = [
     "env",
     "env_frames",

@@ -3,9 +3,9 @@
 Every scalar is logged against one step axis, env frames (emulator frames), so runs with
 different numbers of actors, envs or frame skips line up. Tags are namespaced as in
 CleanRL: ``charts/`` (scores, episodes), ``losses/``, ``throughput/``, ``replay/``,
-``progress/`` (counters). :func:`tags_from_metrics` maps a row of the trainer's
-``metrics.csv`` (``learner.run_log.METRIC_FIELDS``) to tags; :func:`tags_from_episode` one finished game
-(the columns of ``episodes.csv``).
+``progress/`` (counters), each column's given in ``learner.metrics``. :func:`tags_from_metrics`
+maps a row of the trainer's ``metrics.csv`` to tags; :func:`tags_from_episode` one finished
+game (the columns of ``episodes.csv``).
 
 The writer is tensorboardX: it needs only numpy, protobuf and packaging (all already here
 through Ray), while ``torch.utils.tensorboard`` needs the ``tensorboard`` package, which
@@ -21,40 +21,17 @@ import math
 import warnings
 from pathlib import Path
 
+from learner import metrics
+
 TB_DIR = "tb"
 
-#: metrics.csv column -> tag. Columns not listed (and not env_frames, the step) become
-#: ``metrics/<column>``, so a column added to the trainer still shows up.
-METRIC_TAGS = {
-    "mean_return_100": "charts/mean_return_100",
-    "mean_return_greedy_20": "charts/mean_return_greedy_20",
-    "episodes": "charts/episodes",
-    "loss": "losses/td_loss",
-    "mean_q": "losses/mean_q",
-    "env_frames_per_s": "throughput/env_frames_per_s",
-    "agent_steps_per_s": "throughput/agent_steps_per_s",
-    "updates_per_s": "throughput/updates_per_s",
-    "replay_size": "replay/size",
-    "replay_sampleable": "replay/sampleable",
-    "replay_rejected": "replay/rejected",
-    "replay_ratio": "replay/ratio",
-    "policy_lag": "progress/policy_lag",
-    "weight_sync_age_s": "progress/weight_sync_age_s",
-    "eval_return": "eval/latest_mean_return",
-    "wall_s": "progress/wall_s",
-    "agent_steps": "progress/agent_steps",
-    "learner_steps": "progress/learner_steps",
-    "policy_version": "progress/policy_version",
-    "actors_alive": "progress/actors_alive",
-}
+#: metrics.csv column -> tag (``learner.metrics.METRICS``). Columns not listed (and not
+#: env_frames, the step) become ``metrics/<column>``, so a column added to the trainer still shows up.
+METRIC_TAGS = metrics.tags(metrics.METRICS)
 STEP_FIELD = "env_frames"
 
 #: episodes.csv column -> tag (wall_s and env_frames are the time and the step).
-EPISODE_TAGS = {
-    "score": "charts/episodic_return",
-    "agent_steps": "charts/episodic_length",
-    "epsilon": "charts/episode_epsilon",
-}
+EPISODE_TAGS = metrics.tags(metrics.EPISODE_COLUMNS)
 
 
 def _number(value) -> float | None:
