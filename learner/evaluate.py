@@ -7,54 +7,39 @@ raw game score over whole games, the human-normalized score for the Atari-57 gam
 (at most 8) each play a fixed share of the episodes, so short games are not
 over-represented the way the first N games to finish would be. ``--video best.mp4`` (or
 ``.gif``) records the best episode at the emulator's own size, 160x210 RGB, at the game's
-own speed (ALE games only; :func:`write_video` says what each format holds).
+own speed (ALE games only; ``learner.video.write_video`` says what each format holds).
+The games are played and scored by ``learner.games``, the same code the evaluator runs
+during training; this module reads the checkpoint and is the command.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
-import math
-import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from common.cli import USAGE_ERROR, OneLineParser
 from common.config import Config, ConfigError
-from common.progress import Status
+from learner.games import EvaluationError, eval_core, play, summarise
+from learner.video import (  # noqa: F401  (re-exported: this module's names before learner.video)
+    GIF_FRAME_MS,
+    GIF_STRIDE,
+    MP4_FPS,
+    VIDEO_SUFFIXES,
+    BestGameRecorder,
+    check_video_path,
+    write_best_video,
+    write_video,
+)
 
 if TYPE_CHECKING:
+    from actors.actor import ActorCore
     from common.env_spec import EnvSpec
     from common.envs import VectorEnv
-
-VIDEO_SUFFIXES = (".mp4", ".gif")
-MP4_FPS = 60.0  # the ALE emulator's frame rate (NTSC)
-GIF_STRIDE = 3  # every 3rd emulator frame ...
-GIF_FRAME_MS = 50  # ... shown for 50 ms: 20 fps, the game's own speed
-
-
-class EvaluationError(ValueError):
-    """Bad input to an evaluation (a video we cannot write, a game without screens); one line."""
-
-
-def check_video_path(video: str | Path) -> Path:
-    """The video path if we can write it there; EvaluationError naming the problem if not."""
-    path = Path(video)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise EvaluationError(
-            f"--video {video}: unsupported video format {path.suffix or '(no suffix)'!r}; use .mp4 or .gif"
-        )
-    if not path.parent.is_dir():
-        raise EvaluationError(f"--video {video}: directory {str(path.parent)!r} does not exist")
-    if path.is_dir():
-        raise EvaluationError(f"--video {video}: is a directory")
-    return path
 
 
 def check_checkpoint_path(checkpoint: str) -> None:
@@ -65,141 +50,6 @@ def check_checkpoint_path(checkpoint: str) -> None:
         raise EvaluationError(f"--checkpoint {checkpoint}: is a directory, not a checkpoint file{hint}")
     if not path.exists():
         raise EvaluationError(f"--checkpoint {checkpoint}: no checkpoint there (no such file)")
-
-
-# --------------------------------------------------------------------------- recording
-
-
-class _FrameFile:
-    """The RGB frames of one game: lz4 blocks in an anonymous temporary file (deleted on
-    close), so memory stays small even for 30-minute games."""
-
-    def __init__(self):
-        self.file = tempfile.TemporaryFile()
-        self.count = 0
-
-    def append(self, rgb: np.ndarray) -> None:
-        import lz4.block
-
-        data = lz4.block.compress(np.ascontiguousarray(rgb).tobytes(), store_size=False)
-        self.file.write(struct.pack("<I", len(data)))
-        self.file.write(data)
-        self.count += 1
-
-    def frames(self, shape: tuple[int, ...]):
-        """Yields the frames uint8[shape] in order."""
-        import lz4.block
-
-        size = int(np.prod(shape))
-        self.file.flush()
-        self.file.seek(0)
-        for _ in range(self.count):
-            (n,) = struct.unpack("<I", self.file.read(4))
-            yield np.frombuffer(lz4.block.decompress(self.file.read(n), uncompressed_size=size), np.uint8).reshape(
-                shape
-            )
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class BestGameRecorder:
-    """A ScreenHook (``common.envs.AleVectorEnv.set_screen_hook``) that keeps the frames of
-    each env's game in progress and of the best finished game so far.
-
-    Each ``step`` of the env may end a game of env i and start the next (``new_game(i)``);
-    the evaluation loop then calls :meth:`end_step` and, for each finished episode the
-    actor reports, :meth:`finished`. If a game ends during its own no-op start, the env
-    resets it again in the same step without reporting an episode: a second ``new_game(i)``
-    in one step drops the aborted start.
-    """
-
-    def __init__(self, num_envs: int):
-        self.current = [_FrameFile() for _ in range(num_envs)]
-        self.done: list[collections.deque[_FrameFile]] = [collections.deque() for _ in range(num_envs)]
-        self._reset_this_step = [False] * num_envs
-        self.shape: tuple[int, ...] | None = None
-        self.best: _FrameFile | None = None
-        self.best_score = -math.inf
-        self.best_episode = -1
-
-    # ScreenHook
-    def new_game(self, i: int) -> None:
-        old = self.current[i]
-        self.current[i] = _FrameFile()
-        if old.count and not self._reset_this_step[i]:
-            self.done[i].append(old)
-        else:
-            old.close()
-        self._reset_this_step[i] = True
-
-    def frame(self, i: int, rgb: np.ndarray) -> None:
-        self.shape = rgb.shape
-        self.current[i].append(rgb)
-
-    # evaluation loop
-    def end_step(self) -> None:
-        self._reset_this_step = [False] * len(self._reset_this_step)
-
-    def finished(self, i: int, score: float, episode: int, keep: bool = True) -> int:
-        """Env i's oldest finished game is episode ``episode``: kept if ``keep`` and it
-        beats the best so far (on a tie, the lower episode index). Returns its emulator frames."""
-        game = self.done[i].popleft() if self.done[i] else _FrameFile()
-        frames = game.count
-        if keep and (score > self.best_score or (score == self.best_score and episode < self.best_episode)):
-            if self.best is not None:
-                self.best.close()
-            self.best, self.best_score, self.best_episode = game, score, episode
-        else:
-            game.close()
-        return frames
-
-    def close(self) -> None:
-        for f in self.current:
-            f.close()
-        for q in self.done:
-            for f in q:
-                f.close()
-        if self.best is not None:
-            self.best.close()
-
-
-def write_video(path: Path, frames, shape: tuple[int, ...]) -> int:
-    """Write RGB frames ``uint8[H, W, 3]`` to ``path`` (.mp4 or .gif); returns the frames written.
-
-    mp4 has every emulator frame at 60 fps, the game's own speed: the no-op start, the FIRE
-    presses and all 4 frames of each agent step (frame skip), as many video frames as the
-    game's ALE episode frame number. A GIF cannot show 60 fps (its frame delay is in 1/100 s
-    and viewers slow delays under 2/100 s down), so it has every 3rd emulator frame at 20
-    fps, still the game's own speed; Pillow merges identical consecutive frames into one
-    longer frame, so a GIF may hold fewer frames while lasting as long. A GIF is built in
-    memory: prefer mp4 for long games.
-    """
-    height, width = shape[:2]
-    if path.suffix.lower() == ".mp4":
-        import cv2
-
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), MP4_FPS, (width, height))
-        if not writer.isOpened():
-            raise EvaluationError(f"--video {path}: OpenCV cannot open an mp4v writer there")
-        n = 0
-        try:
-            for rgb in frames:
-                writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                n += 1
-        finally:
-            writer.release()
-        return n
-    from PIL import Image
-
-    images = [Image.fromarray(rgb) for k, rgb in enumerate(frames) if k % GIF_STRIDE == 0]
-    if not images:
-        raise EvaluationError(f"--video {path}: the best episode has no frames")
-    images[0].save(path, save_all=True, append_images=images[1:], duration=GIF_FRAME_MS, loop=0)
-    return len(images)
-
-
-# --------------------------------------------------------------------------- evaluation
 
 
 @dataclasses.dataclass
@@ -246,24 +96,12 @@ def load_policy(checkpoint: str, num_envs: int, seed: int, video: bool) -> Polic
         raise
 
 
-def policy_core(policy: Policy, epsilon: float, seed: int):
-    """An :class:`~actors.actor.ActorCore` acting with the checkpoint's weights, eps
-    ``epsilon``, one stream per env. It reports raw scores: evaluation never clips."""
-    from actors.actor import ActorCore
+def policy_core(policy: Policy, epsilon: float, seed: int) -> ActorCore:
+    """The evaluation core (``learner.games.eval_core``) acting with the checkpoint's weights,
+    eps ``epsilon``, one stream per env. CheckpointError if the weights do not fit."""
     from learner.checkpoint import CheckpointError
 
-    n = policy.env.num_envs
-    core = ActorCore(
-        policy.env,
-        policy.network,
-        lambda _: np.full(n, epsilon),
-        list(range(n)),
-        steps_per_batch=1,
-        frames_per_step=policy.spec.frames_per_step,
-        clip_rewards=False,
-        seed=seed,
-        record=False,
-    )
+    core = eval_core(policy.env, policy.network, policy.spec, epsilon, seed)
     try:
         online = policy.payload["learner"]["online"]
         core.set_weights(online, policy.payload["counters"].get("policy_version", 0))
@@ -271,79 +109,6 @@ def policy_core(policy: Policy, epsilon: float, seed: int):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{policy.checkpoint}: its weights do not fit this network ({first})") from None
     return core
-
-
-def play(
-    core, n: int, episodes: int, recorder: BestGameRecorder | None, label: str
-) -> list[tuple[float, int, int | None]]:
-    """Play ``core``'s ``n`` envs until ``episodes`` games are counted; (score, agent steps,
-    emulator frames or None) per game, env by env. Env i plays a fixed quota of the games and
-    its games beyond that are not counted, so short games are not over-represented."""
-    quota = [episodes // n + (i < episodes % n) for i in range(n)]
-    per_env: list[list] = [[] for _ in range(n)]
-    counted = 0
-    status = Status()
-    while counted < episodes:
-        status.update(f"evaluating {label}: {counted}/{episodes} games done, {core.agent_steps:,} agent steps")
-        core.step()
-        if recorder is not None:
-            recorder.end_step()
-        for ep in core.drain_episodes():
-            i = ep.stream_id
-            keep = len(per_env[i]) < quota[i]
-            # Episode index in the result's order (env by env), for the video's caption.
-            index = sum(quota[:i]) + len(per_env[i])
-            frames = recorder.finished(i, ep.score, index, keep) if recorder is not None else None
-            if keep:
-                per_env[i].append((ep.score, ep.agent_steps, frames))
-                counted += 1
-    status.done()
-    return [g for env_games in per_env for g in env_games]
-
-
-def summarise(env_id: str, epsilon: float, games: list[tuple], checkpoint: str, counters: dict) -> dict:
-    """The result dict of :func:`evaluate` (without ``video``) from the games :func:`play` counted."""
-    from common.atari_scores import human_normalized, reference_scores
-
-    s = np.array([g[0] for g in games], dtype=np.float64)
-    ref = reference_scores(env_id)
-    return {
-        "env": env_id,
-        "episodes": int(len(s)),
-        "epsilon": epsilon,
-        "mean": float(s.mean()),
-        "median": float(np.median(s)),
-        "min": float(s.min()),
-        "max": float(s.max()),
-        "scores": s.tolist(),
-        "agent_steps": [int(g[1]) for g in games],
-        "human_normalized_mean": human_normalized(env_id, float(s.mean())),
-        "human_normalized_median": human_normalized(env_id, float(np.median(s))),
-        "reference": {"random": ref[0], "human": ref[1]} if ref else None,
-        "checkpoint": {
-            "path": str(checkpoint),
-            "policy_version": int(counters.get("policy_version", 0)),
-            "env_frames": int(counters.get("env_frames", 0)),
-        },
-    }
-
-
-def write_best_video(path: Path, recorder: BestGameRecorder) -> dict:
-    """Write the recorder's best game to ``path``; the result's ``video`` entry."""
-    best = recorder.best
-    written = write_video(path, best.frames(recorder.shape), recorder.shape)
-    gif = path.suffix.lower() == ".gif"
-    return {
-        "path": str(path),
-        "format": "gif" if gif else "mp4",
-        "fps": 1000.0 / GIF_FRAME_MS if gif else MP4_FPS,
-        "frames_written": written,
-        "emulator_frames": best.count,
-        "episode": recorder.best_episode,
-        "score": recorder.best_score,
-        "width": int(recorder.shape[1]),
-        "height": int(recorder.shape[0]),
-    }
 
 
 #: eps when neither --epsilon nor the checkpoint's config (``eval_epsilon``) says: Rainbow's and Dopamine's.

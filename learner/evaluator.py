@@ -6,14 +6,14 @@ and over-represent short games, so they do not say how good the policy is. The
 ``noop_max`` no-ops at the start, the emulator-frame cap, whole games over all lives, raw
 scores), never feeds the replay, and reports raw and, for Atari, human-normalized scores.
 The fleet runs it as its own Ray actor every ``--eval-period`` env frames; here it is a
-plain class, tested without Ray.
+plain class, tested without Ray. The games are played and scored by ``learner.games``, the
+same code ``learner.evaluate`` runs on a checkpoint.
 """
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from common.config import Config
@@ -36,11 +36,10 @@ class Evaluator:
     def evaluate(self, weights: dict, policy_version: int, run_counters: dict, index: int) -> dict:
         """One evaluation of ``weights``; ``run_counters`` (env_frames, agent_steps,
         learner_steps at publish time) are passed through to the result."""
-        from actors.actor import ActorCore
         from common.atari_scores import human_normalized
         from common.envs import spec_of, vector_env_for
         from common.networks import q_network_for
-        from learner.evaluate import play
+        from learner.games import eval_core, play, score_stats
 
         t0 = time.monotonic()
         c, n = self.cfg, self.num_envs
@@ -48,32 +47,17 @@ class Evaluator:
         env = vector_env_for(c.env, n, seed)
         try:
             spec = spec_of(env, c.env.env_id)
-            core = ActorCore(
-                env,
-                q_network_for(spec, c.learner),
-                lambda _: np.full(n, self.epsilon),
-                list(range(n)),
-                steps_per_batch=1,
-                frames_per_step=spec.frames_per_step,
-                clip_rewards=False,
-                seed=seed,
-                record=False,
-            )
+            core = eval_core(env, q_network_for(spec, c.learner), spec, self.epsilon, seed)
             core.set_weights(weights, policy_version)
             games = play(core, n, self.episodes, None, f"{c.env.env_id} (policy {policy_version})")
         finally:
             env.close()
-        scores = np.array([g[0] for g in games], dtype=np.float64)
+        stats = score_stats(games, self.epsilon)
         return {
             **{k: int(run_counters.get(k, 0)) for k in ("env_frames", "agent_steps", "learner_steps")},
             "policy_version": int(policy_version),
-            "episodes": int(scores.size),
-            "epsilon": self.epsilon,
-            "mean": float(scores.mean()),
-            "median": float(np.median(scores)),
-            "min": float(scores.min()),
-            "max": float(scores.max()),
-            "human_normalized_mean": human_normalized(c.env.env_id, float(scores.mean())),
+            **stats,
+            "human_normalized_mean": human_normalized(c.env.env_id, stats["mean"]),
             "eval_s": round(time.monotonic() - t0, 3),
             "eval_agent_steps": int(core.agent_steps),
         }
