@@ -11,7 +11,6 @@ import torch
 pytest.importorskip("minatar")
 
 from actors.builder import build_actor_core  # noqa: E402
-from common import envs  # noqa: E402
 from common.config import Config, EnvConfig, resolve  # noqa: E402
 from common.envs import (  # noqa: E402
     MINATAR_GAMES,
@@ -62,9 +61,7 @@ def test_unknown_minatar_ids_name_the_games(env_id):
 
 def test_missing_extra_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        envs.importlib.util, "find_spec", lambda name, *a: None if name == "minatar" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "minatar" else real(name, *a))
     with pytest.raises(EnvSpecError, match=r'needs the MinAtar extra: pip install -e "\.\[minatar\]"'):
         describe_env(BREAKOUT)
 
