@@ -121,6 +121,8 @@ def plotted(table: tuple[Metric, ...], *parts: str) -> tuple[str, ...]:
 
 
 def plotted_as(table: tuple[Metric, ...], part: str) -> str:
-    """The one column ``learner.plot`` draws as ``part``."""
-    (name,) = plotted(table, part)
-    return name
+    """The one column ``learner.plot`` draws as ``part``; ValueError if not exactly one."""
+    found = plotted(table, part)
+    if len(found) != 1:
+        raise ValueError(f"plot part {part!r}: {len(found)} columns are marked for it ({', '.join(found)}), not one")
+    return found[0]

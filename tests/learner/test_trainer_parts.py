@@ -38,3 +38,33 @@ def test_counters_add_deltas_and_survive_an_actor_restart():
     assert c.mean_return_greedy_20() == 7.0  # only streams with eps <= 0.05
     saved = Counters(c.to_dict(wall_s=12.0))
     assert saved.episodes == 4 and list(saved.recent) == [3.0, 7.0] and saved.wall_s == 12.0
+
+
+class _Rows:
+    """A run log that keeps the metrics rows it is given."""
+
+    def __init__(self):
+        self.rows = []
+
+    def metrics(self, row, phase):
+        self.rows.append(row)
+
+
+def test_the_trainer_fills_every_column_of_the_metrics_table(tmp_path):
+    # A figure added to learner/metrics.py needs a value here too, and the trainer writes
+    # nothing the table does not describe.
+    from types import SimpleNamespace
+
+    from learner.metrics import METRICS
+    from learner.trainer import Trainer, _Rates
+
+    learner = SimpleNamespace(learner_steps=0)
+    log = _Rows()
+    counters = Counters()
+    trainer = Trainer(Config(), tmp_path, learner, None, log, counters, {})
+    rates = _Rates(counters, learner, now=0.0)
+    counters.env_frames, counters.agent_steps, learner.learner_steps = 400, 100, 5
+    trainer.log_metrics(rates.take(now=2.0))
+    (row,) = log.rows
+    assert list(row) and set(row) == {m.name for m in METRICS}
+    assert (row["env_frames_per_s"], row["agent_steps_per_s"], row["updates_per_s"]) == (200.0, 50.0, 2.5)
