@@ -31,8 +31,3 @@ class EnvSpec:
         object.__setattr__(self, "frame_shape", tuple(int(d) for d in self.frame_shape))
         if self.stack_size < 1 or self.num_actions < 1 or self.frames_per_step < 1:
             raise ValueError(f"bad env spec for {self.env_id!r}: {self}")
-
-    @property
-    def stacked_shape(self) -> tuple[int, ...]:
-        """The shape of one observation the network sees: ``(stack_size, *frame_shape)``."""
-        return (self.stack_size, *self.frame_shape)
