@@ -223,6 +223,20 @@ class _Clock:
         return now - self.t_learn
 
 
+def _setup(seed: int, device: str, optimizer: str) -> tuple:
+    """Seeds, the env, the device, the Q and target networks (equal) and the optimizer."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    env, dev = make_env(seed), torch.device(device)
+    q_network = cleanrl_qnetwork(env.action_space.n).to(dev)
+    target_network = cleanrl_qnetwork(env.action_space.n).to(dev)
+    target_network.load_state_dict(q_network.state_dict())
+    return env, dev, q_network, target_network, loop_optimizer(optimizer, q_network.parameters())
+
+
 def cleanrl_loop(
     seconds: float,
     learning_starts: int,
@@ -245,16 +259,7 @@ def cleanrl_loop(
     ``target_network_frequency``: agent steps between target syncs (CleanRL's 1,000)."""
     import torch
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    env, dev = make_env(seed), torch.device(device)
-    q_network, target_network = (
-        cleanrl_qnetwork(env.action_space.n).to(dev),
-        cleanrl_qnetwork(env.action_space.n).to(dev),
-    )
-    target_network.load_state_dict(q_network.state_dict())
-    opt = loop_optimizer(optimizer, q_network.parameters())
+    env, dev, q_network, target_network, opt = _setup(seed, device, optimizer)
     rb = ReplayBuffer(buffer_size, dev)
     exploration_steps = int(0.1 * total_timesteps)
     obs = np.asarray(env.reset(seed=seed)[0])

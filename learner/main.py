@@ -20,7 +20,17 @@ import time
 from pathlib import Path
 
 from common.cli import OneLineParser, UsageError, report_usage_error
-from common.config import Config, ConfigError, build_arg_parser, config_from_args, dumps, explicit_overrides, resolve
+from common.config import (
+    Config,
+    ConfigError,
+    build_arg_parser,
+    config_from_args,
+    dumps,
+    explicit_overrides,
+    is_cuda,
+    pick_device,
+    resolve,
+)
 
 DESCRIPTION = (
     "Train a distributed DQN (Ape-X family) on an Atari game or a flat-vector gymnasium env. "
@@ -71,9 +81,9 @@ def prepare(argv: list[str]):
     try:
         cfg, resume_dir = parse(argv)
         spec = describe_env(cfg.env.env_id, full_action_space=cfg.env.full_action_space)
-        if cfg.learner.device.startswith("cuda") and not torch.cuda.is_available():
+        if is_cuda(cfg.learner.device) and not torch.cuda.is_available():
             raise ConfigError(f"--device={cfg.learner.device}: no CUDA device is available to torch")
-        cuda = cfg.learner.device.startswith("cuda") or (cfg.learner.device == "auto" and torch.cuda.is_available())
+        cuda = is_cuda(cfg.learner.device)
         cfg = resolve(cfg, atari=spec.atari, cuda=cuda, **device_facts(cfg.learner.device, spec, cuda))
         payload = None
         if resume_dir is not None:
@@ -220,7 +230,7 @@ def device_facts(device: str, spec, cuda: bool) -> dict:
 
     free = None
     if cuda:
-        free = torch.cuda.mem_get_info(torch.device("cuda" if device == "auto" else device))[0]
+        free = torch.cuda.mem_get_info(pick_device(device))[0]
     return {
         "frame_bytes": math.prod(spec.frame_shape) * np.dtype(spec.frame_dtype).itemsize,
         "device_free_bytes": free,
@@ -232,12 +242,13 @@ def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
     """The wiring: a learner on its device, the Ray fleet, the run log, the counters."""
     import torch
 
+    from common.config import cpu_learner_threads
     from common.memory import hold_freed_memory
     from common.networks import signature_for
     from learner.dqn import build_learner
     from learner.fleet import Fleet
     from learner.run_log import RunLog
-    from learner.trainer import Counters, Trainer, cpu_learner_threads, pick_device
+    from learner.trainer import Counters, Trainer
 
     hold_freed_memory()  # each update reuses the last one's freed blocks (common/memory.py)
     device = pick_device(cfg.learner.device)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import signal
 import threading
 import time
@@ -25,6 +24,7 @@ import torch
 
 from common import affinity
 from common.config import Config
+from common.config.hardware import cpu_learner_threads, cpu_plan, pick_device  # noqa: F401  (their importers)
 from common.schedules import beta_schedule
 from learner.checkpoint import BEST_NAME, checkpoint_path, save_checkpoint
 from learner.evaluator import due as evaluation_due
@@ -103,34 +103,6 @@ class Counters:
 
     def eval_return(self) -> float | None:
         return None if self.last_eval is None else float(self.last_eval["mean"])
-
-
-def cpu_learner_threads(cfg: Config) -> int:
-    """Torch threads for a CPU learner: as asked, else the cores the local actors and
-    replay leave free. With OpenMP threads on cores the actors also use, each update cost
-    1.38x the CPU for no more updates/s (docs/benchmarks.md, learner efficiency)."""
-    if cfg.learner.learner_threads:
-        return cfg.learner.learner_threads
-    cores = os.cpu_count() or 1
-    if cfg.run.address is not None:  # actors live elsewhere on a cluster
-        return cores
-    return max(1, cores - cfg.actors.num_actors - cfg.replay.replay_shards)
-
-
-def cpu_plan(cfg: Config) -> tuple[list[int], list[int]] | None:
-    """(the learner's cores, the workers') under ``--pin-cpus on``, or None: not asked, a
-    cluster, a GPU learner, no affinity calls, or no core left for the workers."""
-    if cfg.run.pin_cpus != "on" or cfg.run.address is not None or not affinity.can_pin():
-        return None
-    if pick_device(cfg.learner.device).type != "cpu":
-        return None
-    return affinity.split_cpus(affinity.available_cpus(), cpu_learner_threads(cfg))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _raise_interrupt(signum, frame):
