@@ -226,7 +226,7 @@ def print_spy(title: str, result: dict) -> None:
 # are charged to their caller: the forward pass to common/networks.py, a weight swap
 # (load_state_dict) to actors/.
 CORE_CATEGORIES: list[Category] = [
-    ("emulator + preprocessing (common/envs.py)", ("common/envs.py",)),
+    ("emulator + preprocessing (common/envs/)", ("common/envs/",)),
     # The acting network (actors/acting.py, actors/int8_static.py) is listed before actors/ so
     # it is not charged to the loop.
     (
