@@ -85,7 +85,7 @@ def loop_optimizer(name: str, params):
 
     if name == "adam":
         return torch.optim.Adam(params, lr=1e-4)
-    from learner.dqn import NATURE_RMSPROP_EPS, make_optimizer
+    from learner.optimizers import NATURE_RMSPROP_EPS, make_optimizer
 
     return make_optimizer(
         "rmsprop", params, lr=0.00025, rmsprop_decay=0.95, rmsprop_eps=NATURE_RMSPROP_EPS, fused="foreach"

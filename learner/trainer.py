@@ -156,10 +156,8 @@ class Trainer:
 
     def _finish(self) -> dict:
         try:
-            if self.fleet.started:  # on the late-priority (CUDA) path the last update's are still held
-                late = self.learner.flush()
-                if late is not None:
-                    self.fleet.update_priorities(*late)
+            if self.fleet.started:
+                self._flush_priorities()
             final = self.fleet.stop()
             if final is not None:
                 self._absorb(final)
@@ -195,10 +193,8 @@ class Trainer:
                 continue
             shard, batch = got
             out = self.learner.update(batch, tag=shard)
-            if out["priorities"] is not None:
-                self.fleet.update_priorities(shard, batch.ids, out["priorities"])
-            if out["late_priorities"] is not None:  # on CUDA: the previous update's (shard, ids, priorities)
-                self.fleet.update_priorities(*out["late_priorities"])
+            for handoff in out["handoff"]:  # (shard, ids, priorities): this update's, or on CUDA the last one's
+                self.fleet.update_priorities(*handoff)
             self.last_loss, self.last_mean_q = out["loss"], out["mean_q"]
             self._after_update()
             if cfg.run.total_learner_steps and c.learner_steps >= cfg.run.total_learner_steps:
@@ -219,6 +215,7 @@ class Trainer:
             cfg.replay.snapshot_interval > 0
             and time.monotonic() - self.fleet.last_snapshot >= cfg.replay.snapshot_interval
         ):
+            self._flush_priorities()
             self.fleet.save_snapshots(wait=False)
 
     def _maybe_evaluate(self) -> None:
@@ -279,8 +276,16 @@ class Trainer:
     def wall_s(self) -> float:
         return self.counters.wall_s + (time.monotonic() - self.t0)
 
+    def _flush_priorities(self) -> None:
+        """On the late-priority (CUDA) path the last update's priorities are still held: send them."""
+        late = self.learner.flush()
+        if late is not None:
+            self.fleet.update_priorities(*late)
+
     def save(self) -> None:
-        """A checkpoint, then (unless snapshots are off) every replay shard's snapshot."""
+        """A checkpoint, then (unless snapshots are off) every replay shard's snapshot; the
+        last update's priorities go to the replay first, so its snapshot holds them."""
+        self._flush_priorities()
         save_checkpoint(
             checkpoint_path(self.run_dir),
             self.learner.state_dict(),

@@ -4,7 +4,8 @@ import torch
 
 from common.messages import SampleBatch
 from common.networks import build_q_network
-from learner.dqn import DQNLearner, double_dqn_targets, td_loss
+from learner.dqn import DQNLearner
+from learner.losses import double_dqn_targets, td_loss
 
 
 def test_double_dqn_target_hand_example():

@@ -26,7 +26,8 @@ from common import config as config_module
 from common.config import Config, LearnerConfig, resolve, resolve_fast_paths
 from common.messages import SampleBatch
 from common.networks import build_q_network
-from learner.dqn import CentredRMSProp, DQNLearner
+from learner.dqn import DQNLearner
+from learner.optimizers import CentredRMSProp
 
 LR = 1e-3
 ADAM_EPS = (
@@ -197,9 +198,14 @@ def test_late_priorities_come_one_update_late_with_their_tag_and_ids():
         learner = DQNLearner(build_q_network(MLP, 1, 4), LR, ADAM_EPS, 10.0, 100, late_priorities=late)
         results[late] = [learner.update(b, tag=f"shard{i}") for i, b in enumerate(batches)] + [learner.flush()]
     now, late = results[False], results[True]
-    assert all(o["late_priorities"] is None for o in now[:3]) and now[3] is None
-    assert late[0]["late_priorities"] is None and all(o["priorities"] is None for o in late[:3])
-    handed = [late[1]["late_priorities"], late[2]["late_priorities"], late[3]]
+    # Off the late path each update hands over its own batch's priorities, and nothing is held.
+    for i, o in enumerate(now[:3]):
+        [(tag, ids, priorities)] = o["handoff"]
+        assert tag == f"shard{i}" and ids is batches[i].ids and priorities is o["priorities"]
+    assert now[3] is None
+    assert late[0]["handoff"] == [] and all(o["priorities"] is None for o in late[:3])
+    handed = [*late[1]["handoff"], *late[2]["handoff"], late[3]]
+    assert len(handed) == 3
     for i, (tag, ids, priorities) in enumerate(handed):
         assert tag == f"shard{i}" and ids.tolist() == batches[i].ids.tolist()
         np.testing.assert_array_equal(priorities, now[i]["priorities"])
@@ -215,6 +221,22 @@ def test_the_trainer_sends_every_late_priority(tmp_path):
     # Each update's priorities go back one update late; the last ones are flushed before the fleet stops.
     assert trainer.learner.learner_steps == 12 and fleet.priority_updates == 12
     assert trainer.learner.flush() is None
+
+
+def test_a_late_learner_flushes_its_priorities_before_every_checkpoint_and_snapshot(tmp_path):
+    from tests.learner.test_trainer_loop import make
+
+    trainer, fleet = make(tmp_path, run={"total_learner_steps": 7}, replay={"snapshot_interval": 1e-9})
+    trainer.learner.late_priorities = True  # what a CUDA learner does
+    sent, at_snapshot = [], []
+    send, snap = fleet.update_priorities, fleet.save_snapshots
+    fleet.update_priorities = lambda *a: (sent.append(a), send(*a))[1]
+    fleet.save_snapshots = lambda wait: (at_snapshot.append((len(sent), trainer.learner.learner_steps)), snap(wait))[1]
+    trainer.run()
+    # At every snapshot request (the periodic ones and the final checkpoint's) the priorities of
+    # every update so far have been sent, the one the late path held included.
+    assert len(at_snapshot) >= 2 and len(sent) == 7
+    assert all(n_sent == steps for n_sent, steps in at_snapshot)
 
 
 def test_centred_rmsprop_foreach_is_the_same_arithmetic():

@@ -11,7 +11,9 @@ from common.config import Config, RunConfig, resolve
 from common.env_spec import EnvSpec
 from common.messages import SampleBatch
 from common.networks import NatureCNN, build_q_network, network_signature, q_network_for, signature_for
-from learner.dqn import CentredRMSProp, DQNLearner, build_learner, double_dqn_targets, dqn_targets, td_loss
+from learner.dqn import DQNLearner, build_learner
+from learner.losses import double_dqn_targets, dqn_targets, td_loss
+from learner.optimizers import CentredRMSProp
 
 
 def test_plain_max_target_hand_example():
