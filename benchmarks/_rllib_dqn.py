@@ -1,11 +1,12 @@
-"""RLlib's DQN as DESIGN.md's peer figures were taken; a child process of ``benchmarks.peers``.
+"""RLlib's DQN as the recorded peer figures were taken; a child process of ``benchmarks.peers``.
 
     python -m benchmarks._rllib_dqn --run-dir DIR --seconds 300
 
 Needs ``ray[rllib]`` (dm-tree, pandas, pyarrow, scipy...): ``benchmarks.peers`` runs it with
 ``--rllib-python`` pointing at an interpreter that has them. Writes ``metrics.csv`` after
 every ``train()`` call, in the columns ``benchmarks.system_run.SystemRun`` reads. The
-settings, and two choices DESIGN.md does not state: ``docs/benchmark-methods.md`` (RLlib DQN).
+settings and the figures recorded with them: ``docs/peers.md``; two choices they do not
+state: ``docs/benchmark-methods.md`` (RLlib DQN).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def find(d, key):
     return None
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--run-dir", required=True)
     p.add_argument("--seconds", type=float, default=300.0)
@@ -38,16 +39,14 @@ def main(argv=None) -> int:
     p.add_argument("--replay-capacity", type=int, default=100_000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    t_start = time.monotonic()
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return p.parse_args(argv)
 
+
+def register_breakout() -> None:
+    """Breakout at 84x84, 4 frames skipped and stacked, as ``breakout84`` (Ray's env registry)."""
     import ale_py  # noqa: F401  (registers the ALE ids)
     import gymnasium as gym
-    import ray
     from ray import tune
-    from ray.rllib.algorithms.dqn import DQNConfig
     from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
 
     gym.register_envs(ale_py)
@@ -61,7 +60,12 @@ def main(argv=None) -> int:
         )
 
     tune.register_env("breakout84", env_creator)
-    ray.init(include_dashboard=None, logging_level="WARNING")
+
+
+def build_algo(args):
+    """RLlib's DQN at the recorded settings (docs/peers.md), on the new API stack."""
+    from ray.rllib.algorithms.dqn import DQNConfig
+
     config = (
         DQNConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
@@ -88,34 +92,57 @@ def main(argv=None) -> int:
         .reporting(min_sample_timesteps_per_iteration=100)
         .debugging(seed=args.seed)
     )
-    algo = config.build_algo() if hasattr(config, "build_algo") else config.build()
+    return config.build_algo() if hasattr(config, "build_algo") else config.build()
+
+
+FIELDS = ["wall_s", "agent_steps", "learner_steps", "trained_samples", "replay_size", "iteration"]
+
+
+def metrics_row(result: dict, t0: float, batch_size: int) -> dict:
+    """One row of metrics.csv from a ``train()`` result."""
+    steps = find(result, "num_env_steps_sampled_lifetime") or 0
+    trained = find(result, "num_env_steps_trained_lifetime") or find(result, "num_module_steps_trained_lifetime") or 0
+    return {
+        "wall_s": round(time.monotonic() - t0, 3),
+        "agent_steps": int(steps),
+        "learner_steps": trained / batch_size,
+        "trained_samples": int(trained),
+        "replay_size": find(result, "num_env_steps_stored") or "",
+        "iteration": result.get("training_iteration"),
+    }
+
+
+def train(algo, args, run_dir: Path, t_start: float) -> None:
+    """``train()`` until ``--seconds`` after the start, a row of metrics.csv after each call;
+    the result's keys once learning has begun (result_keys.json: RLlib's layout moves)."""
     t0 = time.monotonic()
-    fields = ["wall_s", "agent_steps", "learner_steps", "trained_samples", "replay_size", "iteration"]
     path = run_dir / "metrics.csv"
     with open(path, "w", newline="") as f:
-        csv.DictWriter(f, fieldnames=fields).writeheader()
+        csv.DictWriter(f, fieldnames=FIELDS).writeheader()
     first = True
     while time.monotonic() - t_start < args.seconds:
         result = algo.train()
-        steps = find(result, "num_env_steps_sampled_lifetime") or 0
-        trained = (
-            find(result, "num_env_steps_trained_lifetime") or find(result, "num_module_steps_trained_lifetime") or 0
-        )
-        if first and trained:
+        row = metrics_row(result, t0, args.batch_size)
+        if first and row["trained_samples"]:
             keys = sorted(k for k in _flat(result) if "lifetime" in k or "replay" in k.lower())
             (run_dir / "result_keys.json").write_text(json.dumps(keys, indent=1))
             first = False
-        row = {
-            "wall_s": round(time.monotonic() - t0, 3),
-            "agent_steps": int(steps),
-            "learner_steps": trained / args.batch_size,
-            "trained_samples": int(trained),
-            "replay_size": find(result, "num_env_steps_stored") or "",
-            "iteration": result.get("training_iteration"),
-        }
         with open(path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=fields).writerow(row)
+            csv.DictWriter(f, fieldnames=FIELDS).writerow(row)
         print(json.dumps(row), flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    import ray
+
+    register_breakout()
+    ray.init(include_dashboard=None, logging_level="WARNING")
+    algo = build_algo(args)
+    train(algo, args, run_dir, t_start)
     algo.stop()
     ray.shutdown()
     return 0

@@ -236,3 +236,32 @@ def test_soak_samples_until_the_run_ends_and_fits_slopes(capsys, monkeypatch, tm
     assert [k["killed"] for k in result["kills"]][:2] == ["ActorShell#0", "ActorShell#1"]
     header = (tmp_path / "soak.csv").read_text().splitlines()[0]
     assert header == "private_mb:learner.main#4242,rss_mb:learner.main#4242,t_s"
+
+
+def test_rllib_child_writes_a_row_per_train_call(tmp_path):
+    import csv
+    import time
+
+    from benchmarks import _rllib_dqn
+
+    class FakeAlgo:  # RLlib's result layout: the counters nested, under names that move
+        calls = 0
+
+        def train(self):
+            self.calls += 1
+            time.sleep(0.01)
+            trained = 32 * (self.calls - 1)
+            return {
+                "env_runners": {"num_env_steps_sampled_lifetime": 100 * self.calls},
+                "learners": {"__all_modules__": {"num_env_steps_trained_lifetime": trained}},
+                "training_iteration": self.calls,
+            }
+
+    args = _rllib_dqn.parse_args(["--run-dir", str(tmp_path), "--seconds", "0.2"])
+    algo = FakeAlgo()
+    _rllib_dqn.train(algo, args, tmp_path, time.monotonic())
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert len(rows) == algo.calls >= 2
+    assert [r["agent_steps"] for r in rows[:2]] == ["100", "200"] and float(rows[1]["learner_steps"]) == 1.0
+    keys = json.loads((tmp_path / "result_keys.json").read_text())
+    assert "learners/__all_modules__/num_env_steps_trained_lifetime" in keys
