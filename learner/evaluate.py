@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from common.cli import USAGE_ERROR, OneLineParser
-from common.config import Config, ConfigError
-from learner.games import EvaluationError, eval_core, play, summarise
+from common.config import ALE_SEED_MODULUS, Config, ConfigError
+from learner.games import MAX_EVAL_ENVS, EvaluationError, eval_core, play, summarise
 from learner.video import (  # noqa: F401  (re-exported: this module's names before learner.video)
     GIF_FRAME_MS,
     GIF_STRIDE,
@@ -142,7 +142,7 @@ def evaluate(
     if episodes < 1:
         raise EvaluationError(f"--episodes must be >= 1, got {episodes}")
     video_path = check_video_path(video) if video is not None else None
-    policy = load_policy(checkpoint, min(num_envs or 8, episodes), seed, video=video_path is not None)
+    policy = load_policy(checkpoint, min(num_envs or MAX_EVAL_ENVS, episodes), seed, video=video_path is not None)
     recorder = None
     try:
         if video_path is not None:
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.episodes < 1, "--episodes", args.episodes, "must be at least 1"),
         (args.epsilon is not None and not 0 <= args.epsilon <= 1, "--epsilon", args.epsilon, "must be in [0, 1]"),
         (
-            not 0 <= args.seed < 2**31 - 8,
+            not 0 <= args.seed < ALE_SEED_MODULUS - MAX_EVAL_ENVS,
             "--seed",
             args.seed,
             "must be in 0..2^31-9 (ALE's seeds are signed 32-bit, env i plays seed + i)",

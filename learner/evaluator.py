@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from common.config import Config
+from common.config import ALE_SEED_MODULUS, Config
+from learner.games import MAX_EVAL_ENVS
 
 
 class Evaluator:
@@ -29,7 +30,7 @@ class Evaluator:
         pin_worker_from_env()  # --pin-cpus on: off the learner's cores (common.affinity)
         self.cfg = config if isinstance(config, Config) else Config.from_dict(config)
         self.episodes = self.cfg.eval.eval_episodes
-        self.num_envs = max(1, min(num_envs or 8, self.episodes))
+        self.num_envs = max(1, min(num_envs or MAX_EVAL_ENVS, self.episodes))
         self.epsilon = self.cfg.eval.eval_epsilon
         torch.set_num_threads(threads)
 
@@ -43,7 +44,8 @@ class Evaluator:
 
         t0 = time.monotonic()
         c, n = self.cfg, self.num_envs
-        seed = (c.run.seed * 1_000_003 + 7_777_777 + index * n) % (2**31 - n)
+        # An emulator's seed is an int32 and env i plays seed + i: all n below ALE_SEED_MODULUS.
+        seed = (c.run.seed * 1_000_003 + 7_777_777 + index * n) % (ALE_SEED_MODULUS - n)
         env = vector_env_for(c.env, n, seed)
         try:
             spec = spec_of(env, c.env.env_id)

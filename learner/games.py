@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from learner.video import BestGameRecorder
 
 
+#: At most this many games are played side by side (one batched forward pass over their envs).
+MAX_EVAL_ENVS = 8
+
+
 class EvaluationError(ValueError):
     """Bad input to an evaluation (a video we cannot write, a game without screens); one line."""
 

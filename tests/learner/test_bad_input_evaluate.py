@@ -103,6 +103,7 @@ def test_bad_checkpoints(capsys, tmp_path, name):
         (["--epsilon", "high"], ["--epsilon", "high"]),
         (["--seed", "-1"], ["--seed=-1"]),
         (["--seed", str(2**40)], ["--seed="]),
+        (["--seed", str(2**31 - 8)], ["--seed=2147483640", "0..2^31-9"]),  # env 7 would play 2^31-1
         (["--video", "best.avi"], ["--video", ".avi"]),
         (["--video", "/no/such/dir/best.mp4"], ["--video", "does not exist"]),
         (["--video", "VIDEO_DIR.mp4"], ["--video", "is a directory"]),
@@ -131,3 +132,9 @@ def test_bad_flags(capsys, tmp_path, argv, needles):
     for needle in needles or ["--checkpoint"]:
         assert needle in err[0], (needle, err[0])
     assert tree(tmp_path) == before
+
+
+def test_the_largest_seed_is_played(capsys, tmp_path):
+    real_checkpoint(tmp_path / "ck.pt")
+    assert main(["--checkpoint", str(tmp_path / "ck.pt"), "--episodes", "1", "--seed", str(2**31 - 9), "--json"]) == 0
+    assert '"episodes": 1' in capsys.readouterr().out

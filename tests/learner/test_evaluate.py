@@ -20,7 +20,8 @@ from common.envs import AleVectorEnv, ScreenHook, _atari_rom, is_atari
 from common.networks import build_q_network, network_signature
 from learner.checkpoint import save_checkpoint
 from learner.dqn import DQNLearner
-from learner.evaluate import BestGameRecorder, evaluate, main
+from learner.evaluate import evaluate, main
+from learner.video import BestGameRecorder
 
 ROOT = Path(__file__).resolve().parents[2]
 BREAKOUT, CARTPOLE = "ALE/Breakout-v5", "CartPole-v1"
