@@ -23,6 +23,7 @@ _EXPORTS = {
     **{
         name: ("common.envs.protocol", name)
         for name in (
+            "ALE_SEED_LIMIT",
             "ATARI_FRAME_SHAPE",
             "ATARI_FRAME_SKIP",
             "ATARI_MAX_EPISODE_FRAMES",

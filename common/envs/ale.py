@@ -25,6 +25,7 @@ import numpy as np
 
 from common.envs.base import EnvStep, VectorEnv
 from common.envs.protocol import (
+    ALE_SEED_LIMIT,
     ATARI_FRAME_SHAPE,
     ATARI_FRAME_SKIP,
     ATARI_MAX_EPISODE_FRAMES,
@@ -35,8 +36,6 @@ from common.envs.protocol import (
 from common.envs.video import ScreenHook, hook_ales
 
 FIRE_ACTION_INDEX = 1
-#: ALE's ``random_seed`` is a signed 32-bit int: env i's seed ``seed + i`` wraps below this.
-ALE_SEED_LIMIT = 2**31
 
 
 class AleVectorEnv(VectorEnv):

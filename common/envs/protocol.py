@@ -6,8 +6,9 @@ no-op actions, repeats each action for 4 frames, shows the network 84x84 graysca
 of them stacked, and has no sticky actions. Every default that follows the protocol (the
 env modules', ``make_vector_env``'s, the run configuration's) reads it here, so the protocol
 is changed or checked in one place; MinAtar's games take the same episode cap, counted in
-agent steps. The module imports nothing, so that the configuration
-(standard library only) can read it without loading numpy, OpenCV or the emulators.
+agent steps. The emulator's seed range is here too, for the same readers. The module
+imports nothing, so that the configuration (standard library only) can read it without
+loading numpy, OpenCV or the emulators.
 """
 
 #: Emulator frames before an Atari episode is truncated: 30 minutes at 60 frames a second.
@@ -22,3 +23,5 @@ ATARI_FRAME_SHAPE = (84, 84)
 ATARI_STACK_SIZE = 4
 #: No sticky actions: the Nature DQN / Ape-X protocol (Machado et al. 2018 recommend 0.25).
 ATARI_REPEAT_ACTION_PROBABILITY = 0.0
+#: ALE's ``random_seed`` is a signed 32-bit int: env i's seed ``seed + i`` is taken modulo this.
+ALE_SEED_LIMIT = 2**31

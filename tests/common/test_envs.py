@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import ale_py
 import gymnasium as gym
 import numpy as np
 import pytest
 
+from common import envs
 from common.envs import (
     AleVectorEnv,
     EnvSpecError,
@@ -20,6 +25,8 @@ from common.envs import (
 BREAKOUT, PONG, CARTPOLE = "ALE/Breakout-v5", "ALE/Pong-v5", "CartPole-v1"
 NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3  # Breakout's minimal action set
 HEADER_ROWS = slice(0, 7)  # Breakout's score and lives digits in the 84x84 frame
+
+ROOT = Path(__file__).resolve().parents[2]
 
 gym.register_envs(ale_py)
 
@@ -39,6 +46,26 @@ def _check_step(out: EnvStep, env) -> None:
     assert not (out.truncated & ~out.game_over).any()
     going_on = ~(out.terminated | out.truncated)
     np.testing.assert_array_equal(out.restart_frames[going_on], out.frames[going_on])
+
+
+# --------------------------------------------------------------------------- the package
+
+
+def test_every_exported_name_resolves_and_the_protocol_loads_nothing():
+    """``from common.envs import X`` works for every exported name, and the protocol's numbers
+    can be read without numpy, OpenCV or the emulators (the configuration reads them)."""
+    code = (
+        "import sys; import common.envs.protocol as p; "
+        "assert p.ATARI_MAX_EPISODE_FRAMES == 108_000 and p.ATARI_NOOP_MAX == 30, vars(p); "
+        "heavy = sorted({'numpy', 'cv2', 'ale_py', 'gymnasium'} & set(sys.modules)); "
+        "assert not heavy, heavy; "
+        "import common.envs as e; missing = [n for n in e.__all__ if getattr(e, n, None) is None]; "
+        "assert not missing, missing; assert 'make_vector_env' in dir(e)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        envs.no_such_name  # noqa: B018
 
 
 # --------------------------------------------------------------------------- ids
