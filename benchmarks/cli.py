@@ -93,16 +93,54 @@ def check_out_file(p: argparse.ArgumentParser, flag: str, path: str) -> None:
         p.error(f"{flag} {path}: directory '{parent}' is not writable")
 
 
-def check_learner_flags(p: argparse.ArgumentParser, argv: list) -> None:
+def _concrete(parse):
+    """``parse``, refusing "auto": a benchmark hands learner.main a value it has chosen."""
+
+    def concrete(text: str):
+        value = parse(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"this benchmark needs a value, got {text!r}")
+        return value
+
+    concrete.__name__ = getattr(parse, "__name__", "value")
+    return concrete
+
+
+def add_learner_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """Adds learner.main's own flags (``{"--batch-size": 32, ...}``: the flag and this
+    benchmark's default) with learner.main's type, choices and help: nothing of the
+    learner's is declared twice, and :func:`check_learner_flags` then checks the values with
+    the learner's own Config, so a bad one gets learner.main's one-line error."""
+    from common.config import build_arg_parser
+
+    learner = {a.option_strings[0]: a for a in build_arg_parser()._actions if a.option_strings}
+    for flag, default in defaults.items():
+        action = learner[flag]
+        meaning = action.help
+        if " (auto:" in meaning and meaning.endswith(")"):  # a benchmark gives a value: what auto picks is moot
+            meaning = meaning[: meaning.rfind(" (auto:")]
+        p.add_argument(
+            flag,
+            type=_concrete(action.type) if action.type else None,
+            choices=action.choices,
+            default=default,
+            metavar=action.metavar,
+            help=f"learner.main's {flag}: {meaning}",
+        )
+
+
+def check_learner_flags(p: argparse.ArgumentParser, argv: list, context: bool = True) -> None:
     """``p.error`` if ``learner.main`` would refuse these flags (each value alone, and
-    together: a batch larger than the replay, a device torch does not have)."""
+    together: a batch larger than the replay, a device torch does not have), with
+    learner.main's own one-line error; ``context``: followed by every setting given (for
+    settings the benchmark chose rather than the user)."""
     from common.config import ConfigError, build_arg_parser, config_from_args
 
     flags = [str(a) for a in argv]
     try:
         cfg = config_from_args(build_arg_parser(parser_class=OneLineParser).parse_args(flags))
     except ConfigError as e:
-        p.error(f"{e} (among the settings this benchmark gives learner.main: {' '.join(flags)})")
+        p.error(f"{e} (among the settings this benchmark gives learner.main: {' '.join(flags)})" if context else str(e))
     if cfg.learner.device.startswith("cuda"):
         import torch
 

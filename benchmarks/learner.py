@@ -8,6 +8,11 @@ efficiency = updates/s in the system / updates/s of ``DQNLearner.update`` alone 
 already in memory (same batch size, threads, device and run); target >= 0.9. The CPU
 figures beside it separate a learner starved of CPU from a loop that wastes time. Method:
 ``docs/benchmark-methods.md`` (learner).
+
+The flags handed to ``learner.main`` under its own names (``LEARNER_DEFAULTS``) are
+learner.main's: their type, choices and help come from its parser, and their values are
+checked by its Config before anything starts, so a bad one gets learner.main's own error.
+``--threads`` is the benchmark's (also the standalone loop's threads, so at least 1).
 """
 
 from __future__ import annotations
@@ -24,8 +29,7 @@ from benchmarks.cli import (
     POSITIVE_INT,
     SECONDS,
     SECONDS_OR_ZERO,
-    SEED,
-    at_least,
+    add_learner_flags,
     check_env,
     check_learner_flags,
     check_out_dir,
@@ -49,6 +53,41 @@ from benchmarks.system_run import SystemRun, memory_projection, tmp_dir, window_
 TARGET = 0.95
 
 
+def _standalone_learner(batch_size: int, device: str, num_actions: int, fast_paths: dict | None):
+    """The system's own update: the default (apex) preset resolved for Atari, built as the trainer builds it."""
+    from common.config import Config, LearnerConfig, resolve
+    from common.env_spec import EnvSpec
+    from learner.dqn import build_learner
+
+    cfg = resolve(
+        Config(learner=LearnerConfig(batch_size=batch_size, **(fast_paths or {}))), atari=True, cuda=device != "cpu"
+    )
+    spec = EnvSpec("ALE/Breakout-v5", (84, 84), "uint8", 4, num_actions, 4, "lz4", True, True)
+    return cfg, build_learner(cfg, spec, device)
+
+
+def random_sample_batches(batch_size: int, num_actions: int, seed: int, count: int = 8) -> list:
+    """``count`` SampleBatches of random Atari stacks, as a replay shard hands them over."""
+    from common.messages import SampleBatch
+
+    rng = np.random.default_rng(seed)
+    return [
+        SampleBatch(
+            ids=np.arange(batch_size, dtype=np.int64),
+            obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+            actions=rng.integers(0, num_actions, batch_size).astype(np.int64),
+            returns=rng.normal(size=batch_size).astype(np.float32),
+            discounts=np.full(batch_size, 0.99**3, np.float32),
+            next_obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
+            weights=np.ones(batch_size, np.float32),
+        )
+        for _ in range(count)
+    ]
+
+
+FAST_PATHS = ("precision", "tf32", "channels_last", "fused_optimizer", "compile", "joint_forward", "stats_period")
+
+
 def standalone_rate(
     batch_size: int,
     threads: int,
@@ -66,36 +105,15 @@ def standalone_rate(
     result names the values used and the compile time (the first update, not timed)."""
     import torch
 
-    from common.config import Config, LearnerConfig, resolve
-    from common.env_spec import EnvSpec
     from common.memory import hold_freed_memory
-    from common.messages import SampleBatch
-    from learner.dqn import build_learner
 
     hold_freed_memory()  # as learner.main's process does: the same allocator settings
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(seed)
-        # The system's own update: the default (apex) preset resolved for Atari, built as the trainer builds it.
-        cfg = resolve(
-            Config(learner=LearnerConfig(batch_size=batch_size, **(fast_paths or {}))), atari=True, cuda=device != "cpu"
-        )
-        spec = EnvSpec("ALE/Breakout-v5", (84, 84), "uint8", 4, num_actions, 4, "lz4", True, True)
-        learner = build_learner(cfg, spec, device)
-        rng = np.random.default_rng(seed)
-        pool = [
-            SampleBatch(
-                ids=np.arange(batch_size, dtype=np.int64),
-                obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
-                actions=rng.integers(0, num_actions, batch_size).astype(np.int64),
-                returns=rng.normal(size=batch_size).astype(np.float32),
-                discounts=np.full(batch_size, 0.99**3, np.float32),
-                next_obs=rng.integers(0, 256, (batch_size, 4, 84, 84), dtype=np.uint8),
-                weights=np.ones(batch_size, np.float32),
-            )
-            for _ in range(8)
-        ]
+        cfg, learner = _standalone_learner(batch_size, device, num_actions, fast_paths)
+        pool = random_sample_batches(batch_size, num_actions, seed)
         for i in range(warmup_updates):
             learner.update(pool[i % len(pool)])
         n = 0
@@ -115,18 +133,7 @@ def standalone_rate(
             "threads": threads,
             "batch_size": batch_size,
             "device": device,
-            "fast_paths": {
-                k: getattr(cfg.learner, k)
-                for k in (
-                    "precision",
-                    "tf32",
-                    "channels_last",
-                    "fused_optimizer",
-                    "compile",
-                    "joint_forward",
-                    "stats_period",
-                )
-            },
+            "fast_paths": {k: getattr(cfg.learner, k) for k in FAST_PATHS},
             "compile_seconds": learner.compile_seconds,
             "compile_error": learner.compile_error,
         }
@@ -134,10 +141,9 @@ def standalone_rate(
         torch.set_num_threads(before)
 
 
-def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None) -> dict:
-    """Updates/s (and agent steps/s, CPU per process class) of the real system after learning starts."""
-    ratio = args.replay_ratio if replay_ratio is None else replay_ratio
-    argv = [
+def system_argv(args, ratio: float, profile: bool) -> list:
+    """learner.main's command line for a measured run of the system."""
+    return [
         "--env",
         args.env,
         "--num-actors",
@@ -171,7 +177,62 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
         "--time-limit",
         180 + args.warmup + args.window + (args.spy_seconds if profile else 0),
     ]
-    run = SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
+
+
+def window_figures(run: SystemRun, args, t_learn: float) -> dict:
+    """Rates, CPU per process class and memory over the window that opens ``--warmup``
+    seconds after the first update and lasts ``--window``."""
+    t0, t1 = t_learn + args.warmup, t_learn + args.warmup + args.window
+    if not run.watch(lambda r: r.rows and r.rows[-1]["t_local"] >= t1, timeout=args.warmup + args.window + 60):
+        raise RuntimeError(f"the run ended before the window did:\n{run.log_tail()}")
+    a, b = window_bounds(run.rows, t0, t1)
+    s0, s1 = sample_near(run.samples, a), sample_near(run.samples, b)
+    dt = max(s1["t"] - s0["t"], 1e-9)
+    cpu = {
+        "learner (driver)": cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
+        "actors": cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
+        "replay": cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
+        "ray daemons": cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
+    }
+    ups = window_rate(run.rows, "learner_steps", t0, t1)
+    last = run.rows[-1]
+    return dict(
+        updates_per_s=ups,
+        agent_steps_per_s=window_rate(run.rows, "agent_steps", t0, t1),
+        trained_samples_per_s=ups * args.batch_size,
+        window_s=b - a,
+        cpu_cores=cpu,
+        foreign_cores=foreign_cores(s0, s1),
+        updates_per_learner_cpu_s=ups / max(cpu["learner (driver)"], 1e-9),
+        replay_ratio_measured=last.get("replay_ratio"),
+        replay_size_end=last.get("replay_size"),
+        learning_started_s=t_learn - run.t_start,
+        memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()},
+        memory_by_kind_mb=run.sampler.peak_by_kind,
+        loadavg_end=loadavg(),
+    )
+
+
+def spy_system(run: SystemRun, run_dir, seconds: float) -> dict:
+    """py-spy of the learner driver, the replay and actor-0, after the window."""
+    replay = run.sampler.pids("ReplayServer")
+    actor = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
+    return spy_processes(
+        run,
+        {
+            "driver": (run.proc.pid, DRIVER_KEEP, DRIVER_CATEGORIES),
+            "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
+            "actor": (actor[0] if actor else None, ACTOR_KEEP, ACTOR_CATEGORIES),
+        },
+        seconds,
+        run_dir.parent / run_dir.name,
+    )
+
+
+def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None) -> dict:
+    """Updates/s (and agent steps/s, CPU per process class) of the real system after learning starts."""
+    ratio = args.replay_ratio if replay_ratio is None else replay_ratio
+    run = SystemRun(system_argv(args, ratio, profile), run_dir, worker_niceness=args.worker_niceness).start()
     out: dict = {
         "command": ("" if args.worker_niceness is None else f"RAY_worker_niceness={args.worker_niceness} ")
         + run.command,
@@ -181,73 +242,37 @@ def system_rate(args, run_dir, profile: bool, replay_ratio: float | None = None)
         if not run.watch(lambda r: r.first_row(lambda x: x["learner_steps"] > 0) is not None, timeout=240):
             raise RuntimeError(f"the system did not start learning:\n{run.log_tail()}")
         t_learn = run.first_row(lambda x: x["learner_steps"] > 0)["t_local"]
-        t0, t1 = t_learn + args.warmup, t_learn + args.warmup + args.window
-        if not run.watch(lambda r: r.rows and r.rows[-1]["t_local"] >= t1, timeout=args.warmup + args.window + 60):
-            raise RuntimeError(f"the run ended before the window did:\n{run.log_tail()}")
-        a, b = window_bounds(run.rows, t0, t1)
-        s0, s1 = sample_near(run.samples, a), sample_near(run.samples, b)
-        dt = max(s1["t"] - s0["t"], 1e-9)
-        cpu = {
-            "learner (driver)": cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
-            "actors": cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
-            "replay": cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
-            "ray daemons": cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
-        }
-        ups = window_rate(run.rows, "learner_steps", t0, t1)
-        last = run.rows[-1]
-        out.update(
-            updates_per_s=ups,
-            agent_steps_per_s=window_rate(run.rows, "agent_steps", t0, t1),
-            trained_samples_per_s=ups * args.batch_size,
-            window_s=b - a,
-            cpu_cores=cpu,
-            foreign_cores=foreign_cores(s0, s1),
-            updates_per_learner_cpu_s=ups / max(cpu["learner (driver)"], 1e-9),
-            replay_ratio_measured=last.get("replay_ratio"),
-            replay_size_end=last.get("replay_size"),
-            learning_started_s=t_learn - run.t_start,
-            memory_peak_mb={k: v / MB for k, v in run.sampler.peak.items()},
-            memory_by_kind_mb=run.sampler.peak_by_kind,
-            loadavg_end=loadavg(),
-        )
+        out.update(window_figures(run, args, t_learn))
         if profile:
-            driver = run.proc.pid
-            replay = run.sampler.pids("ReplayServer")
-            actor = run.sampler.pids("actor-0:") or run.sampler.pids("ActorShell")
-            out["py_spy"] = spy_processes(
-                run,
-                {
-                    "driver": (driver, DRIVER_KEEP, DRIVER_CATEGORIES),
-                    "replay": (replay[0] if replay else None, None, REPLAY_CATEGORIES),
-                    "actor": (actor[0] if actor else None, ACTOR_KEEP, ACTOR_CATEGORIES),
-                },
-                args.spy_seconds,
-                run_dir.parent / run_dir.name,
-            )
-        t_fill = run.first_row(lambda x: x["replay_size"] > 0)[
-            "t_local"
-        ]  # the warm-up fills the replay: fit from there
+            out["py_spy"] = spy_system(run, run_dir, args.spy_seconds)
+        # the warm-up fills the replay: fit from there
+        t_fill = run.first_row(lambda x: x["replay_size"] > 0)["t_local"]
         out["memory_projection"] = memory_projection(run, "replay_size", ("replay",), t_fill, args.replay_capacity)
     finally:
         out["exit_code"] = run.stop()
     return out
 
 
-def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ratio: float = 8.0) -> None:
+#: The flags handed to learner.main under the same name, and this benchmark's defaults for
+#: them: their type, choices and help are learner.main's (``benchmarks.cli.add_learner_flags``).
+LEARNER_DEFAULTS = {
+    "--env": "ALE/Breakout-v5",
+    "--batch-size": 32,
+    "--replay-ratio": 8.0,
+    "--num-actors": 2,
+    "--envs-per-actor": 8,
+    "--replay-capacity": 100_000,
+    "--replay-shards": 1,
+    "--learning-starts": 10_000,
+    "--device": "cpu",
+    "--seed": 0,
+    "--pin-cpus": "off",
+}
 
-    p.add_argument("--env", default="ALE/Breakout-v5")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=batch_size)
-    p.add_argument(
-        "--replay-ratio",
-        type=at_least(float, 0.0),
-        default=replay_ratio,
-        help="samples trained per transition inserted (0: actors run free)",
-    )
-    p.add_argument("--num-actors", type=POSITIVE_INT, default=2)
-    p.add_argument("--envs-per-actor", type=POSITIVE_INT, default=8)
-    p.add_argument("--replay-capacity", type=at_least(int, 16), default=100_000)
-    p.add_argument("--replay-shards", type=POSITIVE_INT, default=1, help="replay actors (learner.main --replay-shards)")
-    p.add_argument("--learning-starts", type=POSITIVE_INT, default=10_000)
+
+def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ratio: float = 8.0) -> None:
+    """learner.main's flags at this benchmark's defaults, and the benchmark's own."""
+    add_learner_flags(p, {**LEARNER_DEFAULTS, "--batch-size": batch_size, "--replay-ratio": replay_ratio})
     p.add_argument(
         "--threads",
         type=POSITIVE_INT,
@@ -256,8 +281,6 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
         "(--learner-threads); default: what learner.main picks for a CPU learner (the cores the local actors and "
         "replay leave, at least 1), torch's default on a GPU",
     )
-    p.add_argument("--device", default="cpu", help="learner device (cpu, cuda)")
-    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--warmup",
         type=SECONDS_OR_ZERO,
@@ -282,12 +305,6 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
         help="RAY_worker_niceness for the system's Ray workers "
         "(actors, replay); default: learner.main's (0; Ray's own default is 15, the learner runs at 0)",
     )
-    p.add_argument(
-        "--pin-cpus",
-        choices=("off", "on"),
-        default="off",
-        help="learner.main --pin-cpus: the learner on its own cores, Ray's workers on the others",
-    )
     p.add_argument("--profile", action="store_true", help="py-spy the driver, replay and an actor after the window")
     p.add_argument("--spy-seconds", type=SECONDS, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, learning from 2,000")
@@ -295,34 +312,19 @@ def add_system_flags(p: argparse.ArgumentParser, batch_size: int = 32, replay_ra
 
 
 def check_system_flags(p: argparse.ArgumentParser, args) -> None:
-    """What ``add_system_flags`` gave, checked before any phase starts (``benchmarks.cli``)."""
+    """What ``add_system_flags`` gave, checked before any phase starts (``benchmarks.cli``):
+    learner.main's flags by learner.main's own Config, with its one-line error. --device
+    auto becomes the device learner.main would pick."""
     check_env(p, "--env", args.env)
     check_out_dir(p, "--out-dir", args.out_dir)
-    check_learner_flags(
-        p,
-        [
-            "--env",
-            args.env,
-            "--batch-size",
-            args.batch_size,
-            "--replay-ratio",
-            args.replay_ratio,
-            "--num-actors",
-            args.num_actors,
-            "--envs-per-actor",
-            args.envs_per_actor,
-            "--replay-capacity",
-            args.replay_capacity,
-            "--replay-shards",
-            args.replay_shards,
-            "--learning-starts",
-            min(args.learning_starts, 2_000) if args.quick else args.learning_starts,
-            "--device",
-            args.device,
-            "--seed",
-            args.seed,
-        ],
-    )
+    values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in LEARNER_DEFAULTS}
+    if args.quick:  # --quick learns from 2,000: then the error also lists what the benchmark gave
+        values["--learning-starts"] = min(args.learning_starts, 2_000)
+    check_learner_flags(p, [x for flag, value in values.items() for x in (flag, value)], context=args.quick)
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_threads(args) -> int:
@@ -357,22 +359,8 @@ def apply_quick(args) -> None:
         args.spy_seconds = min(args.spy_seconds, 5.0)
 
 
-def main(argv=None) -> int:
-    p = parser(__doc__.splitlines()[0])
-    add_system_flags(p)
-    args = p.parse_args(argv)
-    check_system_flags(p, args)
-    apply_quick(args)
-    out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-learner-")
-    m = machine()
-    print(describe_machine(m), flush=True)
-    print(
-        f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
-        f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}, pin-cpus {args.pin_cpus}; "
-        f"run dirs under {out_dir}",
-        flush=True,
-    )
-
+def measure(args, out_dir: Path) -> tuple[dict, dict, dict]:
+    """The update alone, the system, the update alone again; each phase after a quiet wait."""
     wait_quiet(timeout=args.quiet_wait)
     s1 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed)
     print(
@@ -388,46 +376,48 @@ def main(argv=None) -> int:
     wait_quiet(timeout=args.quiet_wait)
     s2 = standalone_rate(args.batch_size, args.threads, args.standalone_seconds, args.device, args.seed + 1)
     print(f"standalone (after): {s2['updates_per_s']:.1f} updates/s", flush=True)
+    return s1, sysr, s2
 
+
+def efficiency_rows(s1: dict, s2: dict, sysr: dict, args) -> tuple[list, float, float]:
+    """The table's rows (the update alone, the system), the efficiency and the CPU efficiency."""
     alone = (s1["updates_per_s"] + s2["updates_per_s"]) / 2
     alone_cpu = (s1["updates_per_cpu_s"] + s2["updates_per_cpu_s"]) / 2
     ratio = sysr["updates_per_s"] / alone
-    cpu_ratio = sysr["updates_per_learner_cpu_s"] / alone_cpu
+    rows = [
+        [
+            "standalone (mean of before/after)",
+            alone,
+            alone * args.batch_size,
+            (s1["cpu_per_wall"] + s2["cpu_per_wall"]) / 2,
+            alone_cpu,
+            (s1["foreign_cores"] + s2["foreign_cores"]) / 2,
+            1.0,
+            "",
+        ],
+        [
+            "in the system",
+            sysr["updates_per_s"],
+            sysr["trained_samples_per_s"],
+            sysr["cpu_cores"]["learner (driver)"],
+            sysr["updates_per_learner_cpu_s"],
+            sysr["foreign_cores"],
+            ratio,
+            verdict(ratio, TARGET),
+        ],
+    ]
+    return rows, ratio, sysr["updates_per_learner_cpu_s"] / alone_cpu
+
+
+def report(args, s1: dict, s2: dict, sysr: dict, machine_facts: dict) -> tuple[float, float]:
+    """Prints the efficiency table and what it means; returns (efficiency, CPU efficiency)."""
+    rows, ratio, cpu_ratio = efficiency_rows(s1, s2, sysr, args)
+    headers = ["what", "updates/s", "samples/s", "learner CPU", "updates/CPU-s", "foreign CPU", "ratio"]
     print()
     print(
         table(
-            [
-                "what",
-                "updates/s",
-                "samples/s",
-                "learner CPU",
-                "updates/CPU-s",
-                "foreign CPU",
-                "ratio",
-                f"target >= {TARGET}",
-            ],
-            [
-                [
-                    "standalone (mean of before/after)",
-                    alone,
-                    alone * args.batch_size,
-                    (s1["cpu_per_wall"] + s2["cpu_per_wall"]) / 2,
-                    alone_cpu,
-                    (s1["foreign_cores"] + s2["foreign_cores"]) / 2,
-                    1.0,
-                    "",
-                ],
-                [
-                    "in the system",
-                    sysr["updates_per_s"],
-                    sysr["trained_samples_per_s"],
-                    sysr["cpu_cores"]["learner (driver)"],
-                    sysr["updates_per_learner_cpu_s"],
-                    sysr["foreign_cores"],
-                    ratio,
-                    verdict(ratio, TARGET),
-                ],
-            ],
+            headers + [f"target >= {TARGET}"],
+            rows,
             title=f"Learner efficiency (batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} threads, {args.device}); "
             f"standalone before {s1['updates_per_s']:.1f}, after {s2['updates_per_s']:.1f} updates/s",
         )
@@ -440,7 +430,7 @@ def main(argv=None) -> int:
         "CPU in cores; 'foreign CPU': everything else on this shared machine over the same interval. "
         "CPU cores used in the window: "
         + ", ".join(f"{k} {v:.2f}" for k, v in sysr["cpu_cores"].items())
-        + f" (machine: {m['cores']} cores; load average now {loadavg()})"
+        + f" (machine: {machine_facts['cores']} cores; load average now {loadavg()})"
     )
     if args.profile and "py_spy" in sysr:
         for name, title in (
@@ -450,6 +440,26 @@ def main(argv=None) -> int:
         ):
             print()
             print_spy(title, sysr["py_spy"].get(name, {}))
+    return ratio, cpu_ratio
+
+
+def main(argv=None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    add_system_flags(p)
+    args = p.parse_args(argv)
+    check_system_flags(p, args)
+    apply_quick(args)
+    out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-learner-")
+    m = machine()
+    print(describe_machine(m), flush=True)
+    print(
+        f"batch {args.batch_size}, replay ratio {args.replay_ratio:g}, {args.threads} learner threads on {args.device}, "
+        f"{args.num_actors} actors x {args.envs_per_actor} envs, Ray worker niceness {niceness_text(args)}, pin-cpus {args.pin_cpus}; "
+        f"run dirs under {out_dir}",
+        flush=True,
+    )
+    s1, sysr, s2 = measure(args, out_dir)
+    ratio, cpu_ratio = report(args, s1, s2, sysr, m)
     final_json(
         {
             "benchmark": "learner",
@@ -461,7 +471,7 @@ def main(argv=None) -> int:
             "device": args.device,
             "standalone_before": s1,
             "standalone_after": s2,
-            "standalone_updates_per_s": alone,
+            "standalone_updates_per_s": (s1["updates_per_s"] + s2["updates_per_s"]) / 2,
             "system": sysr,
             "efficiency": ratio,
             "cpu_efficiency": cpu_ratio,

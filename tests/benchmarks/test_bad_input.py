@@ -11,15 +11,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SYSTEM_FLAGS = [  # benchmarks.learner's flags, shared by benchmarks.peers
-    (["--batch-size", "0"], ["--batch-size", "'0'"]),
+SYSTEM_FLAGS = [  # benchmarks.learner's flags, shared by benchmarks.peers: learner.main's own errors
+    (["--batch-size", "0"], ["--batch-size=0"]),
     (["--batch-size", "big"], ["--batch-size", "'big'"]),
-    (["--replay-ratio", "-1"], ["--replay-ratio", "'-1'"]),
-    (["--replay-ratio", "nan"], ["--replay-ratio", "'nan'"]),
-    (["--num-actors", "0"], ["--num-actors", "'0'"]),
-    (["--replay-capacity", "8"], ["--replay-capacity", "'8'"]),
+    (["--replay-ratio", "-1"], ["--replay-ratio=-1"]),
+    (["--replay-ratio", "nan"], ["--replay-ratio=nan"]),
+    (["--num-actors", "0"], ["--num-actors=0"]),
+    (["--replay-capacity", "8"], ["--replay-capacity=8"]),
     (["--threads", "0"], ["--threads", "'0'"]),
-    (["--seed", "-3"], ["--seed", "'-3'"]),
+    (["--seed", "-3"], ["--seed=-3"]),
+    (["--replay-shards", "0"], ["--replay-shards=0"]),
+    (["--batch-size", "auto"], ["--batch-size", "'auto'"]),  # learner.main's auto: a benchmark picks a value
+    (["--pin-cpus", "maybe"], ["--pin-cpus", "'maybe'"]),
     (["--window", "0"], ["--window", "'0'"]),
     (["--warmup", "-1"], ["--warmup", "'-1'"]),
     (["--worker-niceness", "40"], ["--worker-niceness", "'40'"]),
@@ -120,6 +123,25 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path, monkeypatch, program, ar
         assert needle in err[0], (needle, err[0])
     assert out.out == ""  # not even the machine's description: nothing started
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "argv", [["--batch-size", "0"], ["--replay-ratio", "-1"], ["--device", "tpu"], ["--num-actors", "0"]]
+)
+def test_a_learner_flag_gets_learner_mains_own_error(capsys, tmp_path, monkeypatch, argv):
+    """benchmarks.learner takes these flags from learner.main's parser and checks them with its
+    Config: a bad value is refused in the same words."""
+    from benchmarks import learner as bench
+    from learner import main as learner_main
+
+    monkeypatch.chdir(tmp_path)
+    assert learner_main.main(argv) == 2
+    theirs = capsys.readouterr().err.strip()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    ours = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and ours == theirs and "\n" not in ours, (ours, theirs)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_gpu_suite_refuses_cuda_where_there_is_none(capsys, tmp_path):
