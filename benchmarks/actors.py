@@ -31,8 +31,7 @@ from benchmarks.cli import (
     POSITIVE_INT,
     SECONDS,
     SECONDS_OR_ZERO,
-    SEED,
-    at_least,
+    add_learner_flags,
     check_env,
     check_learner_flags,
     check_out_dir,
@@ -213,8 +212,9 @@ def actor_core_rate(
 # --------------------------------------------------------------------------- the fleet
 
 
-def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
-    argv = [
+def fleet_argv(args, n: int, profile: bool) -> list:
+    """learner.main's command line for a fleet of ``n`` actors and a learner that never trains."""
+    return [
         "--env",
         args.env,
         "--num-actors",
@@ -238,7 +238,26 @@ def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
         "--time-limit",
         args.warmup + args.window + 120 + (args.spy_seconds if profile else 0),
     ]
-    run = SystemRun(argv, run_dir, worker_niceness=args.worker_niceness).start()
+
+
+def fleet_cpu(s0: dict, s1: dict) -> dict:
+    """Cores used between two process samples, by process class."""
+    dt = max(s1["t"] - s0["t"], 1e-9)
+
+    def other(p) -> bool:
+        return p["category"] == "worker" and "ActorShell" not in p["label"] and "ReplayServer" not in p["label"]
+
+    return {
+        "actors": cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
+        "replay": cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
+        "driver": cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
+        "ray_system": cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
+        "other_workers": cpu_delta(s0, s1, other) / dt,
+    }
+
+
+def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
+    run = SystemRun(fleet_argv(args, n, profile), run_dir, worker_niceness=args.worker_niceness).start()
     out: dict = {"num_actors": n, "command": run.command}
     try:
         if not run.watch(lambda r: r.first_row(lambda x: x["agent_steps"] > 0) is not None, timeout=180):
@@ -248,27 +267,11 @@ def fleet_rate(args, n: int, run_dir, profile: bool) -> dict:
         if not run.watch(lambda r: r.rows and r.rows[-1]["t_local"] >= t1, timeout=args.warmup + args.window + 60):
             raise RuntimeError(f"the run ended before the window did:\n{run.log_tail()}")
         a, b = window_bounds(run.rows, t0, t1)
-        steps_per_s = window_rate(run.rows, "agent_steps", t0, t1)
         s0, s1 = sample_near(run.samples, a), sample_near(run.samples, b)
-        dt = max(s1["t"] - s0["t"], 1e-9)
-        cpu = {
-            "actors": cpu_delta(s0, s1, lambda p: "ActorShell" in p["label"]) / dt,
-            "replay": cpu_delta(s0, s1, lambda p: "ReplayServer" in p["label"]) / dt,
-            "driver": cpu_delta(s0, s1, lambda p: p["category"] == "driver") / dt,
-            "ray_system": cpu_delta(s0, s1, lambda p: p["category"] == "ray_system") / dt,
-            "other_workers": cpu_delta(
-                s0,
-                s1,
-                lambda p: (
-                    p["category"] == "worker" and "ActorShell" not in p["label"] and "ReplayServer" not in p["label"]
-                ),
-            )
-            / dt,
-        }
         out.update(
-            agent_steps_per_s=steps_per_s,
+            agent_steps_per_s=window_rate(run.rows, "agent_steps", t0, t1),
             window_s=b - a,
-            cpu_cores=cpu,
+            cpu_cores=fleet_cpu(s0, s1),
             foreign_cores=foreign_cores(s0, s1),
             replay_size_end=run.rows[-1]["replay_size"],
             loadavg_end=loadavg(),
@@ -344,20 +347,15 @@ def _counts(text: str) -> str:
     return text
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--env", default="ALE/Breakout-v5")
-    p.add_argument(
-        "--envs-per-actor",
-        type=POSITIVE_INT,
-        default=None,
-        help="E: envs per actor, and per baseline process (default: learner.main's --envs-per-actor)",
-    )
-    p.add_argument(
-        "--actor-precision",
-        default="auto",
-        choices=("auto", "fp32", "bf16", "int8", "bf16-int8", "int8-static"),
-        help="the actors' acting network (learner.main's --actor-precision)",
+    add_learner_flags(
+        p,
+        {"--env": "ALE/Breakout-v5", "--envs-per-actor": None, "--actor-precision": "auto"},
+        notes={
+            "--envs-per-actor": "E, also of each baseline process (default: learner.main's)",
+            "--actor-precision": "the actors' acting network",
+        },
     )
     p.add_argument(
         "--sweep",
@@ -382,13 +380,16 @@ def main(argv=None) -> int:
         "--warmup", type=SECONDS_OR_ZERO, default=10.0, help="seconds discarded after the fleet's first steps"
     )
     p.add_argument("--window", type=SECONDS, default=40.0, help="seconds measured per fleet size")
-    p.add_argument(
-        "--replay-capacity",
-        type=at_least(int, 16),
-        default=1_000_000,
-        help="also --learning-starts, so the learner never trains",
+    add_learner_flags(
+        p,
+        {"--replay-capacity": 1_000_000, "--seed": 0},
+        notes={"--replay-capacity": "also --learning-starts, so the learner never trains"},
     )
-    p.add_argument("--seed", type=SEED, default=0)
+    _add_run_flags(p)
+    return p
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--worker-niceness",
         type=NICENESS,
@@ -409,35 +410,25 @@ def main(argv=None) -> int:
     p.add_argument("--spy-seconds", type=SECONDS, default=15.0)
     p.add_argument("--quick", action="store_true", help="smoke check: short windows, N=1 only")
     p.add_argument("--out-dir", default=None, help="where run directories go (default: a fresh temp dir)")
-    args = p.parse_args(argv)
-    if args.envs_per_actor is None:
-        from common.config import EnvConfig
 
-        args.envs_per_actor = EnvConfig().envs_per_actor
+
+def parse_args(argv, cores: int):
+    """The flags, checked (learner.main's by its own Config) before anything starts; then
+    --quick's short windows and the default largest N."""
+    p = build_parser()
+    args = p.parse_args(argv)
     check_env(p, "--env", args.env)
     check_out_dir(p, "--out-dir", args.out_dir)
-    check_learner_flags(
-        p,
-        [
-            "--env",
-            args.env,
-            "--num-actors",
-            args.max_actors or 1,
-            "--envs-per-actor",
-            args.envs_per_actor,
-            "--replay-capacity",
-            args.replay_capacity,
-            "--learning-starts",
-            args.replay_capacity,
-            "--seed",
-            args.seed,
-            "--device",
-            "cpu",
-            "--actor-precision",
-            args.actor_precision,
-        ],
-    )
-    cores = os.cpu_count() or 1
+    if args.envs_per_actor is None:  # what learner.main would pick for this env
+        from common.config import Config, EnvConfig, resolve
+        from common.envs import is_atari
+
+        cfg = resolve(Config(env=EnvConfig(env_id=args.env)), atari=is_atari(args.env), cuda=False)
+        args.envs_per_actor = cfg.env.envs_per_actor
+    learner_argv = ["--env", args.env, "--num-actors", args.max_actors or 1, "--envs-per-actor", args.envs_per_actor]
+    learner_argv += ["--replay-capacity", args.replay_capacity, "--learning-starts", args.replay_capacity]
+    learner_argv += ["--seed", args.seed, "--device", "cpu", "--actor-precision", args.actor_precision]
+    check_learner_flags(p, learner_argv)
     if args.quick:
         args.baseline_seconds, args.core_seconds, args.warmup, args.window = 4.0, 5.0, 3.0, 8.0
         args.actor_counts = args.actor_counts or "1"
@@ -445,22 +436,25 @@ def main(argv=None) -> int:
         args.quiet_wait = min(args.quiet_wait, 10.0)
     if args.max_actors is None:
         args.max_actors = max(1, min(cores, 2) if cores <= 2 else cores - 2)
-    out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-actors-")
-    m = machine()
-    print(describe_machine(m), flush=True)
-    counts = actor_counts(args)
-    print(
-        f"env {args.env}, {args.envs_per_actor} envs per actor, fleets N = {counts}, run dirs under {out_dir}",
-        flush=True,
-    )
+    return args
 
+
+def measure_baseline(args, seed: int, when: str) -> dict:
     wait_quiet(timeout=args.quiet_wait)
-    base1 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed)
-    print(
-        f"emulator baseline (before): {base1['agent_steps_per_s']:,.0f} agent steps/s "
-        f"({base1['cpu_per_wall']:.2f} CPU-s per s)",
-        flush=True,
-    )
+    base = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, seed)
+    if when == "before":
+        print(
+            f"emulator baseline (before): {base['agent_steps_per_s']:,.0f} agent steps/s "
+            f"({base['cpu_per_wall']:.2f} CPU-s per s)",
+            flush=True,
+        )
+    else:
+        print(f"emulator baseline (after): {base['agent_steps_per_s']:,.0f} agent steps/s", flush=True)
+    return base
+
+
+def measure_core(args) -> dict:
+    """The actor core without Ray (and, with --profile, a second pass under the stack sampler)."""
     wait_quiet(timeout=args.quiet_wait)
     core = actor_core_rate(args.env, args.envs_per_actor, args.core_seconds, args.seed, precision=args.actor_precision)
     if args.profile:  # a separate pass: the sampler takes the GIL, so it never feeds the figures
@@ -474,55 +468,26 @@ def main(argv=None) -> int:
         f"{core['forward_ms_per_stack']:.3f} ms per stack; a publish costs {publish_text(core['publish'])}",
         flush=True,
     )
-    sweep = run_sweep(args) if args.sweep else []
+    return core
+
+
+def measure_fleets(args, counts: list[int], out_dir: Path) -> list[dict]:
     fleets = []
     for n in counts:
-        run_dir = out_dir / f"fleet-{n}"
         wait_quiet(timeout=args.quiet_wait)
-        f = fleet_rate(args, n, run_dir, profile=args.profile and n == counts[0])
+        f = fleet_rate(args, n, out_dir / f"fleet-{n}", profile=args.profile and n == counts[0])
         fleets.append(f)
         print(
             f"fleet N={n}: {f['agent_steps_per_s']:,.0f} agent steps/s over {f['window_s']:.0f} s; CPU cores used: "
             + ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_cores"].items()),
             flush=True,
         )
-    wait_quiet(timeout=args.quiet_wait)
-    base2 = emulator_rate(args.env, args.envs_per_actor, args.baseline_seconds, args.seed + 1)
-    print(f"emulator baseline (after): {base2['agent_steps_per_s']:,.0f} agent steps/s", flush=True)
+    return fleets
 
-    per_core = (base1["agent_steps_per_s"] + base2["agent_steps_per_s"]) / 2
-    per_cpu_s = (base1["agent_steps_per_cpu_s"] + base2["agent_steps_per_cpu_s"]) / 2
+
+def judge_fleets(fleets: list[dict], per_core: float, per_cpu_s: float, cores: int) -> list:
+    """Each fleet's efficiency (and the marginal one of its extra cores), added to it; its row."""
     rows, prev = [], None
-    rows.append(
-        [
-            "emulator only, 1 process",
-            per_core,
-            per_core,
-            1.0,
-            None,
-            None,
-            None,
-            (base1["foreign_cores"] + base2["foreign_cores"]) / 2,
-            per_cpu_s,
-            1.0,
-            "",
-        ]
-    )
-    rows.append(
-        [
-            f"actor core ({core['precision']}), no Ray, 1 process",
-            core["agent_steps_per_s"],
-            core["agent_steps_per_s"],
-            core["agent_steps_per_s"] / per_core,
-            None,
-            None,
-            None,
-            core["foreign_cores"],
-            core["agent_steps_per_cpu_s"],
-            core["agent_steps_per_cpu_s"] / per_cpu_s,
-            "",
-        ]
-    )
     for f in fleets:
         n = f["num_actors"]
         used = min(n, cores)
@@ -539,45 +504,47 @@ def main(argv=None) -> int:
             agent_steps_per_actor_cpu_s=per_actor_cpu,
             cpu_efficiency=per_actor_cpu / per_cpu_s,
         )
-        others = (
-            f["cpu_cores"]["replay"]
-            + f["cpu_cores"]["driver"]
-            + f["cpu_cores"]["ray_system"]
-            + f["cpu_cores"]["other_workers"]
-        )
+        c = f["cpu_cores"]
         rows.append(
-            [
-                f"fleet N={n} (cores used {used})",
-                f["agent_steps_per_s"],
-                f["agent_steps_per_s"] / used,
-                eff,
-                marginal,
-                f["cpu_cores"]["actors"],
-                others,
-                f["foreign_cores"],
-                per_actor_cpu,
-                f["cpu_efficiency"],
-                f"{target_for(n)}: {verdict(eff, target_for(n))}",
-            ]
+            [f"fleet N={n} (cores used {used})", f["agent_steps_per_s"], f["agent_steps_per_s"] / used, eff, marginal]
+            + [c["actors"], c["replay"] + c["driver"] + c["ray_system"] + c["other_workers"], f["foreign_cores"]]
+            + [per_actor_cpu, f["cpu_efficiency"], f"{target_for(n)}: {verdict(eff, target_for(n))}"]
         )
         prev = f
+    return rows
+
+
+EFFICIENCY_HEADERS = [
+    "what",
+    "agent steps/s",
+    "per core",
+    "efficiency",
+    "marginal",
+    "actor CPU",
+    "system CPU",
+    "foreign CPU",
+    "steps/actor-CPU-s",
+    "CPU eff.",
+    "target >=",
+]
+
+
+def print_efficiency(args, base1: dict, base2: dict, core: dict, fleet_rows: list) -> None:
+    """The table: the emulator alone, the actor core without Ray, each fleet."""
+    per_core = (base1["agent_steps_per_s"] + base2["agent_steps_per_s"]) / 2
+    per_cpu_s = (base1["agent_steps_per_cpu_s"] + base2["agent_steps_per_cpu_s"]) / 2
+    foreign = (base1["foreign_cores"] + base2["foreign_cores"]) / 2
+    rows = [
+        ["emulator only, 1 process", per_core, per_core, 1.0, None, None, None, foreign, per_cpu_s, 1.0, ""],
+        [f"actor core ({core['precision']}), no Ray, 1 process", core["agent_steps_per_s"], core["agent_steps_per_s"]]
+        + [core["agent_steps_per_s"] / per_core, None, None, None, core["foreign_cores"]]
+        + [core["agent_steps_per_cpu_s"], core["agent_steps_per_cpu_s"] / per_cpu_s, ""],
+    ]
     print()
     print(
         table(
-            [
-                "what",
-                "agent steps/s",
-                "per core",
-                "efficiency",
-                "marginal",
-                "actor CPU",
-                "system CPU",
-                "foreign CPU",
-                "steps/actor-CPU-s",
-                "CPU eff.",
-                "target >=",
-            ],
-            rows,
+            EFFICIENCY_HEADERS,
+            rows + fleet_rows,
             title=f"Actor efficiency ({args.env}, E={args.envs_per_actor}); baseline = mean of "
             f"{base1['agent_steps_per_s']:,.0f} (before) and {base2['agent_steps_per_s']:,.0f} (after) steps/s",
         )
@@ -588,60 +555,84 @@ def main(argv=None) -> int:
         "'actor CPU', 'system CPU' (replay + driver + Ray daemons) and 'foreign CPU' (everything else on this "
         "shared machine, measured over the same interval) in cores."
     )
+
+
+SWEEP_HEADERS = [
+    "precision",
+    "E",
+    "agent steps/s",
+    "emulator steps/s (same E)",
+    "efficiency",
+    "CPU eff.",
+    "forward share",
+    "forward ms/stack",
+    "publish ms",
+    "core MB",
+    "foreign CPU",
+]
+SWEEP_KEYS = (
+    "precision",
+    "envs_per_actor",
+    "agent_steps_per_s",
+    "emulator_steps_per_s",
+    "efficiency",
+    "cpu_efficiency",
+    "forward_share",
+    "forward_ms_per_stack",
+)
+
+
+def print_sweep(sweep: list[dict]) -> None:
+    rows = [
+        [r[k] for k in SWEEP_KEYS] + [r["publish"]["median_ms"], r["core_rss_mb"], r["foreign_cores"]] for r in sweep
+    ]
+    print()
+    title = "Actor core (no Ray) per precision and envs per actor E, each against the bare emulator stepping E envs just before it"
+    print(table(SWEEP_HEADERS, rows, title=title))
+    print(
+        "core MB: this process's resident memory grown by building the core and stepping it (the E emulators, "
+        "the network, the records held); a Ray actor adds its worker's own memory."
+    )
+
+
+def print_profile(core: dict, fleets: list[dict]) -> None:
+    print()
+    print(
+        table(
+            ["part of the actor core loop (stack samples, by module)", "share of samples"],
+            [[k, v] for k, v in core["profile"].items()],
+        )
+    )
+    spy = fleets[0].get("py_spy", {})
+    print()
+    print_spy(f"live actor-0 (N={fleets[0]['num_actors']}), py-spy, its stepping thread", spy.get("actor", {}))
+    print()
+    print_spy("live replay server, py-spy, all threads (idle included)", spy.get("replay", {}))
+
+
+def main(argv=None) -> int:
+    cores = os.cpu_count() or 1
+    args = parse_args(argv, cores)
+    out_dir = Path(args.out_dir) if args.out_dir else tmp_dir("bench-actors-")
+    m = machine()
+    print(describe_machine(m), flush=True)
+    counts = actor_counts(args)
+    print(
+        f"env {args.env}, {args.envs_per_actor} envs per actor, fleets N = {counts}, run dirs under {out_dir}",
+        flush=True,
+    )
+    base1 = measure_baseline(args, args.seed, "before")
+    core = measure_core(args)
+    sweep = run_sweep(args) if args.sweep else []
+    fleets = measure_fleets(args, counts, out_dir)
+    base2 = measure_baseline(args, args.seed + 1, "after")
+    per_core = (base1["agent_steps_per_s"] + base2["agent_steps_per_s"]) / 2
+    per_cpu_s = (base1["agent_steps_per_cpu_s"] + base2["agent_steps_per_cpu_s"]) / 2
+    print_efficiency(args, base1, base2, core, judge_fleets(fleets, per_core, per_cpu_s, cores))
     if sweep:
-        print()
-        print(
-            table(
-                [
-                    "precision",
-                    "E",
-                    "agent steps/s",
-                    "emulator steps/s (same E)",
-                    "efficiency",
-                    "CPU eff.",
-                    "forward share",
-                    "forward ms/stack",
-                    "publish ms",
-                    "core MB",
-                    "foreign CPU",
-                ],
-                [
-                    [
-                        r["precision"],
-                        r["envs_per_actor"],
-                        r["agent_steps_per_s"],
-                        r["emulator_steps_per_s"],
-                        r["efficiency"],
-                        r["cpu_efficiency"],
-                        r["forward_share"],
-                        r["forward_ms_per_stack"],
-                        r["publish"]["median_ms"],
-                        r["core_rss_mb"],
-                        r["foreign_cores"],
-                    ]
-                    for r in sweep
-                ],
-                title="Actor core (no Ray) per precision and envs per actor E, each against the bare emulator "
-                "stepping E envs just before it",
-            )
-        )
-        print(
-            "core MB: this process's resident memory grown by building the core and stepping it (the E emulators, "
-            "the network, the records held); a Ray actor adds its worker's own memory."
-        )
+        print_sweep(sweep)
     if args.profile:
-        print()
-        print(
-            table(
-                ["part of the actor core loop (stack samples, by module)", "share of samples"],
-                [[k, v] for k, v in core["profile"].items()],
-            )
-        )
-        spy = fleets[0].get("py_spy", {})
-        print()
-        print_spy(f"live actor-0 (N={fleets[0]['num_actors']}), py-spy, its stepping thread", spy.get("actor", {}))
-        print()
-        print_spy("live replay server, py-spy, all threads (idle included)", spy.get("replay", {}))
+        print_profile(core, fleets)
     print(f"load average at the end: {loadavg()} (the machine is shared; compare ratios, not absolute figures)")
     final_json(
         {

@@ -106,11 +106,12 @@ def _concrete(parse):
     return concrete
 
 
-def add_learner_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
+def add_learner_flags(p: argparse.ArgumentParser, defaults: dict, notes: dict | None = None) -> None:
     """Adds learner.main's own flags (``{"--batch-size": 32, ...}``: the flag and this
     benchmark's default) with learner.main's type, choices and help: nothing of the
     learner's is declared twice, and :func:`check_learner_flags` then checks the values with
-    the learner's own Config, so a bad one gets learner.main's one-line error."""
+    the learner's own Config, so a bad one gets learner.main's one-line error. ``notes``:
+    what a flag also means in this benchmark, before learner.main's help."""
     from common.config import build_arg_parser
 
     learner = {a.option_strings[0]: a for a in build_arg_parser()._actions if a.option_strings}
@@ -125,7 +126,7 @@ def add_learner_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
             choices=action.choices,
             default=default,
             metavar=action.metavar,
-            help=f"learner.main's {flag}: {meaning}",
+            help=(f"{notes[flag]}; " if flag in (notes or {}) else "") + f"learner.main's {flag}: {meaning}",
         )
 
 

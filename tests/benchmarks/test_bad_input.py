@@ -38,7 +38,7 @@ SYSTEM_FLAGS = [  # benchmarks.learner's flags, shared by benchmarks.peers: lear
 
 CASES = {
     "actors": [
-        (["--envs-per-actor", "0"], ["--envs-per-actor", "'0'"]),
+        (["--envs-per-actor", "0"], ["--envs-per-actor=0"]),  # learner.main's flag: its own error
         (["--max-actors", "-2"], ["--max-actors", "'-2'"]),
         (["--actor-counts", "1,x"], ["--actor-counts", "'1,x'"]),
         (["--actor-counts", "0,2"], ["--actor-counts", "'0,2'"]),

@@ -265,3 +265,24 @@ def test_rllib_child_writes_a_row_per_train_call(tmp_path):
     assert [r["agent_steps"] for r in rows[:2]] == ["100", "200"] and float(rows[1]["learner_steps"]) == 1.0
     keys = json.loads((tmp_path / "result_keys.json").read_text())
     assert "learners/__all_modules__/num_env_steps_trained_lifetime" in keys
+
+
+def test_the_system_runs_command_lines_are_ones_learner_main_takes():
+    """What benchmarks.learner and benchmarks.actors hand to learner.main parses into a Config."""
+    from benchmarks import actors, learner
+    from common.config import build_arg_parser, config_from_args
+
+    def config(argv):
+        return config_from_args(build_arg_parser().parse_args([str(a) for a in argv]))
+
+    bench = learner.parser("benchmarks.learner")
+    learner.add_system_flags(bench)
+    args = bench.parse_args(["--threads", "1", "--batch-size", "64", "--replay-shards", "2"])
+    cfg = config(learner.system_argv(args, 0.0, profile=False))
+    assert (cfg.learner.batch_size, cfg.replay.replay_ratio, cfg.replay.replay_shards) == (64, 0.0, 2)
+    assert cfg.eval.eval_period == 0 and cfg.learner.learner_threads == 1
+
+    args = actors.parse_args(["--envs-per-actor", "4", "--actor-precision", "fp32"], cores=2)
+    cfg = config(actors.fleet_argv(args, 3, profile=False))
+    assert (cfg.actors.num_actors, cfg.env.envs_per_actor, cfg.actors.actor_precision) == (3, 4, "fp32")
+    assert cfg.replay.learning_starts == cfg.replay.replay_capacity == 1_000_000  # the learner never trains
