@@ -164,7 +164,7 @@ def kill_one_actor(root_pid: int, turn: int) -> str | None:
     return f"ActorShell#{victim.pid}"
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=SECONDS, default=30.0)
     ap.add_argument("--warmup-minutes", type=SECONDS_OR_ZERO, default=8.0)
@@ -198,34 +198,15 @@ def main(argv=None) -> int:
         )
     check_env(ap, "--env", args.env)
     check_out_dir(ap, "--out-dir", args.out_dir)
-    check_learner_flags(
-        ap,
-        [
-            "--env",
-            args.env,
-            "--batch-size",
-            32,
-            "--replay-capacity",
-            args.replay_capacity,
-            "--learning-starts",
-            min(20_000, args.replay_capacity // 2),
-            "--snapshot-interval",
-            args.snapshot_interval,
-        ],
-    )
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "learner.main",
+    check_learner_flags(ap, learner_flags(args))
+    return args
+
+
+def learner_flags(args) -> list[str]:
+    """The settings of the run, as learner.main's flags (time limit and run dir apart)."""
+    return [
         "--env",
         args.env,
-        "--num-actors",
-        "2",
-        "--envs-per-actor",
-        "4",
         "--batch-size",
         "32",
         "--replay-capacity",
@@ -234,6 +215,14 @@ def main(argv=None) -> int:
         str(min(20_000, args.replay_capacity // 2)),
         "--snapshot-interval",
         str(args.snapshot_interval),
+    ]
+
+
+def learner_command(args, run: Path) -> list[str]:
+    """``python -m learner.main``: 2 actors x 4 envs, the soak's settings, logging every 30 s."""
+    flags = learner_flags(args)
+    return [sys.executable, "-m", "learner.main", *flags[:2], "--num-actors", "2", "--envs-per-actor", "4"] + [
+        *flags[2:],
         "--time-limit",
         str(args.minutes * 60),
         "--log-interval",
@@ -241,12 +230,38 @@ def main(argv=None) -> int:
         "--run-dir",
         str(run),
     ]
-    print("soak:", " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, stdout=open(out / "learner.log", "w"), stderr=subprocess.STDOUT)
-    rows = []
+
+
+def sample_row(proc, run: Path, t: float, info: dict | None) -> tuple[dict, dict | None]:
+    """One sample: each process's memory, Ray's state, the replay beyond its frames; printed."""
+    if info is None and (run / "ray.json").exists():
+        info = json.loads((run / "ray.json").read_text())
+    mem = snapshot_processes(proc.pid)
+    state = ray_state(info.get("gcs_address") or "auto", info["namespace"]) if info else {}
+    row = {
+        "t_s": round(t, 1),
+        **{f"rss_mb:{k}": round(rss, 1) for k, (rss, _) in mem.items()},
+        **{f"private_mb:{k}": round(rss - shared, 1) for k, (rss, shared) in mem.items()},
+        **state,
+        **replay_beyond_frames(mem, state),
+    }
+    total = sum(rss for rss, _ in mem.values())
+    private = sum(rss - shared for rss, shared in mem.values())
+    print(
+        f"[{t:6.0f}s] processes {len(mem)}  rss {total:,.0f} MB (own {private:,.0f})  object store {state.get('object_store_mb', float('nan')):.1f} MB"
+        f"  unfinished tasks {state.get('unfinished_tasks', '-')}",
+        flush=True,
+    )
+    return row, info
+
+
+def watch(proc, args, run: Path) -> tuple[list[dict], list[dict]]:
+    """Samples every ``--every`` seconds until the run ends, killing an actor every
+    ``--kill-every`` seconds; returns (samples, kills)."""
+    rows: list[dict] = []
+    kills: list[dict] = []
     t0 = time.monotonic()
     info = None
-    kills: list[dict] = []
     while proc.poll() is None:
         time.sleep(args.every)
         if proc.poll() is not None:
@@ -256,34 +271,25 @@ def main(argv=None) -> int:
             victim = kill_one_actor(proc.pid, len(kills))
             kills.append({"t_s": round(t, 1), "killed": victim})
             print(f"[{t:6.0f}s] killed {victim}", flush=True)
-        if info is None and (run / "ray.json").exists():
-            info = json.loads((run / "ray.json").read_text())
-        mem = snapshot_processes(proc.pid)
-        state = ray_state(info.get("gcs_address") or "auto", info["namespace"]) if info else {}
-        rows.append(
-            {
-                "t_s": round(t, 1),
-                **{f"rss_mb:{k}": round(rss, 1) for k, (rss, _) in mem.items()},
-                **{f"private_mb:{k}": round(rss - shared, 1) for k, (rss, shared) in mem.items()},
-                **state,
-                **replay_beyond_frames(mem, state),
-            }
-        )
-        total = sum(rss for rss, _ in mem.values())
-        private = sum(rss - shared for rss, shared in mem.values())
-        print(
-            f"[{t:6.0f}s] processes {len(mem)}  rss {total:,.0f} MB (own {private:,.0f})  object store {state.get('object_store_mb', float('nan')):.1f} MB"
-            f"  unfinished tasks {state.get('unfinished_tasks', '-')}",
-            flush=True,
-        )
+        row, info = sample_row(proc, run, t, info)
+        rows.append(row)
+    return rows, kills
+
+
+def write_csv(path: Path, rows: list[dict]) -> list[str]:
     keys = sorted({k for r in rows for k in r})
-    with open(out / "soak.csv", "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+    return keys
+
+
+def fit_slopes(rows: list[dict], keys: list[str], warmup_minutes: float) -> dict:
+    """A line fitted to each series after the warm-up (a process's own warm-up too); printed."""
     t = np.array([r["t_s"] for r in rows])
-    after = t >= args.warmup_minutes * 60
-    print(f"\nslopes after {args.warmup_minutes:g} min of warm-up ({after.sum()} samples):")
+    after = t >= warmup_minutes * 60
+    print(f"\nslopes after {warmup_minutes:g} min of warm-up ({after.sum()} samples):")
     result = {}
     for k in keys:
         if k == "t_s":
@@ -292,7 +298,7 @@ def main(argv=None) -> int:
         # A process born after the run's warm-up (an actor Ray restarted after a kill) has a
         # warm-up of its own: its first minutes of growth are not a leak.
         born = t[present][0]
-        own = t >= born + args.warmup_minutes * 60 / 2 if born > t[0] + 60 else np.ones_like(present)
+        own = t >= born + warmup_minutes * 60 / 2 if born > t[0] + 60 else np.ones_like(present)
         mask = after & present & own
         y = np.array([r[k] for r, m in zip(rows, mask) if m], dtype=float)
         if len(y) < 5:
@@ -313,6 +319,11 @@ def main(argv=None) -> int:
             f"  {k:45s} first {y[0]:9.1f}  last {y[-1]:9.1f}  max {y.max():9.1f}  slope {s:+9.2f} ± {noise:.2f}/h"
             f"  ({len(y)} samples from t={t[mask][0]:.0f} s)"
         )
+    return result
+
+
+def losses(run: Path, kills: list[dict]) -> dict:
+    """What the kills cost, from the run's summary.json; printed."""
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     replay = summary.get("replay", {})
     # A net figure, not a loss: a killed actor's unsent records, less the steps it made after
@@ -327,25 +338,32 @@ def main(argv=None) -> int:
         f"(net of a killed actor's unsent records, at most {4 * 64 + 4 * 3} a kill, and the steps it made "
         f"after its last stats answer, which the driver never counted)"
     )
-    print(
-        json.dumps(
-            {
-                "soak": result,
-                "run": str(run),
-                "exit_code": proc.returncode,
-                "kills": kills,
-                "actor_restarts": summary.get("actor_restarts"),
-                "replay_restarts": summary.get("replay_restarts"),
-                "transitions_never_inserted": lost,
-                "records_lost_in_transit": gaps,
-                "items_cut_by_kills": replay.get("items_dropped"),
-                "replay_heap_trims": replay.get("heap_trims"),
-                "agent_steps": summary.get("agent_steps"),
-                "env_frames": summary.get("env_frames"),
-                "learner_steps": summary.get("learner_steps"),
-            }
-        )
-    )
+    return {
+        "actor_restarts": summary.get("actor_restarts"),
+        "replay_restarts": summary.get("replay_restarts"),
+        "transitions_never_inserted": lost,
+        "records_lost_in_transit": gaps,
+        "items_cut_by_kills": replay.get("items_dropped"),
+        "replay_heap_trims": replay.get("heap_trims"),
+        "agent_steps": summary.get("agent_steps"),
+        "env_frames": summary.get("env_frames"),
+        "learner_steps": summary.get("learner_steps"),
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    cmd = learner_command(args, run)
+    print("soak:", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=open(out / "learner.log", "w"), stderr=subprocess.STDOUT)
+    rows, kills = watch(proc, args, run)
+    keys = write_csv(out / "soak.csv", rows)
+    result = fit_slopes(rows, keys, args.warmup_minutes)
+    lost = losses(run, kills)
+    print(json.dumps({"soak": result, "run": str(run), "exit_code": proc.returncode, "kills": kills, **lost}))
     return 0 if proc.returncode == 0 else 1
 
 
