@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
+import functools
 import gc
 import io
 import os
@@ -110,18 +111,20 @@ def profiled(label: str, fn, enabled: bool, top: int = 14):
     return result
 
 
-def run_game(args, game: str) -> None:
-    say = lambda msg: print(f"[{game}] {msg}", flush=True)  # noqa: E731
+def play(args, game: str, say):
+    """The real game's StepBatches, and an endless stream of their encoded messages."""
     batches, real, secs = collect(game, args.real_frames, args.num_envs, args.seed)
     blob_bytes = sum(len(x) for b in batches for x in b.frame_blobs)
     say(
         f"real frames: {real} records from {args.num_envs} envs in {secs:.1f} s "
         f"({real / secs:.0f} records/s); lz4 {blob_bytes / real:.0f} B/frame, {RAW_FRAME_BYTES * real / blob_bytes:.1f}x"
     )
-    messages = cycled_messages(batches, args.num_envs)
-    cap = args.transitions
+    return batches, cycled_messages(batches, args.num_envs)
 
-    # ---- fill: memory and insert rate through ReplayServer.add
+
+def fill(args, game: str, say, messages) -> ReplayServer:
+    """Memory and insert rate through ReplayServer.add, filling the replay to ``--transitions``."""
+    cap = args.transitions
     gc.collect()
     rss0, _ = rss_bytes()
     server = ReplayServer(
@@ -136,7 +139,7 @@ def run_game(args, game: str) -> None:
     buf = server.buffer
     add_seconds = 0.0
 
-    def fill():
+    def fill_loop():
         nonlocal add_seconds
         while buf.records_added < cap:
             _, data = next(messages)
@@ -145,7 +148,7 @@ def run_game(args, game: str) -> None:
             add_seconds += time.perf_counter() - t0
             assert ok
 
-    profiled("fill (ReplayServer.add)", fill, args.profile)
+    profiled("fill (ReplayServer.add)", fill_loop, args.profile)
     gc.collect()
     rss1, hwm = rss_bytes()
     stored = len(buf)
@@ -166,40 +169,47 @@ def run_game(args, game: str) -> None:
         f"insert while filling (ReplayServer.add = decode + validate + add): {stored / add_seconds:,.0f} records/s "
         f"[target >= 100K/s: {verdict(stored / add_seconds >= 1e5)}]"
     )
+    return server
 
-    # ---- steady state: the replay is full, every insert evicts
-    steady = max(cap // 10, 20_000)
-    msgs, n = [], 0
-    while n < steady:
-        records, data = next(messages)
-        msgs.append(data)
-        n += records
+
+def _rate(n: int, fn, *args) -> float:
+    """``n`` over the seconds ``fn(*args)`` takes."""
     t0 = time.perf_counter()
-    for m in msgs:
-        server.add(m)
-    server_rate = n / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for m in msgs:
-        decode_step_batch(m)
-    decode_rate = n / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for m in msgs:
-        decode_step_batch(m, check_frames=False)
-    decode_nocheck_rate = n / (time.perf_counter() - t0)
+    fn(*args)
+    return n / (time.perf_counter() - t0)
+
+
+def _each(fn, items) -> None:
+    """``fn(item)`` for each item, the results dropped at once (a timed loop keeps nothing)."""
+    for item in items:
+        fn(item)
+
+
+def _take(messages, records: int, decode: bool = False) -> tuple[list, int]:
+    """Messages (decoded with ``decode``) until they hold ``records`` records: (them, records)."""
+    out, n = [], 0
+    while n < records:
+        k, data = next(messages)
+        out.append(decode_step_batch(data) if decode else data)
+        n += k
+    return out, n
+
+
+def steady(args, say, server: ReplayServer, messages) -> None:
+    """Insert rates with the replay full (every insert evicts): the server, the buffer alone, decoding."""
+    buf = server.buffer
+    msgs, n = _take(messages, max(args.transitions // 10, 20_000))
+    server_rate = _rate(n, _each, server.add, msgs)
+    decode_rate = _rate(n, _each, decode_step_batch, msgs)
+    decode_nocheck_rate = _rate(n, _each, functools.partial(decode_step_batch, check_frames=False), msgs)
     del msgs
-    decoded, n = [], 0
-    while n < steady:
-        records, data = next(messages)
-        decoded.append(decode_step_batch(data))
-        n += records
-    t0 = time.perf_counter()
+    decoded, n = _take(messages, max(args.transitions // 10, 20_000), decode=True)
 
     def add_loop():
         for batch in decoded:
             buf.add(batch)
 
-    profiled("steady ReplayBuffer.add", add_loop, args.profile)
-    buffer_rate = n / (time.perf_counter() - t0)
+    buffer_rate = _rate(n, profiled, "steady ReplayBuffer.add", add_loop, args.profile)
     decoded = None
     say(
         f"insert at steady state: ReplayServer.add {server_rate:,.0f} records/s; ReplayBuffer.add alone "
@@ -207,53 +217,47 @@ def run_game(args, game: str) -> None:
         f"({decode_nocheck_rate:,.0f}/s without the lz4 frame check) [target >= 100K/s: {verdict(server_rate >= 1e5)}]"
     )
 
-    # ---- priority updates: first give every item a random priority, so sampling is skewed
-    rng = np.random.default_rng(args.seed)
+
+def priorities(args, say, buf, rng) -> None:
+    """Priority updates in calls of a batch and of 16 batches, after every item got a random
+    priority (so that sampling afterwards is skewed)."""
     ids = buf.sampleable_ids()
     for lo in range(0, ids.size, 65_536):
         chunk = ids[lo : lo + 65_536]
         buf.update_priorities(chunk, rng.gamma(1.0, 1.0, chunk.size))
-    upd_batches = [(rng.choice(ids, args.batch_size), rng.gamma(1.0, 1.0, args.batch_size)) for _ in range(400)]
+    b = args.batch_size
+    upd_batches = [(rng.choice(ids, b), rng.gamma(1.0, 1.0, b)) for _ in range(400)]
 
     def update_loop():
         for i, p in upd_batches:
             buf.update_priorities(i, p)
 
-    t0 = time.perf_counter()
-    profiled("update_priorities", update_loop, args.profile)
-    upd_rate = 400 * args.batch_size / (time.perf_counter() - t0)
-    big = [(rng.choice(ids, 16 * args.batch_size), rng.gamma(1.0, 1.0, 16 * args.batch_size)) for _ in range(25)]
-    t0 = time.perf_counter()
-    for i, p in big:
-        buf.update_priorities(i, p)
-    upd_big_rate = 25 * 16 * args.batch_size / (time.perf_counter() - t0)
+    upd_rate = _rate(400 * b, profiled, "update_priorities", update_loop, args.profile)
+    big = [(rng.choice(ids, 16 * b), rng.gamma(1.0, 1.0, 16 * b)) for _ in range(25)]
+    upd_big_rate = _rate(25 * 16 * b, _each, lambda ip: buf.update_priorities(*ip), big)
     say(
-        f"priority update: {upd_rate:,.0f} ids/s in calls of {args.batch_size}; "
-        f"{upd_big_rate:,.0f} ids/s in calls of {16 * args.batch_size} [target >= 1M/s: {verdict(upd_rate >= 1e6)}]"
+        f"priority update: {upd_rate:,.0f} ids/s in calls of {b}; "
+        f"{upd_big_rate:,.0f} ids/s in calls of {16 * b} [target >= 1M/s: {verdict(upd_rate >= 1e6)}]"
     )
 
-    # ---- sampling, beside a plain numpy gather of the same bytes from uncompressed frames
-    b = args.batch_size
-    n_batches = args.sample_batches
+
+def sampling(args, say, server: ReplayServer, batches, rng) -> None:
+    """Prioritized sampling, beside a plain numpy gather of the same bytes from uncompressed frames."""
+    b, n_batches = args.batch_size, args.sample_batches
     server.sample(b)  # warm-up
 
     def sample_loop():
         for _ in range(n_batches):  # each batch dropped at once, as the Ray shell hands it off
             server.sample(b, beta=0.4)
 
-    t0 = time.perf_counter()
-    profiled("sample", sample_loop, args.profile)
-    sample_rate = n_batches * b / (time.perf_counter() - t0)
+    sample_rate = _rate(n_batches * b, profiled, "sample", sample_loop, args.profile)
     frames = np.concatenate([bt.frames() for bt in batches])
-    gather_frames = min(cap, args.gather_frames)
+    gather_frames = min(args.transitions, args.gather_frames)
     pool = np.resize(frames, (gather_frames, 84, 84))  # tiled real frames, each row its own memory
     del frames
     idx = [rng.integers(0, gather_frames, (b, 2, STACK)) for _ in range(n_batches)]
     pool[idx[0]]  # warm-up
-    t0 = time.perf_counter()
-    for i in idx:
-        pool[i]
-    gather_rate = n_batches * b / (time.perf_counter() - t0)
+    gather_rate = _rate(n_batches * b, _each, pool.__getitem__, idx)
     del pool
     say(
         f"sample (prioritized, batch {b}, stacks of {STACK} rebuilt, n={N_STEP}): {sample_rate:,.0f} transitions/s; "
@@ -261,19 +265,34 @@ def run_game(args, game: str) -> None:
         f"(sample runs at {sample_rate / gather_rate:.2f}x the gather) [target >= 30K/s: {verdict(sample_rate >= 3e4)}]"
     )
 
-    # ---- snapshot write and read
+
+def _state(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k != "heap_trims"}
+
+
+def snapshot(args, game: str, say, holder: list) -> None:
+    """Snapshot write and read; ``holder`` holds the only reference to the server, which is
+    freed after the write so that the replay read back does not sit beside it."""
     directory = args.snapshot_dir or tempfile.gettempdir()
     path = os.path.join(directory, f"replay-bench-{game}-{os.getpid()}.snap")
     try:
+        server = holder.pop()
         saved = server.save_snapshot(path)
-        stats, ids = server.stats(), buf.sampleable_ids()
-        server = buf = None  # freed before the next game is measured
+        stats, ids = server.stats(), server.buffer.sampleable_ids()
+        server = None  # freed before the next game is measured
         gc.collect()
         other = ReplayServer(
-            capacity=cap, stack_size=STACK, n_step=N_STEP, gamma=GAMMA, seed=0, samples_per_insert=None, min_size=b
+            capacity=args.transitions,
+            stack_size=STACK,
+            n_step=N_STEP,
+            gamma=GAMMA,
+            seed=0,
+            samples_per_insert=None,
+            min_size=args.batch_size,
         )
         loaded = other.load_snapshot(path)
-        assert other.stats() == stats and np.array_equal(other.buffer.sampleable_ids(), ids)
+        # heap_trims: this process's memory housekeeping (saving a snapshot trims), not replay state
+        assert _state(other.stats()) == _state(stats) and np.array_equal(other.buffer.sampleable_ids(), ids)
         say(
             f"snapshot: {saved['bytes'] / 2**20:.0f} MiB for {saved['records']} records, write {saved['seconds']:.2f} s "
             f"({saved['bytes'] / saved['seconds'] / 2**20:.0f} MiB/s), read {loaded['seconds']:.2f} s, into {directory}"
@@ -281,6 +300,23 @@ def run_game(args, game: str) -> None:
     finally:
         if os.path.exists(path):
             os.remove(path)
+
+
+def run_game(args, game: str) -> None:
+    """Every phase for one game, in order (the same replay throughout, then its snapshot)."""
+
+    def say(msg):
+        print(f"[{game}] {msg}", flush=True)
+
+    batches, messages = play(args, game, say)
+    server = fill(args, game, say, messages)
+    steady(args, say, server, messages)
+    rng = np.random.default_rng(args.seed)
+    priorities(args, say, server.buffer, rng)
+    sampling(args, say, server, batches, rng)
+    holder = [server]
+    del server
+    snapshot(args, game, say, holder)
 
 
 def main(argv=None) -> None:
