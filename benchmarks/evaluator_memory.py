@@ -52,6 +52,48 @@ def second_half(values: list[float]) -> dict:
     }
 
 
+def as_ray_actor(cfg, n: int, weights) -> list[float]:
+    """The evaluator as the fleet starts it (a Ray actor of one CPU): its own memory after each evaluation."""
+    import ray
+
+    from learner.evaluator import Evaluator
+
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        actor = ray.remote(num_cpus=1, enable_task_events=False)(Evaluator).remote(cfg.to_dict())
+        pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+        print("as a Ray actor (the fleet's kind):")
+        return series(lambda w, i: ray.get(actor.evaluate.remote(ray.put(w), i, {}, i)), pid, n, weights)
+    finally:
+        ray.shutdown()
+
+
+def in_process(cfg, n: int, weights) -> list[float]:
+    """The plain class in this process: this process's own memory after each evaluation."""
+    from learner.evaluator import Evaluator
+
+    plain = Evaluator(cfg)
+    print("the plain class, in this process:")
+    return series(lambda w, i: (plain.evaluate(w, i, {}, i), gc.collect()), os.getpid(), n, weights)
+
+
+def print_table(result: dict) -> None:
+    rows = [
+        [
+            k,
+            f"{v['first']:.1f}",
+            f"{v['max']:.1f}",
+            f"{v['last']:.1f}",
+            f"{v['slope_mb_per_eval']:+.2f}",
+            f"{v['growth_second_half_mb']:+.1f}",
+        ]
+        for k, v in result.items()
+        if isinstance(v, dict) and "own_mb" in v
+    ]
+    print(table(["where", "first MB", "max MB", "last MB", "slope, 2nd half (MB/eval)", "growth, 2nd half (MB)"], rows))
+
+
 def main(argv=None) -> int:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--env", default="ALE/Breakout-v5")
@@ -61,13 +103,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     check_env(ap, "--env", args.env)
 
-    import ray
     import torch
 
     from common.config import Config, EnvConfig, EvalConfig, resolve
     from common.envs import describe_env, is_atari
     from common.networks import q_network_for
-    from learner.evaluator import Evaluator
 
     torch.set_num_threads(1)
     print(f"evaluator memory: {args.env}, {args.episodes} games per evaluation; {describe_machine(machine())}")
@@ -83,35 +123,11 @@ def main(argv=None) -> int:
 
     result = {"env": args.env, "episodes": args.episodes, "load_before": loadavg()}
     if not args.skip_ray:
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        try:
-            actor = ray.remote(num_cpus=1, enable_task_events=False)(Evaluator).remote(cfg.to_dict())
-            pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
-            print("as a Ray actor (the fleet's kind):")
-            values = series(
-                lambda w, i: ray.get(actor.evaluate.remote(ray.put(w), i, {}, i)), pid, args.evaluations, weights
-            )
-            result["ray_actor"] = {"own_mb": values, **second_half(values)}
-        finally:
-            ray.shutdown()
-    plain = Evaluator(cfg)
-    print("the plain class, in this process:")
-    values = series(lambda w, i: (plain.evaluate(w, i, {}, i), gc.collect()), os.getpid(), args.evaluations, weights)
+        values = as_ray_actor(cfg, args.evaluations, weights)
+        result["ray_actor"] = {"own_mb": values, **second_half(values)}
+    values = in_process(cfg, args.evaluations, weights)
     result["in_process"] = {"own_mb": values, **second_half(values)}
-    rows = [
-        [
-            k,
-            f"{v['first']:.1f}",
-            f"{v['max']:.1f}",
-            f"{v['last']:.1f}",
-            f"{v['slope_mb_per_eval']:+.2f}",
-            f"{v['growth_second_half_mb']:+.1f}",
-        ]
-        for k, v in result.items()
-        if isinstance(v, dict) and "own_mb" in v
-    ]
-    print(table(["where", "first MB", "max MB", "last MB", "slope, 2nd half (MB/eval)", "growth, 2nd half (MB)"], rows))
+    print_table(result)
     result["load_after"] = loadavg()
     final_json(result)
     return 0
