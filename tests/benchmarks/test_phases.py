@@ -64,7 +64,8 @@ def quiet_machine(monkeypatch, module):
     monkeypatch.setattr(module, "machine", lambda: dict(MACHINE))
     monkeypatch.setattr(module, "describe_machine", lambda m: "fake machine")
     monkeypatch.setattr(module, "wait_quiet", lambda **kw: 0.0)
-    monkeypatch.setattr(module, "loadavg", lambda: [0.1, 0.1, 0.1])
+    if hasattr(module, "loadavg"):  # a module that prints the load average
+        monkeypatch.setattr(module, "loadavg", lambda: [0.1, 0.1, 0.1])
 
 
 def last_json(capsys) -> tuple[dict, str]:
@@ -74,10 +75,11 @@ def last_json(capsys) -> tuple[dict, str]:
 
 def fake_peers(monkeypatch, rllib: bool):
     from benchmarks import learner as L
-    from benchmarks import peers
+    from benchmarks import peers, peers_report
 
     counter = itertools.count(1)
     quiet_machine(monkeypatch, peers)
+    monkeypatch.setattr(peers_report, "loadavg", lambda: [0.1, 0.1, 0.1])
     monkeypatch.setattr(L, "standalone_rate", lambda *a, **kw: fake_update(counter))
     monkeypatch.setattr(L, "system_rate", lambda args, run_dir, profile, replay_ratio=None: fake_system(counter))
     monkeypatch.setattr(peers, "cleanrl_update_rate", lambda *a, **kw: fake_update(counter))
