@@ -15,11 +15,16 @@ import os
 from pathlib import Path
 
 from common.cli import OneLineParser
+from common.config import MAX_SEED
 
 
 def parser(description: str, **kwargs) -> OneLineParser:
     kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
     return OneLineParser(description=description, allow_abbrev=False, **kwargs)
+
+
+def _num(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def at_least(kind, low, *, above: bool = False, high=None):
@@ -35,7 +40,7 @@ def at_least(kind, low, *, above: bool = False, high=None):
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if value < low or (above and value == low) or (high is not None and value > high):
-            bounds = f"{'>' if above else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            bounds = f"{'>' if above else '>='} {_num(low)}" + (f" and <= {_num(high)}" if high is not None else "")
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
         return value
 
@@ -44,7 +49,7 @@ def at_least(kind, low, *, above: bool = False, high=None):
 
 
 POSITIVE_INT = at_least(int, 1)
-SEED = at_least(int, 0, high=2**31 - 1024)
+SEED = at_least(int, 0, high=MAX_SEED)  # learner.main's own limit
 SECONDS = at_least(float, 0.0, above=True)
 SECONDS_OR_ZERO = at_least(float, 0.0)
 NICENESS = at_least(int, -20, high=19)
