@@ -1,28 +1,33 @@
-"""The GPU machine's measurements in one call: ``python -m benchmarks.gpu_suite --out suite.json``.
+"""The GPU machine's measurements in one call: ``python3 -m benchmarks.gpu_suite --out suite.json``.
 
-Built for the lent H200 box (one GPU, 16 cores), where device time is scarce: one program,
-under 9 minutes, that writes one JSON file. Phases, each with its own time budget and each
-recorded even if another fails:
+Built for a lent GPU machine (one H100 or H200, 16 cores) that runs one command of at most
+10 minutes: one program with one overall deadline (``--deadline``) that writes one JSON
+file, rewritten after every phase and every variant, and on SIGTERM or SIGINT, so a run
+cut short keeps what it measured (``benchmarks/oneshot.py``). Each phase gets its share of
+the time left and is skipped, with the reason, when too little is left:
 
-1. ``standalone``: learner updates/s at batch 512 on random batches already on the host,
-   for fp32, TF32, bf16 and bf16 compiled (``benchmarks.learner.standalone_rate``);
-2. ``system``: the real system (``learner.main``) at batch 512 with 14 actors, ``auto``
-   shards and the ``auto`` feed, its updates/s after learning starts, against the
-   standalone bf16 rate, and the fraction of time the GPU was busy (``nvidia-smi``);
-3. ``feed``: ``benchmarks.feed`` (mirror against stacked), its final JSON line.
+1. ``standalone``: ``DQNLearner.update``'s updates/s at batch 512 in variants that each
+   decide a default: the reference ``auto_on_device`` (the CUDA defaults, compiled, frames
+   already on the device as the mirror feed gives them), compile off, cudnn.benchmark, one
+   packed copy of the small per-batch arrays, CUDA graphs, the stacked feed's host batch,
+   batch 256 and 1024, fp32 (``benchmarks/gpu_variants.py``);
+2. ``system``: the real system (``learner.main``, 14 actors, ``auto`` shards and feed) at
+   batch 512, its updates/s after learning starts and the GPU's busy fraction (nvidia-smi);
+3. ``feed``: ``benchmarks.feed``, mirror against stacked;
+4. ``presets``: each preset's standalone updates/s at its own batch size.
 
-``--device cpu --tiny`` runs every phase with tiny sizes on a CPU in about a minute: the
-suite's smoke test runs it so the program cannot rot between lent machines.
+``derived`` compares them: each variant against the reference, the system against the
+standalone variant fed the way it was. ``--device cpu --tiny`` runs every phase with tiny
+sizes on a CPU in well under a minute: the tests run it, so the program cannot rot
+between lent machines. On the GPU machine, with a virtualenv or bundle holding the
+project's dependencies activated, from the project root::
 
-On the device machine (ray, gymnasium and ale-py come from the bundle, see
-``../shared/tools/device-bundle.sh``)::
-
-    source .device/activate.sh && PYTHONUNBUFFERED=1 python -m benchmarks.gpu_suite --out $OUT/suite.json
+    PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_suite --out $OUT/suite.json
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import shutil
 import subprocess
@@ -30,19 +35,72 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.machine import describe_machine, loadavg, machine
+from benchmarks.oneshot import Budget, Overrun, Phase, PhaseFailed, Record, run_phases
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("standalone", "system", "feed", "presets")
 
-#: fast-path settings of each standalone variant (LearnerConfig values).
-VARIANTS = {
-    "fp32": {"precision": "fp32", "tf32": False, "compile": False},
-    "tf32": {"precision": "fp32", "tf32": True, "compile": False},
-    "bf16": {"precision": "bf16", "compile": False},
-    "bf16_compiled": {"precision": "bf16", "compile": True},
-}
+
+@dataclass(frozen=True)
+class Sizes:
+    """What each phase runs at: full sizes on the GPU machine, tiny ones for a CPU smoke test."""
+
+    batch_size: int
+    variant_s: float  # seconds each standalone variant is timed (after its warm-up)
+    warmup: int  # updates before timing (the first compiles; CUDA graphs are recorded in the next)
+    preset_batch: int | None  # None: each preset's own batch size for the device
+    env: str
+    actors: int
+    learning_starts: int
+    replay_capacity: int
+    window_s: float  # the system's measuring window, at most
+    min_window_s: float  # ... and at least (else the phase is skipped)
+    stop_s: float  # kept for stopping the system
+    feed_flags: tuple[str, ...]
+    margin_s: float  # kept from the deadline for the last write
+    shares: dict  # each phase's share of the time left, against those after it
+    min_s: dict  # the least time worth starting each phase with
+
+
+FULL = Sizes(
+    batch_size=512,
+    variant_s=3.0,
+    warmup=5,
+    preset_batch=None,
+    env="ALE/Breakout-v5",
+    actors=14,
+    learning_starts=20_000,
+    replay_capacity=1_000_000,
+    window_s=150.0,
+    min_window_s=20.0,
+    stop_s=20.0,
+    feed_flags=("--records", "100000", "--ray-records", "50000", "--real-frames", "10000", "--batches", "100"),
+    margin_s=20.0,
+    shares={"standalone": 0.36, "system": 0.36, "feed": 0.16, "presets": 0.12},
+    min_s={"standalone": 30.0, "system": 90.0, "feed": 30.0, "presets": 15.0},
+)
+TINY = Sizes(
+    batch_size=8,
+    variant_s=0.2,
+    warmup=1,
+    preset_batch=8,
+    env="CartPole-v1",
+    actors=1,
+    learning_starts=200,
+    replay_capacity=5_000,
+    window_s=4.0,
+    min_window_s=2.0,
+    stop_s=15.0,
+    feed_flags=("--skip-ray", "--records", "4096", "--real-frames", "2000", "--batches", "10"),
+    margin_s=5.0,
+    shares=FULL.shares,
+    min_s={"standalone": 5.0, "system": 30.0, "feed": 10.0, "presets": 3.0},
+)
 
 
 class GpuBusy:
@@ -79,157 +137,256 @@ class GpuBusy:
             self.proc.terminate()
 
 
-def standalone(args) -> dict:
-    from benchmarks.learner import standalone_rate
+@dataclass
+class Suite:
+    """What every phase needs: the arguments, their sizes, the GPU sampler and the record."""
 
-    out = {}
-    names = [v for v in VARIANTS if args.device != "cpu" or v in ("fp32", "bf16")]  # TF32 and compile: CUDA
-    for name in names:
-        try:
-            out[name] = standalone_rate(
-                args.batch_size, args.threads, args.standalone_s, device=args.device, fast_paths=VARIANTS[name]
+    args: object
+    sizes: Sizes
+    busy: GpuBusy
+    record: Record | None = None
+
+
+def standalone(suite: Suite, limit: float, figures: dict, save) -> None:
+    from benchmarks.gpu_variants import run_variants, variants
+
+    s = suite.sizes
+    run_variants(variants(s.batch_size), suite.args.device, s.variant_s, s.warmup, limit, figures, save)
+
+
+def presets(suite: Suite, limit: float, figures: dict, save) -> None:
+    from benchmarks.gpu_variants import preset_variants, run_variants
+
+    s = suite.sizes
+    run_variants(preset_variants(s.preset_batch), suite.args.device, s.variant_s, s.warmup, limit, figures, save)
+
+
+def system_flags(suite: Suite, time_limit: float) -> list:
+    s = suite.sizes
+    flags = ["--env", s.env, "--num-actors", s.actors, "--batch-size", s.batch_size]
+    flags += ["--learning-starts", s.learning_starts, "--replay-capacity", s.replay_capacity]
+    flags += ["--device", suite.args.device, "--log-interval", 2, "--time-limit", round(time_limit)]
+    flags += ["--eval-period", 0, "--snapshot-interval", -1, "--replay-shards", "auto", "--feed", "auto"]
+    if suite.args.tiny:
+        flags += ["--envs-per-actor", 2]
+    return flags
+
+
+def system(suite: Suite, limit: float, figures: dict, save) -> None:
+    """The real system: start it, wait for its first update, measure a window (saving the
+    figures so far every 10 s), stop it; its resolved config.json goes into the record."""
+    from benchmarks.system_run import SystemRun
+
+    s, end = suite.sizes, time.monotonic() + limit
+    run_dir = Path(tempfile.mkdtemp(prefix="gpu-suite-")) / "run"
+    # Its own --time-limit ends it even if this program is killed and cannot stop it.
+    run = SystemRun(system_flags(suite, limit + 30), run_dir, pss=False).start()
+    suite.record.children.append(run.proc)
+    figures.update(command="python3" + run.command.removeprefix("python"), run_dir=str(run_dir), pid=run.proc.pid)
+    save()
+    try:
+        started = run.watch(
+            lambda r: any((row.get("learner_steps") or 0) > 0 for row in r.rows),
+            end - s.stop_s - s.min_window_s - time.monotonic(),
+        )
+        figures["startup_s"] = round(time.monotonic() - run.t_start, 1)
+        if not started:
+            figures["log_tail"] = run.log_tail(12)
+            raise PhaseFailed(
+                f"no update within {figures['startup_s']} s of the start (log_tail has the run's last lines)"
             )
-        except Exception as e:  # one variant failing (a compile error, say) must not lose the others
-            out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
-        print(f"standalone {name}: {out[name]}", flush=True)
+        _window(suite, run, min(s.window_s, end - s.stop_s - time.monotonic()), figures, save)
+    finally:
+        code = run.stop(timeout=max(5.0, min(s.stop_s, end - time.monotonic())))
+        figures["exit_code"] = code
+        config_path = run_dir / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        figures["config"] = config
+        figures["feed"] = config.get("learner", {}).get("feed")
+        figures["replay_shards"] = config.get("replay", {}).get("replay_shards")
+        if code not in (0, None) and "log_tail" not in figures:
+            figures["log_tail"] = run.log_tail(12)
+
+
+def _window(suite: Suite, run, seconds: float, figures: dict, save) -> None:
+    from benchmarks.system_run import window_rate
+
+    t0, mark = time.monotonic(), suite.busy.mark()
+    while (left := t0 + seconds - time.monotonic()) > 0:
+        run.watch(lambda r: False, min(10.0, left))
+        t1 = time.monotonic()
+        figures.update(
+            updates_per_s=window_rate(run.rows, "learner_steps", t0, t1),
+            env_frames_per_s=window_rate(run.rows, "env_frames", t0, t1),
+            gpu_busy=suite.busy.busy_since(mark),
+            window_s=round(t1 - t0, 1),
+        )
+        save()
+        if not run.alive():
+            raise PhaseFailed(f"learner.main ended {t1 - t0:.0f} s into the window")
+
+
+def feed(suite: Suite, limit: float, figures: dict, save) -> None:
+    """``benchmarks.feed`` as a subprocess; each JSON line it prints (a partial result after
+    each of its phases, the whole at the end) goes into the record as it comes."""
+    cmd = [sys.executable, "-m", "benchmarks.feed", *suite.sizes.feed_flags]
+    cmd += ["--batch-size", str(suite.sizes.batch_size), "--device", suite.args.device]
+    figures["command"] = "python3 " + " ".join(cmd[1:])
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        suite.record.children.append(proc)
+        figures["pid"] = proc.pid
+        save()
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        end, seen = time.monotonic() + limit, 0
+        try:
+            while proc.poll() is None and time.monotonic() < end:
+                time.sleep(0.5)
+                seen = _take_json(lines, seen, figures, save)
+            if proc.poll() is None:
+                raise Overrun(
+                    f"benchmarks.feed ran past the phase's limit of {limit:.0f} s (result: its last partial line)"
+                )
+            reader.join(timeout=5)
+            _take_json(lines, seen, figures, save)
+            figures["exit_code"] = proc.returncode
+            if proc.returncode:
+                err.seek(0)
+                figures["stderr_tail"] = err.read().strip().splitlines()[-5:]
+                raise PhaseFailed(f"benchmarks.feed exited {proc.returncode}")
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+
+
+def _take_json(lines: list[str], seen: int, figures: dict, save) -> int:
+    for line in lines[seen:]:
+        if line.startswith("{"):
+            try:
+                figures["result"] = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            save()
+    return len(lines)
+
+
+def _kill_group(proc) -> None:
+    import os
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(timeout=10)
+
+
+def _rate(data: dict, phase: str, name: str) -> float | None:
+    entry = data["phases"].get(phase, {}).get("figures", {}).get(name, {})
+    return entry.get("updates_per_s") if entry.get("status") == "done" else None
+
+
+def _ratio(a, b) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def derive(data: dict) -> dict:
+    """The comparisons the defaults are decided on, from whatever the record holds so far:
+    each standalone variant against ``auto_on_device``; the system against the standalone
+    variant fed as it was (the mirror: frames on the device; stacked: from the host) and,
+    under its own name, against eager bf16 from host memory (the old, unlike comparison);
+    the feed's mirror against stacked, through Ray."""
+    out: dict = {}
+    ref = _rate(data, "standalone", "auto_on_device")
+    for name in data["phases"].get("standalone", {}).get("figures", {}):
+        if name != "auto_on_device":
+            out[f"{name}_vs_auto_on_device"] = _ratio(_rate(data, "standalone", name), ref)
+    system = data["phases"].get("system", {}).get("figures", {})
+    rate = system.get("updates_per_s")
+    if system.get("feed"):
+        reference = "auto_on_device" if system["feed"] == "mirror" else "auto_host_feed"
+        out["system_reference"] = reference
+        out["system_vs_standalone"] = _ratio(rate, _rate(data, "standalone", reference))
+    out["system_vs_bf16_eager_host_feed"] = _ratio(rate, _rate(data, "standalone", "bf16_eager_host_feed"))
+    ray = data["phases"].get("feed", {}).get("figures", {}).get("result", {}).get("ray", {})
+    if "mirror" in ray and "stacked" in ray:
+        out["feed_mirror_vs_stacked"] = _ratio(ray["mirror"].get("batches_per_s"), ray["stacked"].get("batches_per_s"))
     return out
 
 
-def system(args, busy: GpuBusy, bf16_rate: float | None) -> dict:
-    from benchmarks.system_run import SystemRun, window_rate
+def parse(argv):
+    from benchmarks.cli import SECONDS, check_out_file, parser
 
-    run_dir = Path(tempfile.mkdtemp(prefix="gpu-suite-")) / "run"
-    flags = [
-        "--env",
-        args.env,
-        "--num-actors",
-        args.actors,
-        "--batch-size",
-        args.batch_size,
-        "--learning-starts",
-        args.learning_starts,
-        "--replay-capacity",
-        args.replay_capacity,
-        "--device",
-        args.device,
-        "--log-interval",
-        2,
-        "--time-limit",
-        args.system_s + args.system_startup_s,
-        "--eval-period",
-        0,
-        "--snapshot-interval",
-        -1,
-        "--replay-shards",
-        "auto",
-        "--feed",
-        "auto",
-    ]
-    if args.tiny:
-        flags += ["--envs-per-actor", 2]
-    run = SystemRun(flags, run_dir, pss=False).start()
-    run.watch(lambda r: any(row.get("learner_steps", 0) > 0 for row in r.rows), args.system_startup_s)
-    t0, mark = time.monotonic(), busy.mark()
-    run.watch(lambda r: False, args.system_s)
-    t1 = time.monotonic()
-    gpu_busy = busy.busy_since(mark)
-    code = run.stop()
-    rate = window_rate(run.rows, "learner_steps", t0, t1)
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-    return {
-        "updates_per_s": rate,
-        "vs_standalone_bf16": (rate / bf16_rate) if bf16_rate else None,
-        "gpu_busy": gpu_busy,
-        "exit_code": code,
-        "window_s": round(t1 - t0, 1),
-        "env_frames_per_s": window_rate(run.rows, "env_frames", t0, t1),
-        "command": run.command,
-        "feed": config.get("learner", {}).get("feed"),
-        "replay_shards": config.get("replay", {}).get("replay_shards"),
-        "log_tail": run.log_tail(8) if code not in (0, None) or rate != rate else None,
-    }
-
-
-def feed(args) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.feed",
-        "--records",
-        str(args.feed_records),
-        "--batch-size",
-        str(args.batch_size),
-        "--device",
-        args.device,
-    ]
-    if args.tiny:
-        cmd += ["--skip-ray", "--real-frames", "2000", "--batches", "10"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.feed_timeout_s)
-    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {}
-    return {
-        "exit_code": proc.returncode,
-        "result": result,
-        "stderr_tail": proc.stderr.strip().splitlines()[-5:] if proc.returncode else None,
-    }
-
-
-def parse(argv) -> argparse.Namespace:
-    from benchmarks.cli import check_out_file, parser
-
-    p = parser(__doc__.splitlines()[0], prog="python -m benchmarks.gpu_suite")
-    p.add_argument("--out", required=True, help="the JSON file to write")
+    p = parser(__doc__.splitlines()[0], prog="python3 -m benchmarks.gpu_suite")
+    p.add_argument("--out", required=True, help="the JSON file to write (rewritten after every step)")
     p.add_argument(
         "--device", default="cuda", choices=("cuda", "cpu"), help="cuda (the lent machine) or cpu (a smoke test here)"
     )
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test of every phase in about a minute")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test of every phase in well under a minute")
+    p.add_argument(
+        "--deadline",
+        type=SECONDS,
+        default=480.0,
+        help="seconds for the whole suite, start-up included; each phase gets its share of what is left",
+    )
+    p.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"the phases to run, in this order, comma-separated (of {','.join(PHASES)})",
+    )
     args = p.parse_args(argv)
     check_out_file(p, "--out", args.out)
+    names = [n for n in args.phases.split(",") if n]
+    unknown = [n for n in names if n not in PHASES]
+    if unknown or not names:
+        p.error(f"--phases {args.phases}: {'unknown phase ' + unknown[0] if unknown else 'no phase named'}")
+    args.phases = [n for n in PHASES if n in names]
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             p.error("--device cuda: torch sees no CUDA device here (a smoke test: --device cpu --tiny)")
-    big = not args.tiny
-    defaults = dict(
-        batch_size=512 if big else 8,
-        threads=1,
-        standalone_s=20.0 if big else 1.0,
-        env="ALE/Breakout-v5" if big else "CartPole-v1",
-        actors=14 if big else 1,
-        learning_starts=20_000 if big else 200,
-        replay_capacity=1_000_000 if big else 5_000,
-        system_s=150.0 if big else 8.0,
-        system_startup_s=240.0 if big else 90.0,
-        feed_records=300_000 if big else 4096,
-        feed_timeout_s=240 if big else 120,
-    )
-    for k, v in defaults.items():
-        setattr(args, k, v)
     return args
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse(argv)
-    t_start = time.monotonic()
-    result = {"machine": machine(), "device": args.device, "tiny": args.tiny, "load_before": loadavg()}
-    print(describe_machine(result["machine"]), flush=True)
-    busy = GpuBusy()
+    sizes = TINY if args.tiny else FULL
+    budget = Budget(args.deadline, sizes.margin_s)
+    head = {
+        "suite": "benchmarks.gpu_suite",
+        "command": "python3 -m benchmarks.gpu_suite " + " ".join(argv),
+        "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "device": args.device,
+        "tiny": args.tiny,
+        "deadline_s": args.deadline,
+        "machine": machine(),
+        "load_before": loadavg(),
+    }
+    print(describe_machine(head["machine"]), flush=True)
+    suite = Suite(args, sizes, GpuBusy())
+    suite.record = Record(args.out, head, args.phases, derive=derive)
+    runs = {"standalone": standalone, "system": system, "feed": feed, "presets": presets}
+    phases = [Phase(n, functools.partial(runs[n], suite), sizes.min_s[n], sizes.shares[n]) for n in args.phases]
+    suite.record.save()  # the file exists from the start
     try:
-        result["standalone"] = standalone(args)
-        bf16 = result["standalone"].get("bf16", {}).get("updates_per_s")
-        for name, phase in (("system", lambda: system(args, busy, bf16)), ("feed", lambda: feed(args))):
-            try:
-                result[name] = phase()
-            except Exception as e:
-                result[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
-            print(f"{name}: {json.dumps(result[name], default=str)[:600]}", flush=True)
+        code = run_phases(suite.record, budget, phases)
     finally:
-        busy.close()
-    result["wall_s"] = round(time.monotonic() - t_start, 1)
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str))
-    print(f"wrote {args.out} after {result['wall_s']} s", flush=True)
-    return 0
+        suite.busy.close()
+    report(suite.record.data, args.out)
+    return code
+
+
+def report(data: dict, out: str) -> None:
+    for name, entry in data["phases"].items():
+        why = entry.get("reason")
+        print(f"{name}: {entry['status']}{', ' + why if why else ''} ({entry.get('seconds', 0)} s)", flush=True)
+    for key, value in data.get("derived", {}).items():
+        print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}", flush=True)
+    print(f"wrote {out} ({data['status']}) after {data['elapsed_s']} s", flush=True)
 
 
 if __name__ == "__main__":
