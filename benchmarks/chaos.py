@@ -54,6 +54,14 @@ class LogWatcher:
         return wait_for(seen, timeout, repr(text)) - t0
 
 
+def saved_counters(run: Path) -> dict:
+    """The counters of the run's last checkpoint, its tensors loaded onto the CPU: a
+    checkpoint written by a GPU learner names CUDA tensors this process need not have."""
+    import torch
+
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["counters"]
+
+
 def updates_per_s(run: Path, around_wall_s: float, window: float = 10.0) -> tuple[float, float]:
     """Mean updates/s in metrics.csv in the window before and after a moment of the run."""
     with open(run / "metrics.csv") as f:
@@ -133,12 +141,10 @@ def main(argv=None) -> int:
         print("replay-0 killed:", results["replay killed"], flush=True)
 
         # 3. the learner itself
-        import torch
-
         before = max(learner_steps(run))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-        saved = torch.load(run / "checkpoint.pt", weights_only=True)["counters"]
+        saved = saved_counters(run)
         t0 = time.monotonic()
         resumed = subprocess.Popen(
             [sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "40"],

@@ -177,7 +177,7 @@ def through_ray(args, messages, feed: str) -> dict:
     }
 
 
-def main(argv=None) -> None:
+def parse(argv):
     p = parser(__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=at_least(int, 1024), default=1_000_000, help="records in the in-process replay")
     p.add_argument(
@@ -193,16 +193,10 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="the mirror's device in the Ray phase (auto: cuda when available)")
     p.add_argument("--skip-ray", action="store_true", help="only the in-process phase")
     p.add_argument("--seed", type=SEED, default=0)
-    args = p.parse_args(argv)
-    print(
-        f"feed bench: Breakout, batch {args.batch_size}, {args.new_frames:g} new records per batch; "
-        f"{describe_machine(machine())}",
-        flush=True,
-    )
-    batches, real, _ = collect("Breakout", args.real_frames, 8, args.seed)
-    messages = cycled_messages(batches, 8)
-    load0 = loadavg()
-    local = in_process(args, messages)
+    return p.parse_args(argv)
+
+
+def report_in_process(args, local: dict) -> None:
     rows = [[path, args.records, f"{v['replay_cpu_ms']:.2f}", f"{v['bytes'] / 1e3:,.1f}"] for path, v in local.items()]
     print(table(["path", "records", "replay CPU ms/batch", "KB/answer"], rows, "in-process, one replay shard"))
     m = local["mirror"]
@@ -212,49 +206,63 @@ def main(argv=None) -> None:
         f"[target <= {TARGET_BYTES / 1e3:.0f} KB: {verdict(m['bytes'], TARGET_BYTES, higher_is_better=False)}]",
         flush=True,
     )
-    result = {"in_process": local, "load_before": load0}
+
+
+def start_ray() -> None:
+    """A fresh local Ray instance: ``address="local"``, never one left running on this
+    machine (plain ``ray.init()`` joins the last one started here, a system run's say)."""
+    import ray
+
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+
+
+def report_ray(args, remote: dict) -> None:
+    heads = ["feed", "records", "batches/s", "replay CPU ms/batch", "learner thread ms/batch"]
+    heads += ["feeder thread ms/batch", "gather ms/batch"]
+    keys = ("batches_per_s", "replay_cpu_ms", "driver_ms", "feeder_ms", "gather_ms")
+    rows = [
+        [feed, args.ray_records] + [f"{v[k]:.{1 if k == 'batches_per_s' else 2}f}" for k in keys]
+        for feed, v in remote.items()
+    ]
+    print(table(heads, rows, "through Ray, Fleet.next_batch, prefetch 4, no-op update"))
+    if "mirror" not in remote:
+        return
+    d, f = remote["mirror"]["driver_ms"], remote["mirror"]["feeder_ms"]
+    print(
+        f"mirror: the learner thread's own {d:.2f} ms/batch [target <= {TARGET_DRIVER_MS} ms: "
+        f"{verdict(d, TARGET_DRIVER_MS, higher_is_better=False)}]; the feeder thread beside it "
+        f"{f:.2f} ms/batch outside the gather (it can feed {1e3 / max(f, 1e-9):,.0f} batches/s "
+        "with its gather on a GPU)"
+    )
+
+
+def main(argv=None) -> None:
+    """Prints a JSON line of what is measured so far after each phase (``"partial": true``)
+    and the whole as the last line, so a caller that must stop it early keeps the rest."""
+    args = parse(argv)
+    print(
+        f"feed bench: Breakout, batch {args.batch_size}, {args.new_frames:g} new records per batch; "
+        f"{describe_machine(machine())}",
+        flush=True,
+    )
+    batches, real, _ = collect("Breakout", args.real_frames, 8, args.seed)
+    messages = cycled_messages(batches, 8)
+    result = {"in_process": None, "load_before": loadavg()}
+    result["in_process"] = in_process(args, messages)
+    report_in_process(args, result["in_process"])
     if not args.skip_ray:
+        final_json({**result, "partial": True})
         import ray
 
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        remote = {feed: through_ray(args, messages, feed) for feed in ("stacked", "mirror")}
+        start_ray()
+        result["ray"] = {}
+        for feed in ("stacked", "mirror"):
+            result["ray"][feed] = through_ray(args, messages, feed)
+            if feed == "stacked":
+                final_json({**result, "partial": True})
         ray.shutdown()
-        rows = [
-            [
-                feed,
-                args.ray_records,
-                f"{v['batches_per_s']:.1f}",
-                f"{v['replay_cpu_ms']:.2f}",
-                f"{v['driver_ms']:.2f}",
-                f"{v['feeder_ms']:.2f}",
-                f"{v['gather_ms']:.2f}",
-            ]
-            for feed, v in remote.items()
-        ]
-        print(
-            table(
-                [
-                    "feed",
-                    "records",
-                    "batches/s",
-                    "replay CPU ms/batch",
-                    "learner thread ms/batch",
-                    "feeder thread ms/batch",
-                    "gather ms/batch",
-                ],
-                rows,
-                "through Ray, Fleet.next_batch, prefetch 4, no-op update",
-            )
-        )
-        d, f = remote["mirror"]["driver_ms"], remote["mirror"]["feeder_ms"]
-        print(
-            f"mirror: the learner thread's own {d:.2f} ms/batch [target <= {TARGET_DRIVER_MS} ms: "
-            f"{verdict(d, TARGET_DRIVER_MS, higher_is_better=False)}]; the feeder thread beside it "
-            f"{f:.2f} ms/batch outside the gather (it can feed {1e3 / max(f, 1e-9):,.0f} batches/s "
-            "with its gather on a GPU)"
-        )
-        result["ray"] = remote
+        report_ray(args, result["ray"])
     result["load_after"] = loadavg()
     final_json(result)
 

@@ -8,15 +8,17 @@ only once the rest of the machine has calmed down.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import time
 
 try:
     import psutil
-except ImportError:  # Ray ships psutil in ray/thirdparty_files and puts it on sys.path when imported
-    import psutil
-    import ray  # noqa: F401
+except ImportError:  # Ray ships psutil in ray/thirdparty_files and puts that on sys.path when imported:
+    import ray  # noqa: F401  (so ray first, then psutil, in this order)
+
+    psutil = importlib.import_module("psutil")
 
 
 def machine() -> dict:
