@@ -218,6 +218,8 @@ def measure(variant: Variant, device: str, seconds: float, warmup: int = 5) -> d
     import torch
 
     cuda = device != "cpu"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t_build = time.perf_counter()
     with process_settings(variant, cuda):
         learner, cfg = build(variant, device)
@@ -300,6 +302,9 @@ def run_variants(
                 compile_s = figures[name]["compile_seconds"] or compile_s  # the latest: caches make later ones quicker
             except Exception as e:  # a compile error, say: the next variant still runs
                 figures[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"[:400]}
+            except BaseException as e:  # SIGTERM, or the phase past its limit: say which variant it cut
+                figures[name] = {"status": "interrupted", "reason": str(e) or type(e).__name__}
+                raise
         print(f"  {name}: {_short(figures[name])}", flush=True)
         save()
 

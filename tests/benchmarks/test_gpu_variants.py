@@ -98,3 +98,20 @@ def test_variants_are_skipped_when_the_phase_has_too_little_left(monkeypatch):
     run_variants({"a": Variant(batch_size=4)}, "cuda", 3.0, 5, 20.0, figures, lambda: None)
     # On CUDA a compiled variant needs its compile too (a guess before any was measured).
     assert figures["a"]["status"] == "skipped" and "it needs about 45 s" in figures["a"]["reason"]
+
+
+def test_the_variant_cut_short_says_so_and_the_phase_stops(monkeypatch):
+    from benchmarks.oneshot import Overrun
+
+    def fake_measure(variant, device, seconds, warmup):
+        if variant.batch_size == 2:
+            raise Overrun("ran past its limit of 60 s")
+        return {"updates_per_s": 7.0, "batch_size": variant.batch_size, "warmup_s": 0.1, "compile_seconds": None}
+
+    monkeypatch.setattr(gpu_variants, "measure", fake_measure)
+    figures: dict = {}
+    named = {"a": Variant(batch_size=4), "b": Variant(batch_size=2), "c": Variant(batch_size=4)}
+    with pytest.raises(Overrun):
+        run_variants(named, "cpu", 0.1, 1, 60.0, figures, lambda: None)
+    assert figures["a"]["status"] == "done" and "c" not in figures
+    assert figures["b"] == {"status": "interrupted", "reason": "ran past its limit of 60 s"}
