@@ -166,7 +166,8 @@ def system_flags(suite: Suite, time_limit: float) -> list:
     flags = ["--env", s.env, "--num-actors", s.actors, "--batch-size", s.batch_size]
     flags += ["--learning-starts", s.learning_starts, "--replay-capacity", s.replay_capacity]
     flags += ["--device", suite.args.device, "--log-interval", 2, "--time-limit", round(time_limit)]
-    flags += ["--eval-period", 0, "--snapshot-interval", -1, "--replay-shards", "auto", "--feed", "auto"]
+    flags += ["--eval-period", 0, "--snapshot-interval", -1, "--feed", "auto"]
+    flags += ["--replay-shards", suite.args.replay_shards]
     if suite.args.tiny:
         flags += ["--envs-per-actor", 2]
     return flags
@@ -316,6 +317,15 @@ def derive(data: dict) -> dict:
     return out
 
 
+def shards(text: str) -> str:
+    """An argparse ``type``: auto or a count of at least 1."""
+    import argparse
+
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"expected auto or a count of at least 1, got {text!r}")
+    return text
+
+
 def parse(argv):
     from benchmarks.cli import SECONDS, check_out_file, parser
 
@@ -335,6 +345,12 @@ def parse(argv):
         "--phases",
         default=",".join(PHASES),
         help=f"the phases to run, in this order, comma-separated (of {','.join(PHASES)})",
+    )
+    p.add_argument(
+        "--replay-shards",
+        type=shards,
+        default="auto",
+        help="the system phase's replay shards (auto: learner.main's choice); another count to compare with",
     )
     args = p.parse_args(argv)
     check_out_file(p, "--out", args.out)

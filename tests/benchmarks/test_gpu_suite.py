@@ -168,6 +168,8 @@ def test_derived_figures_compare_like_with_like():
         (["--deadline", "0"], "--deadline"),
         (["--deadline", "soon"], "--deadline"),
         (["--frobnicate"], "--frobnicate"),
+        (["--replay-shards", "0"], "--replay-shards"),
+        (["--replay-shards", "many"], "--replay-shards"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, needle):
@@ -188,3 +190,13 @@ def test_help_names_python3():
 
     commands = [line for line in suite.__doc__.splitlines() if "-m benchmarks.gpu_suite" in line]
     assert commands and all("python3 -m" in line for line in commands)
+
+
+def test_the_system_phase_takes_the_shard_count_given():
+    from benchmarks.gpu_suite import TINY as SIZES
+    from benchmarks.gpu_suite import Suite, parse, system_flags
+
+    for given in ("auto", "3"):
+        args = parse(["--device", "cpu", "--tiny", "--out", "suite.json", "--replay-shards", given])
+        flags = [str(f) for f in system_flags(Suite(args, SIZES, None), 60)]
+        assert flags[flags.index("--replay-shards") + 1] == given
