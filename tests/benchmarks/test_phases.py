@@ -223,9 +223,12 @@ class FakeProc:
 def test_soak_samples_until_the_run_ends_and_fits_slopes(capsys, monkeypatch, tmp_path):
     from benchmarks import soak
 
-    clock = itertools.count(0.0, 60.0)
-    monkeypatch.setattr(soak.time, "sleep", lambda s: None)
-    monkeypatch.setattr(soak.time, "monotonic", lambda: next(clock))
+    import time
+    import types
+
+    clock = itertools.count(0.0, 60.0)  # a sample a minute, without the wait
+    fake_time = types.SimpleNamespace(sleep=lambda s: None, monotonic=lambda: next(clock), strftime=time.strftime)
+    monkeypatch.setattr(soak, "time", fake_time)
     monkeypatch.setattr(soak.subprocess, "Popen", lambda cmd, **kw: FakeProc(alive=40))
     growth = itertools.count(0.0, 1.0)
     monkeypatch.setattr(soak, "snapshot_processes", lambda pid: {"learner.main#4242": (500.0 + next(growth), 100.0)})
@@ -240,18 +243,20 @@ def test_soak_samples_until_the_run_ends_and_fits_slopes(capsys, monkeypatch, tm
     assert header == "private_mb:learner.main#4242,rss_mb:learner.main#4242,t_s"
 
 
-def test_rllib_child_writes_a_row_per_train_call(tmp_path):
+def test_rllib_child_writes_a_row_per_train_call(tmp_path, monkeypatch):
     import csv
-    import time
+    import types
 
     from benchmarks import _rllib_dqn
+
+    clock = itertools.count(0.0, 0.05)  # each reading of the clock 50 ms later: 4 train() calls in 0.2 s
+    monkeypatch.setattr(_rllib_dqn, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
 
     class FakeAlgo:  # RLlib's result layout: the counters nested, under names that move
         calls = 0
 
         def train(self):
             self.calls += 1
-            time.sleep(0.01)
             trained = 32 * (self.calls - 1)
             return {
                 "env_runners": {"num_env_steps_sampled_lifetime": 100 * self.calls},
@@ -261,7 +266,7 @@ def test_rllib_child_writes_a_row_per_train_call(tmp_path):
 
     args = _rllib_dqn.parse_args(["--run-dir", str(tmp_path), "--seconds", "0.2"])
     algo = FakeAlgo()
-    _rllib_dqn.train(algo, args, tmp_path, time.monotonic())
+    _rllib_dqn.train(algo, args, tmp_path, t_start=0.0)
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert len(rows) == algo.calls >= 2
     assert [r["agent_steps"] for r in rows[:2]] == ["100", "200"] and float(rows[1]["learner_steps"]) == 1.0
