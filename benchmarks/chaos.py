@@ -77,7 +77,7 @@ def run_wall_s(run: Path) -> float:
         return float(list(csv.DictReader(f))[-1]["wall_s"])
 
 
-def main(argv=None) -> int:
+def parse(argv):
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default="runs/chaos")
     ap.add_argument("--env", default="CartPole-v1")
@@ -85,24 +85,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     check_env(ap, "--env", args.env)
     check_out_dir(ap, "--out-dir", args.out_dir)
-    run = Path(args.out_dir) / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    flags = [
-        "--env",
-        args.env,
-        "--num-actors",
-        "2",
-        "--envs-per-actor",
-        "2",
-        "--log-interval",
-        "1",
-        "--snapshot-interval",
-        "5",
-        "--checkpoint-period",
-        "500",
-        "--run-dir",
-        str(run),
-    ]
-    proc = subprocess.Popen(
+    return args
+
+
+def start_run(args, run: Path) -> subprocess.Popen:
+    flags = ["--env", args.env, "--num-actors", "2", "--envs-per-actor", "2", "--log-interval", "1"]
+    flags += ["--snapshot-interval", "5", "--checkpoint-period", "500", "--run-dir", str(run)]
+    return subprocess.Popen(
         [sys.executable, "-m", "learner.main", *flags, "--time-limit", "3600"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -110,63 +99,79 @@ def main(argv=None) -> int:
         text=True,
         start_new_session=True,
     )
+
+
+def kill_actor(args, run: Path, info, log: LogWatcher) -> dict:
+    """1. an actor: SIGKILL, then the time until the driver reports it restarted."""
+    wall = run_wall_s(run)
+    t0 = time.monotonic()
+    os.kill(wait_for(lambda: actor_pid(info, "actor-1"), 30, "actor-1"), signal.SIGKILL)
+    back = log.first_after(t0, "actor-1 restarted", 180)
+    time.sleep(args.settle)
+    return {"recovery_s": round(back, 1), "updates_per_s_before_after": updates_per_s(run, wall)}
+
+
+def kill_replay(args, run: Path, info, log: LogWatcher) -> dict:
+    """2. the replay: SIGKILL, then the time until it is back from its snapshot."""
+    wall = run_wall_s(run)
+    t0 = time.monotonic()
+    os.kill(wait_for(lambda: actor_pid(info, "replay-0"), 30, "replay-0"), signal.SIGKILL)
+    back = log.first_after(t0, "restarted from its snapshot", 180)
+    time.sleep(args.settle)
+    line = next(line for t, line in log.lines if t >= t0 and "restarted from its snapshot" in line)
+    return {
+        "recovery_s": round(back, 1),
+        "report": line.split("raydqn: ")[-1],
+        "updates_per_s_before_after": updates_per_s(run, wall),
+    }
+
+
+def kill_learner(run: Path, proc: subprocess.Popen) -> dict:
+    """3. the learner itself: SIGKILL the driver, ``--resume``, and the time to its first
+    update past the checkpoint."""
+    before = max(learner_steps(run))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    saved = saved_counters(run)
+    t0 = time.monotonic()
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "40"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for(
+        lambda: max(learner_steps(run)) > saved["learner_steps"] + 1 and max(learner_steps(run)) != before,
+        300,
+        "an update after the resume",
+    )
+    back = time.monotonic() - t0
+    resumed.communicate(timeout=300)
+    s = summary(run)
+    return {
+        "recovery_s": round(back, 1),
+        "updates_lost": before - saved["learner_steps"],
+        "replay_restored_records": s["replay"]["restored_records"],
+        "learner_steps_after_resume": s["learner_steps"],
+    }
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    run = Path(args.out_dir) / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    proc = start_run(args, run)
     log = LogWatcher(proc)
     results = {}
     try:
         info = ray_info(run)
         wait_for(lambda: max(learner_steps(run), default=0) > 200, 180, "training")
         time.sleep(args.settle)
-
-        # 1. an actor
-        wall = run_wall_s(run)
-        t0 = time.monotonic()
-        os.kill(wait_for(lambda: actor_pid(info, "actor-1"), 30, "actor-1"), signal.SIGKILL)
-        back = log.first_after(t0, "actor-1 restarted", 180)
-        time.sleep(args.settle)
-        results["actor killed"] = {"recovery_s": round(back, 1), "updates_per_s_before_after": updates_per_s(run, wall)}
+        results["actor killed"] = kill_actor(args, run, info, log)
         print("actor-1 killed:", results["actor killed"], flush=True)
-
-        # 2. the replay
-        wall = run_wall_s(run)
-        t0 = time.monotonic()
-        os.kill(wait_for(lambda: actor_pid(info, "replay-0"), 30, "replay-0"), signal.SIGKILL)
-        back = log.first_after(t0, "restarted from its snapshot", 180)
-        time.sleep(args.settle)
-        line = next(line for t, line in log.lines if t >= t0 and "restarted from its snapshot" in line)
-        results["replay killed"] = {
-            "recovery_s": round(back, 1),
-            "report": line.split("raydqn: ")[-1],
-            "updates_per_s_before_after": updates_per_s(run, wall),
-        }
+        results["replay killed"] = kill_replay(args, run, info, log)
         print("replay-0 killed:", results["replay killed"], flush=True)
-
-        # 3. the learner itself
-        before = max(learner_steps(run))
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        saved = saved_counters(run)
-        t0 = time.monotonic()
-        resumed = subprocess.Popen(
-            [sys.executable, "-m", "learner.main", "--resume", str(run), "--time-limit", "40"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        wait_for(
-            lambda: max(learner_steps(run)) > saved["learner_steps"] + 1 and max(learner_steps(run)) != before,
-            300,
-            "an update after the resume",
-        )
-        back = time.monotonic() - t0
-        resumed.communicate(timeout=300)
-        s = summary(run)
-        results["learner killed"] = {
-            "recovery_s": round(back, 1),
-            "updates_lost": before - saved["learner_steps"],
-            "replay_restored_records": s["replay"]["restored_records"],
-            "learner_steps_after_resume": s["learner_steps"],
-        }
+        results["learner killed"] = kill_learner(run, proc)
         print("learner killed and resumed:", results["learner killed"], flush=True)
     finally:
         if proc.poll() is None:
