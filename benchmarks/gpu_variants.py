@@ -66,9 +66,10 @@ def variants(batch_size: int) -> dict[str, Variant]:
 
 
 def compile_mode_keyword() -> bool:
-    """Whether the learner takes ``compile_mode`` (a LearnerConfig field passed on to
-    ``DQNLearner``); until it does, CUDA graphs are asked for through inductor's
-    process-wide ``triton.cudagraphs``, which is what mode reduce-overhead sets."""
+    """Whether the config takes ``compile_mode`` (a LearnerConfig field that
+    ``build_learner`` passes on to ``DQNLearner``'s own ``compile_mode``); until it does,
+    CUDA graphs are asked for through inductor's process-wide ``triton.cudagraphs``,
+    which is all that torch.compile's mode reduce-overhead sets."""
     from common.config import LearnerConfig
     from learner.dqn import DQNLearner
 
