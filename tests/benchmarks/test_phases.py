@@ -221,10 +221,10 @@ class FakeProc:
 
 
 def test_soak_samples_until_the_run_ends_and_fits_slopes(capsys, monkeypatch, tmp_path):
-    from benchmarks import soak
-
     import time
     import types
+
+    from benchmarks import soak
 
     clock = itertools.count(0.0, 60.0)  # a sample a minute, without the wait
     fake_time = types.SimpleNamespace(sleep=lambda s: None, monotonic=lambda: next(clock), strftime=time.strftime)
