@@ -53,7 +53,7 @@ def assert_one_line(code, err, *needles):
         # wrong types
         (["--lr", "fast"], "--lr"),
         (["--dueling", "maybe"], "--dueling"),
-        (["--preset", "rainbow"], "--preset"),
+        (["--preset", "dqn-from-1913"], "--preset"),
         (["--loss", "l1"], "--loss"),
         (["--total-env-frames", "1e6"], "--total-env-frames"),
         (["--num-actors"], "--num-actors"),
