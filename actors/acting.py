@@ -36,6 +36,7 @@ import copy
 import functools
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +44,8 @@ from torch import nn
 
 from actors import int8_static
 from common.config import cpu_has_native_bf16
+from common.heads import qr_fractions
+from common.noisy import NoisyLinear, noisy_layers, reset_noise
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "bf16-int8", "int8-static")
 #: int8-static converts new weights at most once per this many forward passes: Ape-X's
@@ -116,7 +119,11 @@ class _Cast(nn.Module):
 
 
 def _large(module: nn.Module) -> bool:
-    """Every convolution (few weights, most of the work) and each big Linear."""
+    """Every convolution (few weights, most of the work) and each big Linear; never an
+    output layer or a layer that must stay fp32 (``keeps_fp32``: a distribution's logits or
+    quantiles, a spectral-normalised convolution)."""
+    if getattr(module, "keeps_fp32", False):
+        return False
     if isinstance(module, nn.Conv2d):
         return True
     return isinstance(module, nn.Linear) and module.weight.numel() >= LARGE_LAYER_WEIGHTS
@@ -159,14 +166,17 @@ class ActingNetwork:
         if precision not in PRECISIONS[1:]:
             raise ValueError(f"precision must be one of {PRECISIONS[1:]}, got {precision!r}")
         self.network = network.eval()
+        self._noisy = bool(noisy_layers(network))
         self._pairs: list[tuple[nn.Module, nn.Module, str]] = []  # (master layer, converted layer, format)
         self.static: _StaticConversions | None = None
+        self.fallback: str | None = None  # why the network does not run the precision asked for
         if precision == "int8-static":
             if int8_static.supports(network) and int8_static.static_int8_engine():
                 self.precision, self.fast = precision, self.network
                 self.static = _StaticConversions(self.network, convert_every, background)
                 return
             precision = _auto_dynamic()[0]  # a network int8-static does not cover
+            self.fallback = f"int8-static covers only the Nature CNN with an expected, non-noisy head: {precision}"
         self.precision = precision
         convertible = any(self._format(m) for m in network.modules())
         self.precision = precision if convertible else "fp32"
@@ -197,7 +207,7 @@ class ActingNetwork:
         if fmt is not None:
             self._pairs.append((module, fast.layer, fmt))
             return fast
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if isinstance(module, (nn.Conv2d, nn.Linear, NoisyLinear)):
             return _Cast(module, torch.float32)  # its input may come from a bf16 layer
         children = dict(module.named_children())
         if not children:
@@ -232,9 +242,30 @@ class ActingNetwork:
 
     def q_values(self, stacks: np.ndarray) -> np.ndarray:
         """Q-values float32[B, A] of the stacks (one forward pass)."""
+        return self.outputs(stacks).q
+
+    def outputs(self, stacks: np.ndarray) -> "ActOutputs":
+        """One forward pass: Q float32[B, A] and, for a distributional head, each action's
+        distribution (what the initial priorities need, ``common.distributional``). A noisy
+        network draws new noise first: every acting step explores with its own sample."""
         net = self.fast if self.static is None else self.static.network_for(stacks)
+        if self._noisy:
+            reset_noise(self.network)  # the noisy layers are shared by the master and the copy
+        kind = getattr(self.network, "kind", "expected")
         with torch.inference_mode():
-            return net(torch.from_numpy(stacks)).float().cpu().numpy()
+            x = torch.from_numpy(stacks)
+            if kind == "expected":
+                return ActOutputs(net(x).float().cpu().numpy())
+            taus = None
+            if kind == "iqn":
+                taus = torch.rand(x.shape[0], self.network.spec.acting_samples)
+            out = net.outputs(x, taus) if kind == "iqn" else net.outputs(x)
+            q = self.network.q(out).cpu().numpy()
+            if kind == "c51":
+                return ActOutputs(q, torch.log_softmax(out.float(), dim=-1).cpu().numpy())
+            if kind == "qr":
+                taus = qr_fractions(out.shape[-1]).expand(out.shape[0], -1)
+            return ActOutputs(q, out.float().cpu().numpy(), taus.cpu().numpy())
 
     def describe(self) -> str:
         if self.static is not None:
@@ -243,7 +274,18 @@ class ActingNetwork:
                 f"states, output layers fp32; converted on a thread every >= {self.static.every} forward passes)"
             )
         layers = ", ".join(f"{type(m).__name__} {fmt}" for m, _, fmt in self._pairs)
-        return f"{self.precision} ({len(self._pairs)} layers converted: {layers})" if self._pairs else self.precision
+        text = f"{self.precision} ({len(self._pairs)} layers converted: {layers})" if self._pairs else self.precision
+        return text if self.fallback is None else f"{text}; {self.fallback}"
+
+
+class ActOutputs(NamedTuple):
+    """One acting forward pass: ``q`` float32[B, A]; for a distributional head ``dist``, each
+    action's distribution (c51: log-probabilities ``[B, A, N]``; qr, iqn: quantile values
+    ``[B, A, M]``) and, for qr and iqn, the ``fractions`` ``[B, M]`` they are at."""
+
+    q: np.ndarray
+    dist: np.ndarray | None = None
+    fractions: np.ndarray | None = None
 
 
 def _snapshot(module: nn.Module) -> dict:

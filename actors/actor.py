@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from actors.acting import ActingNetwork
+from common.distributional import distributional_item_loss
 from common.messages import NO_ACTION, StepBatch
 from common.nstep import n_step_windows
 from common.stacking import FrameStacker
@@ -70,7 +71,9 @@ class _StreamRecords:
 
     With initial priorities, ``q_taken``/``q_max`` hold Q(s_t, a_t) and max_a Q(s_t) of
     each record (for a final-frame record: 0 and the bootstrap value of its stack), and
-    ``prios`` the priorities known so far: those of the first ``len(prios)`` records.
+    ``prios`` the priorities known so far: those of the first ``len(prios)`` records. For a
+    distributional head they hold the distributions of the taken and of the greedy action
+    (float[M] each), and ``fractions`` the quantile fractions of the taken one (qr, iqn).
     """
 
     _LISTS = (
@@ -83,6 +86,7 @@ class _StreamRecords:
         "versions",
         "q_taken",
         "q_max",
+        "fractions",
         "prios",
     )
     __slots__ = _LISTS
@@ -95,7 +99,17 @@ class _StreamRecords:
         return len(self.actions)
 
     def append(
-        self, frame, action, first, version, reward=0.0, terminated=False, truncated=False, q_taken=0.0, q_max=0.0
+        self,
+        frame,
+        action,
+        first,
+        version,
+        reward=0.0,
+        terminated=False,
+        truncated=False,
+        q_taken=0.0,
+        q_max=0.0,
+        fractions=None,
     ):
         self.frames.append(frame)
         self.actions.append(action)
@@ -106,6 +120,7 @@ class _StreamRecords:
         self.versions.append(version)
         self.q_taken.append(q_taken)
         self.q_max.append(q_max)
+        self.fractions.append(fractions)
 
     def split(self, m: int) -> "_StreamRecords":
         """Remove the first ``m`` records and return them (priorities included)."""
@@ -148,6 +163,7 @@ class ActorCore:
         initial_priorities: bool = False,
         n_step: int = 3,
         gamma: float = 0.99,
+        kappa: float = 1.0,
     ):
         if len(stream_ids) != env.num_envs:
             raise ValueError(f"{len(stream_ids)} stream ids for {env.num_envs} envs")
@@ -167,7 +183,9 @@ class ActorCore:
         self.initial_priorities = bool(initial_priorities)
         self.n_step = int(n_step)
         self.gamma = float(gamma)
-        self._last_q: np.ndarray | None = None  # Q[E, A] of the stacks select_actions last saw
+        self.kappa = float(kappa)  # the quantile Huber threshold of the learner's loss (qr, iqn)
+        self.kind = getattr(self.network, "kind", "expected")
+        self._last = None  # the ActOutputs of the stacks select_actions last saw
         self.rng = np.random.default_rng(seed)
         self.policy_version = 0
         self.agent_steps = 0
@@ -196,17 +214,12 @@ class ActorCore:
 
     def select_actions(self, epsilons: np.ndarray) -> np.ndarray:
         """eps-greedy actions int64[E]: one batched forward pass over all env stacks."""
-        q = self._q_values(self.stacker.stacks)
-        self._last_q = q
-        actions = q.argmax(axis=1)
+        self._last = self.acting.outputs(self.stacker.stacks)
+        actions = self._last.q.argmax(axis=1)
         explore = self.rng.random(len(actions)) < epsilons
         if explore.any():
             actions[explore] = self.rng.integers(0, self.env.num_actions, size=int(explore.sum()))
         return actions
-
-    def _q_values(self, stacks: np.ndarray) -> np.ndarray:
-        """Q-values float32[B, A] of the stacks ``[B, S, *frame_shape]`` (one forward pass)."""
-        return self.acting.q_values(stacks)
 
     def step(self) -> list[StepBatch]:
         """One agent step of every env; returns the StepBatches that became full."""
@@ -221,16 +234,7 @@ class ActorCore:
         ended = out.terminated | out.truncated
         prioritize = self.record and self.initial_priorities
         if prioritize:
-            q = self._last_q.astype(np.float64)
-            q_taken = q[np.arange(len(actions)), actions].tolist()
-            q_max = q.max(axis=1).tolist()
-            q_final = np.zeros(len(actions))  # bootstrap of final frames: 0 when terminated
-            trunc = np.flatnonzero(out.truncated & ~out.terminated)
-            if trunc.size:
-                # The final frame's stack (never acted on): one forward for these envs only.
-                stacks = self.stacker.stacks[trunc]
-                final_stacks = np.concatenate([stacks[:, 1:], out.frames[trunc][:, None].astype(stacks.dtype)], axis=1)
-                q_final[trunc] = self._q_values(final_stacks).astype(np.float64).max(axis=1)
+            taken, greedy, fractions, final = self._priority_inputs(actions, out)
         if self.record:
             v = self.policy_version
             for i, rec in enumerate(self.records):
@@ -244,11 +248,12 @@ class ActorCore:
                         float(np.float32(learn_rewards[i])),
                         bool(out.terminated[i]),
                         bool(out.truncated[i]),
-                        q_taken[i],
-                        q_max[i],
+                        taken[i],
+                        greedy[i],
+                        fractions[i],
                     )
                     if ended[i]:
-                        rec.append(out.frames[i].copy(), NO_ACTION, False, v, q_max=float(q_final[i]))
+                        rec.append(out.frames[i].copy(), NO_ACTION, False, v, q_taken=0 * greedy[i], q_max=final[i])
                     continue
                 rec.append(
                     self.frames[i],
@@ -285,6 +290,32 @@ class ActorCore:
             return batches
         return self.flush(min_records=self.steps_per_batch)
 
+    def _priority_inputs(self, actions: np.ndarray, out) -> tuple[list, list, list, list]:
+        """Per env: the value (expected head: Q(s_t, a_t), float) or distribution (float[M])
+        of the action taken, that of the greedy action (the bootstrap of the record k steps
+        back), the fractions of the taken one (qr, iqn; else None), and the bootstrap of the
+        final frame's stack where the env ended (0 when terminated; truncated envs' final
+        stacks were never acted on: one forward pass for those envs only)."""
+        last, rows = self._last, np.arange(len(actions))
+        values = last.q.astype(np.float64) if last.dist is None else last.dist.astype(np.float64)
+        taken, greedy = values[rows, actions], values[rows, last.q.argmax(axis=1)]
+        final = np.zeros_like(greedy)
+        trunc = np.flatnonzero(out.truncated & ~out.terminated)
+        if trunc.size:
+            stacks = self.stacker.stacks[trunc]
+            final_stacks = np.concatenate([stacks[:, 1:], out.frames[trunc][:, None].astype(stacks.dtype)], axis=1)
+            final[trunc] = self._greedy_values(final_stacks)
+        fractions = [None] * len(actions) if last.fractions is None else list(last.fractions.astype(np.float64))
+        as_list = (lambda a: a.tolist()) if last.dist is None else list
+        return as_list(taken), as_list(greedy), fractions, as_list(final)
+
+    def _greedy_values(self, stacks: np.ndarray) -> np.ndarray:
+        """max_a Q (float64[B]), or the greedy action's distribution (float64[B, M])."""
+        o = self.acting.outputs(stacks)
+        if o.dist is None:
+            return o.q.astype(np.float64).max(axis=1)
+        return o.dist[np.arange(len(stacks)), o.q.argmax(axis=1)].astype(np.float64)
+
     def flush(self, min_records: int = 1) -> list[StepBatch]:
         """StepBatches of every stream holding at least ``min_records`` records (all of them).
 
@@ -296,7 +327,7 @@ class ActorCore:
         if self.initial_priorities:
             open_ = [i for i in chosen if len(self.records[i].prios) < len(self.records[i])]
             if open_:
-                q_now = self._q_values(self.stacker.stacks[open_]).astype(np.float64).max(axis=1)
+                q_now = self._greedy_values(self.stacker.stacks[open_])
                 self._resolve([self.records[i] for i in open_], tail_q=q_now)
         batches = []
         for i in chosen:
@@ -305,7 +336,8 @@ class ActorCore:
         return batches
 
     def _resolve(self, recs: list[_StreamRecords], tail_q: np.ndarray | None = None) -> None:
-        """Extend each ``rec.prios`` over every record whose n-step window is complete.
+        """Extend each ``rec.prios`` over every record whose n-step window is complete
+        (``tail_q``: max Q, or for a distributional head the greedy action's distribution per stream).
 
         One ``common.nstep`` call over the records still without a priority, all streams
         at once (a window only reads forward; each stream's part starts a segment of its
@@ -335,16 +367,45 @@ class ActorCore:
             self.gamma,
         )
         final = np.array(cat("actions")) == NO_ACTION
-        q_max = np.array(cat("q_max"), dtype=np.float64)
-        tail = np.repeat(np.zeros(len(recs)) if tail_q is None else np.asarray(tail_q, dtype=np.float64), sizes)
-        boot = np.where(w.complete, q_max[np.minimum(w.bootstrap, q_max.size - 1)], tail)
-        boot = np.where(w.discounts > 0, boot, 0.0)
-        prios = np.abs(w.returns + w.discounts * boot - np.array(cat("q_taken"), dtype=np.float64))
+        if self.kind == "expected":
+            prios = _td_priorities(w, cat("q_taken"), cat("q_max"), tail_q, sizes)
+        else:
+            prios = self._loss_priorities(w, cat, tail_q, sizes)
         prios[final] = 0.0
         ready = (w.complete | final) if tail_q is None else np.ones(prios.size, dtype=bool)
         for rec, lo, hi in zip(recs, offsets[:-1].tolist(), offsets[1:].tolist()):
             still_open = np.flatnonzero(~ready[lo:hi])
             rec.prios.extend(prios[lo : lo + int(still_open[0]) if still_open.size else hi].tolist())
+
+    def _loss_priorities(self, w, cat, tail, sizes) -> np.ndarray:
+        """The learner's per-item loss of a distributional head as each record's priority
+        (``common.distributional``), from the actor's own network: the taken action's
+        distribution against R + discount * the greedy action's distribution k steps later
+        (c51: projected; terminal windows put all mass at R)."""
+        taken, greedy = np.stack(cat("q_taken")), np.stack(cat("q_max"))
+        tail = np.zeros((len(sizes),) + greedy.shape[1:]) if tail is None else np.asarray(tail, dtype=np.float64)
+        boot = np.where(
+            w.complete[:, None], greedy[np.minimum(w.bootstrap, len(greedy) - 1)], np.repeat(tail, sizes, 0)
+        )
+        network = self.network
+        if self.kind == "c51":  # log-probabilities to probabilities; any distribution where nothing bootstraps
+            boot = np.where(w.discounts[:, None] > 0, np.exp(boot), 1.0 / boot.shape[1])
+        fractions = cat("fractions")
+        fractions = (
+            None if fractions[0] is None else torch.from_numpy(np.stack([_or_zeros(f, taken) for f in fractions]))
+        )
+        with torch.no_grad():
+            prios = distributional_item_loss(
+                self.kind,
+                torch.from_numpy(taken),
+                torch.from_numpy(boot),
+                torch.from_numpy(np.asarray(w.returns, dtype=np.float64)),
+                torch.from_numpy(np.asarray(w.discounts, dtype=np.float64)),
+                atoms=network.atoms.double(),
+                fractions=fractions,
+                kappa=self.kappa,
+            )
+        return prios.double().numpy()
 
     def _batch(self, i: int, rec: _StreamRecords) -> StepBatch:
         priorities = None
@@ -379,3 +440,17 @@ class ActorCore:
 
 def _expand(mask: np.ndarray, ndim: int) -> np.ndarray:
     return mask.reshape(mask.shape + (1,) * (ndim - 1))
+
+
+def _td_priorities(w, q_taken: list, q_max: list, tail_q, sizes) -> np.ndarray:
+    """|R + discount * max_a Q(s_{t+k}) - Q(s_t, a_t)| in float64 (the expected head's rule)."""
+    q_max = np.array(q_max, dtype=np.float64)
+    tail = np.repeat(np.zeros(len(sizes)) if tail_q is None else np.asarray(tail_q, dtype=np.float64), sizes)
+    boot = np.where(w.complete, q_max[np.minimum(w.bootstrap, q_max.size - 1)], tail)
+    boot = np.where(w.discounts > 0, boot, 0.0)
+    return np.abs(w.returns + w.discounts * boot - np.array(q_taken, dtype=np.float64))
+
+
+def _or_zeros(fractions, like: np.ndarray) -> np.ndarray:
+    """A final-frame record's fractions (None: it is no item) as zeros of the taken values' width."""
+    return np.zeros(like.shape[1]) if fractions is None else fractions

@@ -86,4 +86,5 @@ def build_actor_core(cfg: Config, actor_index: int, record: bool = True) -> Acto
         initial_priorities=cfg.actors.actor_priorities and cfg.replay.prioritized and record,
         n_step=cfg.replay.n_step,
         gamma=cfg.learner.gamma,
+        kappa=cfg.learner.kappa,
     )

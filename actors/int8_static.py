@@ -48,8 +48,9 @@ def static_int8_engine() -> str | None:
 
 
 def supports(network: nn.Module) -> bool:
-    """Only the Nature CNN (Atari): the small MinAtar and MLP networks gain nothing."""
-    return isinstance(network, NatureCNN)
+    """Only the Nature CNN (Atari) with an expected, non-noisy head: the small MinAtar and
+    MLP networks gain nothing, and the fused int8 head computes Q-values only."""
+    return isinstance(network, NatureCNN) and network.kind == "expected" and not network.noisy
 
 
 def quantize_weight(w: torch.Tensor) -> torch.Tensor:

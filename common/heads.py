@@ -25,9 +25,8 @@ import math
 import torch
 from torch import nn
 
+from common.config.fields import HEADS  # the one list of heads, shared with the config
 from common.noisy import linear
-
-HEADS = ("expected", "c51", "qr", "iqn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +64,12 @@ class HeadSpec:
         return {"c51": self.num_atoms, "qr": self.num_quantiles}.get(self.kind, 1)
 
 
+def _output(layer: nn.Module) -> nn.Module:
+    """Mark an output layer: the actors' converted copies keep it fp32 (``keeps_fp32``)."""
+    layer.keeps_fp32 = True
+    return layer
+
+
 def fp32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` in fp32, whatever autocast is on (the output layers, see the module doc)."""
     with torch.autocast(x.device.type, enabled=False):
@@ -79,10 +84,12 @@ class DuelingHead(nn.Module):
         super().__init__()
         self.num_actions, self.atoms = num_actions, atoms
         self.value = nn.Sequential(
-            linear(in_features, hidden, noisy, sigma0), nn.ReLU(), linear(hidden, atoms, noisy, sigma0)
+            linear(in_features, hidden, noisy, sigma0), nn.ReLU(), _output(linear(hidden, atoms, noisy, sigma0))
         )
         self.advantage = nn.Sequential(
-            linear(in_features, hidden, noisy, sigma0), nn.ReLU(), linear(hidden, num_actions * atoms, noisy, sigma0)
+            linear(in_features, hidden, noisy, sigma0),
+            nn.ReLU(),
+            _output(linear(hidden, num_actions * atoms, noisy, sigma0)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +106,9 @@ class PlainHead(nn.Sequential):
 
     def __init__(self, in_features: int, num_actions: int, hidden: int, atoms: int = 1, noisy=False, sigma0=0.5):
         super().__init__(
-            linear(in_features, hidden, noisy, sigma0), nn.ReLU(), linear(hidden, num_actions * atoms, noisy, sigma0)
+            linear(in_features, hidden, noisy, sigma0),
+            nn.ReLU(),
+            _output(linear(hidden, num_actions * atoms, noisy, sigma0)),
         )
         self.num_actions, self.atoms = num_actions, atoms
 

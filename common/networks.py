@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.config.fields import TORSOS
 from common.heads import DuelingHead, HeadSpec, TauEmbedding, expected_q, q_head, support
 from common.noisy import noisy_layers
-from common.torsos import TORSOS, ImpalaTorso, minatar_torso, mlp_torso, nature_torso
+from common.torsos import ImpalaTorso, minatar_torso, mlp_torso, nature_torso
 
 __all__ = ["DuelingHead", "HeadSpec", "QNetwork", "NatureCNN", "ImpalaCNN", "MinAtarCNN", "MLP", "build_q_network"]
 

@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TORSOS = ("nature", "impala")
-
 
 def nature_torso(stack_size: int) -> nn.Sequential:
     """Conv(32, 8x8, 4)-ReLU-Conv(64, 4x4, 2)-ReLU-Conv(64, 3x3, 1)-ReLU-Flatten: 3136 features."""

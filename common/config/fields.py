@@ -25,7 +25,13 @@ OPTIMIZERS = ("adam", "rmsprop")
 FEEDS = ("auto", "mirror", "stacked")
 LEARNER_PRECISIONS = ("auto", "fp32", "bf16")
 PIN_CPUS = ("off", "on")
+HEADS = ("expected", "c51", "qr", "iqn")
+TORSOS = ("nature", "impala")
 PRESET_NAMES = tuple(PRESETS)
+
+#: config.json's key for how its settings were resolved (common/config/record.py): not a
+#: section of settings, so Config.from_dict passes over it.
+RECORD_KEY = "resolution"
 
 #: The largest seed a run takes: numpy's and torch's generators take 0..2^32-1 (and refuse
 #: negative seeds). An emulator's own seed is an int32: envs fold theirs into ALE_SEED_MODULUS.

@@ -38,9 +38,31 @@ def _lr(rmsprop: float):
 CPU_ATARI_REPLAY_RATIO = 1.0
 
 
+#: Noisy nets explore by themselves: eps 0 from the first step (Rainbow's "exploration eps 0").
+_NO_EPSILON = {"epsilon_schedule": "linear", "epsilon_final": 0.0, "epsilon_decay_agent_steps": 1}
+
+
 def _apex_replay_ratio(k: _Kind) -> float:
     return (0.0 if k.cuda else CPU_ATARI_REPLAY_RATIO) if k.atari else 8.0
 
+
+#: The network and target of the Ape-X and Nature presets (expected Q, no noise, Nature's torso);
+#: the later presets replace what their paper changed.
+_DQN_LEARNER = {
+    "head": "expected",
+    "noisy": False,
+    "munchausen": False,
+    "torso": "nature",
+    "torso_width": 1,
+    "spectral_norm": False,
+    "iqn_tau_samples": 64,
+    "iqn_target_samples": 64,
+    "iqn_acting_samples": 32,
+    "v_min": -10.0,
+    "v_max": 10.0,
+    "adam_eps": 1.5e-4,
+    "gamma": 0.99,
+}
 
 #: Each preset's value for every field it fills, {section: {field: value or f(_Kind)}}.
 #: ``resolve`` uses it only where a field is None (auto). The README's "Presets" section
@@ -55,8 +77,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "replay_capacity": _by_env(1_000_000, 100_000),
             "learning_starts": _by_env(50_000, 1_000, 5_000),
             "replay_ratio": _apex_replay_ratio,
+            "priority_alpha": 0.6,
         },
         "learner": {
+            **_DQN_LEARNER,
             "double_q": True,
             "dueling": True,
             "optimizer": "adam",
@@ -83,8 +107,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "replay_capacity": _by_env(1_000_000, 100_000),
             "learning_starts": _by_env(50_000, 1_000, 5_000),
             "replay_ratio": 8.0,
+            "priority_alpha": 0.6,
         },
         "learner": {
+            **_DQN_LEARNER,
             "double_q": False,
             "dueling": False,
             "optimizer": "rmsprop",
@@ -95,6 +121,109 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "target_update_period": _by_env(10_000, 200, 1_000),
         },
         "eval": {"eval_epsilon": 0.05, "eval_period": _by_env(1_000_000, 10_000)},
+    },
+    # Hessel et al. 2018 (Rainbow): C51 (51 atoms on [-10, 10]), noisy nets instead of eps,
+    # dueling, double, n 3, prioritized (alpha 0.5, beta 0.4 -> 1), Adam 6.25e-5 with eps
+    # 1.5e-4, a batch of 32 every 4 agent steps, target every 32K frames (2,000 updates),
+    # learning from 80K frames (20K transitions). On MinAtar, Revisiting Rainbow's settings
+    # (Obando-Ceron & Castro 2021): v_max 100, Adam 1e-4, replay 100K, learning from 1K,
+    # target every 1K agent steps (250 updates).
+    "rainbow": {
+        "actors": _NO_EPSILON,
+        "replay": {
+            "n_step": 3,
+            "prioritized": True,
+            "priority_alpha": 0.5,
+            "replay_capacity": _by_env(1_000_000, 100_000),
+            "learning_starts": _by_env(20_000, 1_000, 1_000),
+            "replay_ratio": 8.0,
+        },
+        "learner": {
+            **_DQN_LEARNER,
+            "head": "c51",
+            "noisy": True,
+            "v_min": _by_env(-10.0, -10.0, -100.0),
+            "v_max": _by_env(10.0, 10.0, 100.0),
+            "double_q": True,
+            "dueling": True,
+            "optimizer": "adam",
+            "lr": _by_env(6.25e-5, 5e-4, 1e-4),
+            "adam_eps": 1.5e-4,
+            "rmsprop_eps": 1.5e-7,
+            "grad_clip": 10.0,
+            "batch_size": 32,
+            "target_update_period": _by_env(2_000, 200, 250),
+        },
+        "eval": {"eval_epsilon": 0.001, "eval_period": _by_env(1_000_000, 10_000)},
+    },
+    # Dabney et al. 2018b (IQN) as Dopamine runs it: N = N' = 64, K = 32, a 64-cosine
+    # embedding, n 3, uniform replay, no dueling, Nature's max target (Dopamine's double_dqn
+    # off), eps 1 -> 0.01 over 250K agent steps, Adam 5e-5 with eps 0.01/32, a batch of 32
+    # every 4 agent steps, target every 8,000 agent steps (2,000 updates), learning from 20K.
+    # On MinAtar, Revisiting Rainbow's replay, learning start, rate and target period.
+    "iqn": {
+        "actors": {"epsilon_schedule": "linear", "epsilon_final": 0.01, "epsilon_decay_agent_steps": 250_000},
+        "replay": {
+            "n_step": 3,
+            "prioritized": False,
+            "priority_alpha": 0.6,
+            "replay_capacity": _by_env(1_000_000, 100_000),
+            "learning_starts": _by_env(20_000, 1_000, 1_000),
+            "replay_ratio": 8.0,
+        },
+        "learner": {
+            **_DQN_LEARNER,
+            "head": "iqn",
+            "double_q": False,
+            "dueling": False,
+            "optimizer": "adam",
+            "lr": _by_env(5e-5, 5e-4, 1e-4),
+            "adam_eps": 0.01 / 32,
+            "rmsprop_eps": 1.5e-7,
+            "grad_clip": 10.0,
+            "batch_size": 32,
+            "target_update_period": _by_env(2_000, 200, 250),
+        },
+        "eval": {"eval_epsilon": 0.001, "eval_period": _by_env(1_000_000, 10_000)},
+    },
+    # Clark et al. 2024 ("Beyond The Rainbow"): IQN + Munchausen + the IMPALA CNN twice as wide
+    # with a 6x6 adaptive max-pool and spectral norm + dueling + noisy nets; gamma 0.997, a
+    # batch of 256 every 64 agent steps (replay ratio 4), Adam 1e-4 (eps 0.005 / batch),
+    # prioritized with alpha 0.2, target every 500 updates, n 3, 8 fractions for N, N' and K.
+    # Atari only: its torso needs frames (on MinAtar the family's own network runs with its head).
+    "btr": {
+        "actors": _NO_EPSILON,
+        "replay": {
+            "n_step": 3,
+            "prioritized": True,
+            "priority_alpha": 0.2,
+            "replay_capacity": _by_env(1_048_576, 100_000),
+            "learning_starts": _by_env(200_000, 1_000, 1_000),
+            "replay_ratio": 4.0,
+        },
+        "learner": {
+            **_DQN_LEARNER,
+            "head": "iqn",
+            "noisy": True,
+            "munchausen": True,
+            "torso": _by_env("impala", "nature"),
+            "torso_width": 2,
+            "spectral_norm": True,
+            "iqn_tau_samples": 8,
+            "iqn_target_samples": 8,
+            "iqn_acting_samples": 8,
+            "double_q": True,
+            "dueling": True,
+            "optimizer": "adam",
+            "lr": _by_env(1e-4, 5e-4, 1e-4),
+            "adam_eps": _by_env(0.005 / 256, 1.5e-4, 1.5e-4),
+            "gamma": _by_env(0.997, 0.99, 0.99),
+            "rmsprop_eps": 1.5e-7,
+            "grad_clip": 10.0,
+            "batch_size": _by_env(256, 32, 32),
+            "target_update_period": _by_env(500, 200, 250),
+        },
+        "eval": {"eval_epsilon": 0.001, "eval_period": _by_env(1_000_000, 10_000)},
     },
 }
 

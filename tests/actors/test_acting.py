@@ -265,6 +265,6 @@ def test_the_builder_uses_the_flag():
     try:
         assert core.acting.precision == "bf16"
         core.step()
-        assert core._last_q.dtype == np.float32 and core._last_q.shape == (2, 4)
+        assert core._last.q.dtype == np.float32 and core._last.q.shape == (2, 4)
     finally:
         core.env.close()
