@@ -38,8 +38,13 @@ class EvaluationError(ValueError):
 def eval_core(env: VectorEnv, network: torch.nn.Module, spec: EnvSpec, epsilon: float, seed: int) -> ActorCore:
     """An :class:`~actors.actor.ActorCore` that plays ``env``'s games with ``network`` at eps
     ``epsilon``, one stream per env, recording nothing for a replay. It reports raw scores:
-    evaluation never clips. Its weights are set by the caller (``set_weights``)."""
+    evaluation never clips. Its weights are set by the caller (``set_weights``). A noisy
+    network plays with its noise off, on its mean weights, as Dopamine's evaluation does
+    (``eval_mode``); the small eps keeps a deterministic emulator from looping."""
     from actors.actor import ActorCore
+    from common.noisy import set_noise
+
+    set_noise(getattr(network, "network", network), False)  # an ActingNetwork or the module itself
 
     n = env.num_envs
     return ActorCore(

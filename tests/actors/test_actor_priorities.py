@@ -266,3 +266,59 @@ def test_priorities_equal_the_td_error_on_the_replays_items(env_kw):
         q_next = net(torch.from_numpy(items.next_obs)).double().numpy()
     td = items.returns + items.discounts * q_next.max(axis=1) - q_obs[np.arange(len(ids)), items.actions]
     np.testing.assert_allclose(buf.sampling_weights(ids), np.abs(td), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- distributional heads: the learner's loss
+
+
+def _distributional_net(kind):
+    from common.heads import HeadSpec
+    from common.networks import QNetwork
+    from common.torsos import mlp_torso
+
+    torch.manual_seed(3)
+    head = HeadSpec(kind=kind, num_atoms=11, v_min=-2.0, v_max=4.0, num_quantiles=8, acting_samples=8)
+    return QNetwork(mlp_torso(16, 32), 32, 3, 32, head, divisor=255.0)
+
+
+@pytest.mark.parametrize("env_kw", [{}, {"truncate": True}, {"lose_life_at": 3}])
+@pytest.mark.parametrize("kind", ["c51", "qr"])
+def test_distributional_priorities_equal_the_learners_loss_on_the_replays_items(kind, env_kw):
+    """One rule: the actor's initial priority of each item is the per-item loss the learner
+    computes for it (online = target = the actor's network, double Q, Rainbow's rule)."""
+    from learner.losses import LossSpec, batch_loss
+
+    gamma, n = 0.9, 3
+    net = _distributional_net(kind).eval()
+    buf = replay_showing_sent_priorities(n, gamma)
+    for b in _stream_of_batches(net, gamma, n, **env_kw):
+        buf.add(b)
+    ids = buf.sampleable_ids()
+    items = buf.gather(ids)
+    assert ids.size > 100
+    t = {k: torch.from_numpy(np.asarray(getattr(items, k))) for k in ("obs", "next_obs", "returns", "discounts")}
+    with torch.no_grad():
+        _, learner_prios, _ = batch_loss(
+            net,
+            net,
+            t["obs"],
+            t["next_obs"],
+            torch.from_numpy(items.actions.astype(np.int64)),
+            t["returns"].float(),
+            t["discounts"].float(),
+            torch.ones(len(ids)),
+            LossSpec(kind=kind),
+            lambda: torch.autocast("cpu", enabled=False),
+        )
+    sent = buf.sampling_weights(ids)
+    assert np.all(sent > 0)
+    np.testing.assert_allclose(sent, learner_prios.numpy(), rtol=2e-4, atol=1e-5)
+
+
+def test_iqn_priorities_are_its_quantile_loss_and_final_frames_get_zero():
+    core, net = make_core(CountingEnv([2, 3, 5]), net=_distributional_net("iqn"), eps=0.3, spb=3)
+    batches = run(core, 40) + core.flush()
+    for b in batches:
+        p = np.asarray(prios(b))
+        final = b.actions == NO_ACTION
+        assert np.all(np.isfinite(p)) and np.all(p[final] == 0) and np.all(p[~final] > 0)

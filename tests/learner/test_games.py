@@ -98,3 +98,32 @@ def test_the_evaluator_plays_without_importing_the_command_line_tool():
     assert r["episodes"] == 3 and r["epsilon"] == pytest.approx(0.3)
     assert r["min"] <= r["median"] <= r["max"] and r["min"] <= r["mean"] <= r["max"]
     assert r["eval_agent_steps"] >= 3 * r["min"]  # CartPole pays 1 a step: 3 games of at least min steps
+
+
+def test_a_noisy_network_is_evaluated_on_its_mean_weights():
+    # Dopamine's eval_mode: the evaluator's games use the noisy layers' mean, so two forward
+    # passes over the same states agree, and they equal the network with its noise off.
+    import numpy as np
+    import torch
+
+    from common.envs import describe_env, make_vector_env
+    from common.heads import HeadSpec
+    from common.networks import build_q_network
+    from common.noisy import noisy_layers
+    from learner.games import eval_core
+
+    spec = describe_env("CartPole-v1")
+    env = make_vector_env("CartPole-v1", 2, seed=0)
+    try:
+        torch.manual_seed(0)
+        net = build_q_network(spec.frame_shape, spec.stack_size, spec.num_actions, head=HeadSpec(noisy=True))
+        core = eval_core(env, net, spec, epsilon=0.0, seed=0)
+        assert noisy_layers(core.network) and not any(layer.noise for layer in noisy_layers(core.network))
+        stacks = core.stacker.stacks
+        first, second = core.acting.q_values(stacks), core.acting.q_values(stacks)
+        np.testing.assert_array_equal(first, second)
+        for layer in noisy_layers(net):
+            layer.noise = True
+        assert not np.array_equal(core.acting.q_values(stacks), first)  # with noise the values move
+    finally:
+        env.close()
