@@ -32,6 +32,7 @@ from benchmarks.cli import POSITIVE_INT, SEED, at_least, parser
 from benchmarks.machine import describe_machine, loadavg, machine
 from benchmarks.replay import GAMMA, N_STEP, STACK, collect, cycled_messages
 from benchmarks.report import final_json, table, verdict
+from replay_server.mirror_protocol import PositionKeeper
 from replay_server.remote import ReplayServer
 
 TARGET_BYTES, TARGET_REPLAY_MS, TARGET_DRIVER_MS = 100_000, 1.0, 1.0
@@ -66,10 +67,11 @@ def in_process(args, messages) -> dict:
     ids = server.buffer.sampleable_ids()
     server.update_priorities(ids, rng.gamma(1.0, 1.0, ids.size))  # a skewed tree, as in a run
     news = [next(messages) for _ in range(4 * args.batches)]
-    while not server.sample_indices(args.batch_size).has_batch:  # the full sync, not timed
+    mirror = PositionKeeper(server.sample_indices)  # each request carries the position the answers reached
+    while not mirror(args.batch_size).has_batch:  # the full sync, not timed
         pass
     out = {}
-    for path, call in (("stacked", server.sample), ("mirror", server.sample_indices)):
+    for path, call in (("stacked", server.sample), ("mirror", mirror)):
         seconds, nbytes, pending, k = 0.0, [], 0.0, 0
         for _ in range(args.batches):
             pending += args.new_frames
@@ -91,32 +93,29 @@ def through_ray(args, messages, feed: str) -> dict:
     import ray
     import torch
 
-    from common.config import Config, LearnerConfig, ReplayConfig
+    from common.config import Config, LearnerConfig, ReplayConfig, RunConfig, resolve
     from learner.fleet import Fleet
     from learner.mirror import FrameMirror
+    from learner.shards import shard_settings
     from learner.trainer import pick_device
 
     class TimedServer(ReplayServer):
         def cpu_seconds(self) -> float:
             return time.process_time()
 
-    cfg = Config(
-        replay=ReplayConfig(replay_capacity=args.ray_records, learning_starts=args.batch_size),
-        learner=LearnerConfig(batch_size=args.batch_size, feed=feed, device=args.device),
+    cfg = resolve(
+        Config(
+            replay=ReplayConfig(
+                replay_capacity=args.ray_records, learning_starts=args.batch_size, n_step=N_STEP, replay_ratio=0.0
+            ),
+            learner=LearnerConfig(batch_size=args.batch_size, feed=feed, device=args.device, gamma=GAMMA),
+            run=RunConfig(seed=args.seed),
+        ),
+        atari=True,
+        cuda=pick_device(args.device).type == "cuda",
     )
     fleet = Fleet(cfg, None, "/tmp")
-    actor = (
-        ray.remote(TimedServer)
-        .options(num_cpus=1)
-        .remote(
-            capacity=args.ray_records,
-            stack_size=STACK,
-            n_step=N_STEP,
-            gamma=GAMMA,
-            seed=args.seed,
-            min_size=args.batch_size,
-        )
-    )
+    actor = ray.remote(TimedServer).options(num_cpus=1).remote(**shard_settings(cfg, STACK))
     fill(actor, messages, args.ray_records)
     fleet.replays, fleet.shard_sizes = [actor], np.ones(1)
     gather_s = [0.0]

@@ -14,7 +14,9 @@ its owner guards with a lock (the priorities held for the next request). Batches
 the order ``fetch`` made them: the mirror's exactness (``learner/mirror.py``) needs each
 answer gathered before the next one's frames are written, which one thread gives for free;
 on a GPU the gather and the update share the device's default stream, so the update's
-kernels run after the gather's. A plain class: tested without Ray.
+kernels run after the gather's. With the learner on ``cuda:N`` the thread makes device N its
+current device first, so the mirror's copies and events go to the learner's device. A plain
+class: tested without Ray.
 """
 
 from __future__ import annotations
@@ -28,9 +30,30 @@ from collections.abc import Callable
 FEEDER_DEPTH = 2
 
 
+def use_device(device) -> bool:
+    """Make CUDA ``device`` ``cuda:N`` the calling thread's current device; True if it did.
+    A CPU device, None and plain ``cuda`` (the current device) are left alone."""
+    import torch
+
+    if device is None:
+        return False
+    device = torch.device(device)
+    if device.type != "cuda" or device.index is None:
+        return False
+    torch.cuda.set_device(device)
+    return True
+
+
 class Feeder:
-    def __init__(self, fetch: Callable[[], object | None], depth: int = FEEDER_DEPTH, name: str = "raydqn-feeder"):
+    def __init__(
+        self,
+        fetch: Callable[[], object | None],
+        depth: int = FEEDER_DEPTH,
+        name: str = "raydqn-feeder",
+        device=None,
+    ):
         self.fetch = fetch
+        self.device = device  # the learner's torch.device; a CUDA one becomes the thread's current device
         self.batches: queue.Queue = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -41,6 +64,7 @@ class Feeder:
     def _run(self) -> None:
         t0 = time.thread_time()
         try:
+            use_device(self.device)
             while not self.stopping.is_set():
                 got = self.fetch()
                 self.cpu_s = time.thread_time() - t0

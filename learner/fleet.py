@@ -1,73 +1,47 @@
-"""The fleet: every Ray call the driver makes, and nothing else.
+"""The fleet: the Ray parts of a run (actors, replay shards, evaluator) and their supervision.
 
-A :class:`Fleet` starts (or joins) Ray, places the replay shards beside the learner and
-spreads the actors, keeps ``prefetch`` sample requests in flight, routes priorities back
-to the shard a batch came from, publishes weights with one ``ray.put``, brings back actors
-that Ray restarts, triggers replay snapshots and reports what it polled as a
-:class:`FleetPoll`. It writes no file but ``ray.json`` (where to watch the run); the
-trainer turns what it reports into counters and the run log.
+A :class:`Fleet` starts (or joins) Ray (``learner/ray_setup.py``), places the replay shards
+beside the learner and spreads the actors, publishes weights with one ``ray.put``, brings
+back actors that Ray restarts, triggers replay snapshots, runs the evaluator and reports
+what it polled as a :class:`FleetPoll`. The batches and the priorities go through its
+:class:`learner.feed.Feed` (prefetch, the mirror feed, held priorities, the feeder). It
+writes no file but ``ray.json`` (where to watch the run); the trainer turns what it reports
+into counters and the run log.
 
-The trainer talks to it through a small interface (``start``, ``next_batch``,
-``update_priorities``, ``publish``, ``poll``, ``save_snapshots``, ``stop``), which
-``tests/learner/fake_fleet.py`` implements over an in-process replay to test the loop
-without Ray.
+The trainer talks to it through :class:`learner.fleet_protocol.TrainerFleet`, which
+``tests/learner/fake_fleet.py`` also implements, over an in-process replay, to test the
+loop without Ray.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import json
 import logging
-import os
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.remote import make_actor_class
 from common.config import Config
 from common.env_spec import EnvSpec
 from common.progress import Status
+from learner.feed import MAX_HELD_PRIORITIES, Feed  # noqa: F401  (MAX_HELD_PRIORITIES: its importers)
+from learner.fleet_protocol import FleetPoll
+from learner.ray_setup import PlacementError, check_placement, last_line, on_this_node, start_ray
+from learner.shards import shard_settings, snapshot_path
 from replay_server.remote import make_replay_actor
+
+__all__ = ["Fleet", "FleetPoll", "PlacementError", "snapshot_path"]
 
 log = logging.getLogger("raydqn")
 ACTOR_RESTART_TIMEOUT_S = 120.0
 MAX_ACTOR_RESTARTS = 3  # per actor, as Ray's max_restarts for its process
-MAX_HELD_PRIORITIES = 8  # priority batches held for a shard's next sample request (mirror feed)
 
 
-class PlacementError(RuntimeError):
-    """The cluster cannot hold the run (too few CPUs, even after asking the autoscaler)."""
-
-
-@dataclasses.dataclass
-class FleetPoll:
-    """What one poll saw. ``actor_stats``: each answering actor's cumulative stats (with
-    the games it finished since the last poll); ``replay``: the shards' counters summed
-    (and per shard under ``shards`` when there are several)."""
-
-    actor_stats: list[dict]
-    replay: dict
-    actors_alive: int
-    actors_restarting: int
-    evals: list[dict] = dataclasses.field(default_factory=list)  # evaluations finished since the last poll
-
-
-def snapshot_path(run_dir: Path, shard: int) -> Path:
-    return Path(run_dir) / f"replay-{shard}.snapshot"
-
-
-def _joined(held: list) -> tuple[np.ndarray, np.ndarray]:
-    """Held (ids, priorities) pairs as one pair."""
-    return np.concatenate([i for i, _ in held]), np.concatenate([p for _, p in held])
-
-
-def _last_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[-1]
+def _in_feed(name: str) -> property:
+    """A fleet attribute that is its feed's attribute ``name``."""
+    return property(lambda self: getattr(self.feed, name), lambda self, value: setattr(self.feed, name, value))
 
 
 class Fleet:
@@ -77,22 +51,14 @@ class Fleet:
         self.run_dir = Path(run_dir)
         self.namespace = f"raydqn-{self.run_dir.name}"
         self.started_ray = False
-        self.replays: list = []
+        self.feed = Feed(cfg, np.random.default_rng(cfg.run.seed))
         self.actors: dict[int, object] = {}
         self.run_refs: dict[int, ray.ObjectRef] = {}
         self.restarting: dict[int, tuple] = {}  # actor -> (stats probe, deadline)
         self.restart_counts: dict[int, int] = {}
-        self.pending: collections.deque = collections.deque()  # (shard, sample ref)
-        self.mirrors: dict = {}  # shard -> learner.mirror.FrameMirror, with --feed mirror
-        self.held_priorities: dict[int, list] = {}  # shard -> [(ids, priorities)] for its next request
-        self.held_lock = threading.Lock()  # the learner's thread holds priorities, the feeder's sends them
-        self.feeder = None  # learner.feeder.Feeder, with --feed mirror
-        self.beta = 0.4  # the importance-sampling exponent the feeder's requests carry
         self.shard_stats: list[dict] = []
         self.stats_refs: dict[int, ray.ObjectRef] = {}  # actor -> its stats request not yet answered
         self.replay_stats_refs: list | None = None  # the shards' stats requests not yet answered
-        self.shard_sizes = np.zeros(cfg.replay.replay_shards)
-        self.rng = np.random.default_rng(cfg.run.seed)
         self.weights_ref = None
         self.policy_version = 0
         self.global_agent_steps = 0
@@ -107,11 +73,27 @@ class Fleet:
         self.eval_weights_ref = None  # the weights it plays with
         self.evaluated_ref = None  # the weights of the newest finished evaluation
 
+    # The shards' handles and what the feed knows of them live in the feed.
+    replays = _in_feed("replays")
+    shard_sizes = _in_feed("shard_sizes")
+    mirrors = _in_feed("mirrors")
+    feeder = _in_feed("feeder")
+
+    @property
+    def feed_stalled_s(self) -> float:
+        """Seconds without a batch while asked, for a reason other than the rate limiter
+        (0.0 otherwise); :attr:`feed_waiting_on` says what the feed waits on."""
+        return self.feed.stalled_s
+
+    @property
+    def feed_waiting_on(self) -> str:
+        return self.feed.waiting_on
+
     # ---- start ---------------------------------------------------------------------
     def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
         """Ray, placement, the replay shards and the actors (acting with ``weights``)."""
-        self._start_ray()
-        self._check_placement(can_grow=self.cfg.run.address is not None)
+        self.started_ray = start_ray(self.cfg, self.namespace, self.run_dir)
+        check_placement(self.cfg, can_grow=self.cfg.run.address is not None)
         from learner.ray_metrics import DriverMetrics
 
         self.gauges = DriverMetrics(self.run_dir.name)
@@ -148,207 +130,33 @@ class Fleet:
     def _eval_enabled(self) -> bool:
         return bool(self.cfg.eval.eval_period)
 
-    def _start_ray(self) -> None:
-        if ray.is_initialized():
-            return
-        r = self.cfg.run
-        # A namespace per run keeps the parts' names (replay-0, actor-7) apart on a shared cluster.
-        kwargs = dict(address=r.address, namespace=self.namespace, logging_level=logging.WARNING, log_to_driver=True)
-        if r.address is None:
-            # Always a new local instance: address=None would join whatever Ray instance
-            # already runs on this machine (another run, a test) and then fail on num_cpus.
-            kwargs["address"] = "local"
-            # As many logical CPUs as the run needs, so 16 actors on a 4-core laptop share
-            # the cores instead of waiting forever to be placed.
-            kwargs["num_cpus"] = r.num_cpus or max(os.cpu_count() or 1, self._cpus_needed())
-            kwargs["include_dashboard"] = None
-            # Ray starts workers at nice 15; on cores the learner (nice 0) shares with the
-            # actors, that starved the actors (measured: 0.23 of 2 cores while free-running).
-            os.environ.setdefault("RAY_worker_niceness", "0")
-            # A quiet start. Ray's token authentication stays on, without its warning that
-            # it turned itself on (setting RAY_AUTH_MODE here is too late: Ray has read it at
-            # import). The raylet warns once 4x its start-up concurrency (min(cores, CPUs): 2
-            # here) of workers have started, i.e. at 16 actors on 2 cores, which this run asks
-            # for on purpose: its limit is the run's CPUs.
-            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-            os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(kwargs["num_cpus"]))
-        try:
-            ctx = ray.init(**kwargs)
-        except (ConnectionError, RuntimeError) as e:
-            if r.address is None:
-                raise
-            # The cluster went away after main's probe, or is not one Ray can join.
-            raise PlacementError(f"--address={r.address}: cannot join the Ray cluster ({_last_line(e)})") from None
-        self.started_ray = True
-        self._describe_cluster(ctx.dashboard_url)
-
-    def _describe_cluster(self, dashboard_url: str | None) -> None:
-        """ray.json in the run dir: where to watch this run (dashboard, Prometheus endpoint)."""
-        ports = sorted(
-            {n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")}
-        )
-        info = {
-            "namespace": self.namespace,
-            "dashboard_url": f"http://{dashboard_url}" if dashboard_url else None,
-            "metrics_export_ports": ports,
-            # Where a tool (the soak, a state query) joins this very instance: 'auto' finds the
-            # newest one on the machine, which need not be this run's.
-            "gcs_address": ray.get_runtime_context().gcs_address,
-        }
-        (self.run_dir / "ray.json").write_text(json.dumps(info, indent=2))
-        if dashboard_url:
-            print(
-                f"dashboard: http://{dashboard_url} (parts named replay-K and actor-N, namespace {self.namespace})",
-                flush=True,
-            )
-
-    def _cpus_needed(self) -> int:
-        return self.cfg.actors.num_actors + self.cfg.replay.replay_shards + int(self._eval_enabled())
-
-    def _check_placement(self, can_grow: bool) -> None:
-        """Ask the autoscaler for what the run needs; fail clearly if it never comes."""
-        c, need = self.cfg, self._cpus_needed()
-        parts = f"{c.actors.num_actors} actors and {c.replay.replay_shards} replay shards need {need}"
-        have = ray.cluster_resources().get("CPU", 0)
-        if have >= need:
-            return
-        if not can_grow:
-            raise PlacementError(
-                f"cannot place the run: this Ray instance has {have:g} CPUs; {parts} "
-                f"(raise --num-cpus or lower --num-actors)"
-            )
-        from ray.autoscaler.sdk import request_resources
-
-        print(
-            f"waiting up to {c.run.placement_timeout:g}s for the cluster to grow from {have:g} to {need} CPUs "
-            f"({c.actors.num_actors} actors + {c.replay.replay_shards} replay shards)",
-            flush=True,
-        )
-        request_resources(num_cpus=need)
-        deadline = time.monotonic() + c.run.placement_timeout
-        while time.monotonic() < deadline:
-            time.sleep(2)
-            have = ray.cluster_resources().get("CPU", 0)
-            if have >= need:
-                return
-        raise PlacementError(
-            f"cannot place the run: the Ray cluster has {have:g} CPUs after {c.run.placement_timeout:g}s; "
-            f"{parts} (lower --num-actors or add worker nodes)"
-        )
-
     def _start_shard(self, j: int):
         """Shard j holds 1/K of the replay and applies the ratio to its own share. Shards sit
         beside the learner (the driver, on the GPU head of a cluster): the learner's samples
         are the largest transfers in the system."""
-        c, k = self.cfg, self.cfg.replay.replay_shards
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        c = self.cfg
         # enable_task_events=False here and on the actors: Ray's GCS otherwise records an
         # event for each of the hundreds of add/sample/priority calls a second and grew by
         # 300 MB an hour in the soak (docs/benchmarks.md).
         return make_replay_actor(
-            num_cpus=1, name=f"replay-{j}", scheduling_strategy=here, max_restarts=-1, enable_task_events=False
+            num_cpus=1,
+            name=f"replay-{j}",
+            scheduling_strategy=on_this_node(),
+            max_restarts=-1,
+            enable_task_events=False,
         ).remote(
-            capacity=-(-c.replay.replay_capacity // k),
-            stack_size=self.spec.stack_size,
-            n_step=c.replay.n_step,
-            gamma=c.learner.gamma,
-            prioritized=c.replay.prioritized,
-            alpha=c.replay.priority_alpha,
-            seed=c.run.seed * 7919 + j,
-            samples_per_insert=c.replay.replay_ratio or None,
-            min_size=-(-c.replay.learning_starts // k),
-            tolerance=c.replay.replay_ratio_tolerance / k,
+            **shard_settings(c, self.spec.stack_size, j),
             # A shard that Ray restarts after a crash, or a resumed run, starts from here.
             snapshot_path=str(snapshot_path(self.run_dir, j)) if c.replay.snapshot_interval >= 0 else None,
         )
 
-    # ---- the learner's side ------------------------------------------------------------
+    # ---- the learner's side (learner/feed.py) ------------------------------------------
     def next_batch(self, batch_size: int, beta: float):
-        """``(shard, SampleBatch)``, or None when there is nothing to train on yet (the rate
-        limiter holds the learner, or the shard is restarting). Keeps ``prefetch`` requests
-        in flight, so the learner rarely waits on a round trip. With ``--feed mirror`` the
-        shards answer with frame indices and the stacks are gathered from the shard's
-        mirror on the learner's device (:meth:`_mirrored`), all of it on the feeder's
-        thread (``learner/feeder.py``) while the learner's thread updates."""
-        if self.cfg.learner.feed != "mirror":
-            return self._fetch(batch_size, beta)
-        self.beta = beta  # the feeder's next requests carry it (β anneals over the whole run)
-        if self.feeder is None:
-            from learner.feeder import Feeder
-
-            self.feeder = Feeder(lambda: self._fetch(batch_size, self.beta))
-        return self.feeder.get()
-
-    def _fetch(self, batch_size: int, beta: float):
-        """One batch, as :meth:`next_batch` describes, on the calling thread."""
-        mirrored = self.cfg.learner.feed == "mirror"
-        while len(self.pending) < self.cfg.learner.prefetch:
-            shard = self._pick_shard()
-            if mirrored:
-                ref = self.replays[shard].sample_indices.remote(
-                    batch_size, beta, "learner", self._take_priorities(shard)
-                )
-            else:
-                ref = self.replays[shard].sample.remote(batch_size, beta)
-            self.pending.append((shard, ref))
-        shard, ref = self.pending.popleft()
-        try:
-            batch = ray.get(ref)
-        except ray.exceptions.RayActorError:  # the shard is restarting: wait, ask again
-            time.sleep(0.2)
-            return None
-        if mirrored:
-            batch = self._mirrored(shard, batch)
-        if batch is None:  # the rate limiter holds the learner until actors catch up
-            time.sleep(0.002)
-            return None
-        return shard, batch
-
-    def _mirrored(self, shard: int, answer):
-        """Apply the answer's frames to the shard's mirror, then gather its batch there (None:
-        the answer had none). Answers are handled in the order they were asked for, each
-        gathered before the next one's frames go in: ``learner/mirror.py`` says why that
-        is exact. A mirror that lost an answer asks its shard to send everything again."""
-        from learner.mirror import FrameMirror
-        from learner.trainer import pick_device
-
-        if shard not in self.mirrors:
-            capacity = -(-self.cfg.replay.replay_capacity // self.cfg.replay.replay_shards)
-            self.mirrors[shard] = FrameMirror(capacity, pick_device(self.cfg.learner.device))
-        mirror = self.mirrors[shard]
-        if not mirror.apply(answer.delta):
-            if not mirror.resync_requested:
-                mirror.resync_requested = True
-                log.warning("replay-%d: an answer to the mirror was lost; resending its frames", shard)
-                self.replays[shard].forget_consumer.remote()
-            return None
-        return mirror.gather(answer) if answer.has_batch else None
-
-    def _pick_shard(self) -> int:
-        """A shard drawn in proportion to its sampleable items (uniform before any stats)."""
-        total = self.shard_sizes.sum()
-        if len(self.shard_sizes) == 1 or total <= 0:
-            return int(self.rng.integers(len(self.shard_sizes)))
-        return int(self.rng.choice(len(self.shard_sizes), p=self.shard_sizes / total))
+        """``(shard, SampleBatch)``, or None when there is nothing to train on yet."""
+        return self.feed.next_batch(batch_size, beta)
 
     def update_priorities(self, shard: int, ids: np.ndarray, priorities: np.ndarray) -> None:
-        """With the mirror feed, priorities ride on the shard's next sample request (one
-        Ray call per update instead of two: each costs the driver ≈ 0.6 ms on 2 cores), or
-        go on their own once MAX_HELD_PRIORITIES batches of them wait for a rarely drawn shard."""
-        if self.cfg.learner.feed == "mirror":
-            with self.held_lock:  # the feeder's next request to this shard may take them meanwhile
-                held = self.held_priorities.setdefault(shard, [])
-                held.append((ids, priorities))
-                if len(held) < MAX_HELD_PRIORITIES:
-                    return
-                del self.held_priorities[shard]
-            ids, priorities = _joined(held)
-        self.replays[shard].update_priorities.remote(ids, priorities)
-
-    def _take_priorities(self, shard: int) -> tuple[np.ndarray, np.ndarray] | None:
-        with self.held_lock:
-            held = self.held_priorities.pop(shard, None)
-        return _joined(held) if held else None
+        self.feed.update_priorities(shard, ids, priorities)
 
     def publish(self, weights: dict, policy_version: int, agent_steps: int) -> None:
         """One ray.put of the weights; every actor gets the same object reference, with the
@@ -379,17 +187,12 @@ class Fleet:
             self.evaluated_ref = self.eval_weights_ref
             return [result]
         except Exception as e:  # an evaluation that failed is skipped; the next one is asked for as usual
-            log.warning("evaluation failed: %s", _last_line(e))
+            log.warning("evaluation failed: %s", last_line(e))
             return []
 
     def save_snapshots(self, wait: bool) -> None:
         """Each shard writes its own file (atomically); ``wait=False`` lets the learner go on."""
-        with self.held_lock:
-            shards = list(self.held_priorities)
-        for shard in shards:  # held for a sample request: they belong in the snapshot
-            held = self._take_priorities(shard)
-            if held is not None:
-                self.replays[shard].update_priorities.remote(*held)
+        self.feed.send_held_priorities()  # held for a sample request: they belong in the snapshot
         refs = [r.save_snapshot.remote(str(snapshot_path(self.run_dir, j))) for j, r in enumerate(self.replays)]
         self.last_snapshot = time.monotonic()
         if not wait:
@@ -407,7 +210,7 @@ class Fleet:
                     info["seconds"],
                 )
             except Exception as e:  # the checkpoint is written; the previous snapshot stays
-                log.warning("replay-%d snapshot failed: %s", j, _last_line(e))
+                log.warning("replay-%d snapshot failed: %s", j, last_line(e))
         status.done()
 
     # ---- polling -------------------------------------------------------------------------
@@ -533,7 +336,7 @@ class Fleet:
             except ray.exceptions.RayActorError as e:
                 log.warning("actor-%d died (%s); waiting for Ray to restart it", i, type(e).__name__)
             except Exception as e:  # the loop raised: the process lives, the loop is started again
-                log.warning("actor-%d failed: %s", i, _last_line(e))
+                log.warning("actor-%d failed: %s", i, last_line(e))
             self.restart_counts[i] = self.restart_counts.get(i, 0) + 1
             if self.restart_counts[i] > MAX_ACTOR_RESTARTS:
                 self._drop_actor(i, f"it failed {self.restart_counts[i]} times")
@@ -587,9 +390,7 @@ class Fleet:
         return bool(self.replays)
 
     def close_feeder(self) -> None:
-        if self.feeder is not None and not self.feeder.close():
-            log.warning("the feeder thread did not stop within 10 s (a sample request still waits)")
-        self.feeder = None
+        self.feed.close_feeder()
 
     def shutdown(self) -> None:
         self.close_feeder()

@@ -11,9 +11,9 @@ three parts, as Dopamine's and Reverb's replays do:
 Storage. Every record (one frame plus the transition leaving it, see the stream grammar in
 ``common.messages``) gets a uid, the insertion counter. It lives in slot ``uid % capacity``
 until ``capacity`` newer records have arrived (FIFO), so uid ``u`` is stored iff
-``u >= records_added - capacity``. A frame is kept once, as the compressed bytes that
-arrived, and is decompressed only when a sample needs it; stacked observations are rebuilt
-at sample time from ``stack_uids``, the uids of the S frames of a record's stack.
+``u >= records_added - capacity``. A frame is kept once (``replay_server.frames``);
+stacked observations are rebuilt at sample time from ``stack_uids``, the uids of the S
+frames of a record's stack. The mirror feed's answers are ``replay_server.mirror_protocol``.
 
 Items. A record with an action becomes a sampleable item once its n-step window is complete
 (return, discount and bootstrap record as in ``common.nstep``) and every frame of its stack
@@ -21,48 +21,27 @@ is still stored. The bootstrap record is newer than the item and its stack reach
 further than the item's stack, so that one condition covers ``next_obs`` too. A segment cut
 short by a new ``first`` record (actor restart) drops its incomplete items.
 
-Ids. An item's id is ``epoch << 40 | uid``, with ``epoch`` the buffer's epoch when its
-window completed (when it became an item). A fresh buffer has epoch 0; :meth:`ReplayBuffer.load_state_dict` takes the
-snapshot's epoch + 1. A restored replay cannot know how many uids its crashed predecessor
-issued after the snapshot, so uids repeat, but ids do not: a priority update for an id of
-another epoch finds a slot whose epoch differs and is ignored (counted in
-``priority_updates_ignored``), never applied to the new record that reuses the uid.
+Ids. An item's id is ``epoch << 40 | uid`` (``replay_server.ids``): the epoch moves on at
+each restore, so an id is never issued twice.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from common.messages import NO_ACTION, FrameDelta, IndexBatch, MessageError, SampleBatch, StepBatch, decompress_frames
+from common.messages import NO_ACTION, IndexBatch, SampleBatch, StepBatch
 from replay_server.accumulator import Accumulated, StreamState, accumulate, admit, check_grammar
+from replay_server.buffer_snapshots import BufferSnapshots
+from replay_server.frames import FrameStore
+from replay_server.ids import ID_EPOCH_SHIFT, MAX_EPOCH, UID_MASK, id_parts, item_ids
+from replay_server.mirror_protocol import MAX_DELTA_FRAMES, AnswerEnds, FeedPosition, sample_indices
 from replay_server.sampler import PrioritySampler
 from replay_server.slots import allocate_slots
-from replay_server.snapshot import SnapshotError
-from replay_server.state import CONFIG_FIELDS, decode_state, encode_state
 
-#: Frames decompressed per call at sample time (see ReplayBuffer._gather).
-_DECOMPRESS_CHUNK = 128
-#: Bits of an id that hold the uid; the bits above hold the epoch.
-ID_EPOCH_SHIFT = 40
-_UID_MASK = (1 << ID_EPOCH_SHIFT) - 1
-MAX_EPOCH = (1 << (63 - ID_EPOCH_SHIFT)) - 1
-#: Most frames one answer's FrameDelta carries: a consumer further behind (a new one, or
-#: after a restore, up to a whole shard) catches up over several answers without a batch.
-MAX_DELTA_FRAMES = 32_768
+__all__ = ["ID_EPOCH_SHIFT", "MAX_DELTA_FRAMES", "MAX_EPOCH", "ReplayBuffer", "id_parts", "item_ids"]
 
 
-def item_ids(epochs: np.ndarray, uids: np.ndarray) -> np.ndarray:
-    """Ids ``int64[K]`` of items with these epochs and uids."""
-    return (np.asarray(epochs, dtype=np.int64) << ID_EPOCH_SHIFT) | np.asarray(uids, dtype=np.int64)
-
-
-def id_parts(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(epochs, uids)``, both ``int64[K]``, of item ids."""
-    ids = np.asarray(ids, dtype=np.int64)
-    return ids >> ID_EPOCH_SHIFT, ids & _UID_MASK
-
-
-class ReplayBuffer:
+class ReplayBuffer(BufferSnapshots):
     """FIFO replay of n-step transitions with stacked frames and proportional priorities.
 
     Args:
@@ -109,17 +88,15 @@ class ReplayBuffer:
         self.rng = np.random.default_rng(seed)
         self.sampler = PrioritySampler(self.capacity, self.prioritized, self.alpha, self.priority_eps)
         self._slots = allocate_slots(self.capacity, self.stack_size)
-        self._blobs: list[bytes | None] = [None] * self.capacity
-        self._blob_bytes = 0  # compressed frame bytes held: what the replay's memory should follow
-        self._frame_spec: tuple[str, tuple[int, ...], str] | None = None  # codec, shape, dtype
+        self._frames = FrameStore(self.capacity)
         self._streams: dict[int, StreamState] = {}
         self._records_added = 0
         self._items_dropped = 0
         self._records_lost = 0  # records streams sent that never arrived (gaps in seq)
         self._priority_updates_ignored = 0
         self._epoch = 0
-        #: consumer -> (epoch, next uid) of the frames sent to it (sample_indices); not in snapshots
-        self._consumers: dict[str, tuple[int, int]] = {}
+        #: where each mirror's last answer ended: a hint its next request may name (mirror_protocol)
+        self._answer_ends = AnswerEnds()
 
     # ------------------------------------------------------------------ queries
 
@@ -141,8 +118,23 @@ class ReplayBuffer:
         """The epoch of the ids this buffer issues now (0, +1 at every restore)."""
         return self._epoch
 
-    def _lowest_stored_uid(self) -> int:
+    @property
+    def lowest_stored_uid(self) -> int:
         return max(self._records_added - self.capacity, 0)
+
+    @property
+    def frame_spec(self) -> tuple[str, tuple[int, ...], str] | None:
+        """(codec, shape, dtype) of the stored frames; None before the first."""
+        return self._frames.spec
+
+    @property
+    def _blobs(self) -> list[bytes | None]:
+        """The compressed frame of each slot (None: empty); for tests and tools."""
+        return self._frames.blobs
+
+    def stored_blobs(self, lo: int, hi: int) -> list[bytes]:
+        """The compressed frames of the stored uids ``[lo, hi)``, oldest first."""
+        return self._frames.between(lo, hi)
 
     def sampleable_ids(self) -> np.ndarray:
         """Ids ``int64[N]`` of all sampleable items, ascending (by uid, too)."""
@@ -166,7 +158,7 @@ class ReplayBuffer:
             "items_dropped": self._items_dropped,
             "records_lost": self._records_lost,
             "priority_updates_ignored": self._priority_updates_ignored,
-            "frame_bytes": self._blob_bytes,
+            "frame_bytes": self._frames.nbytes,
         }
 
     # ------------------------------------------------------------------ insertion
@@ -179,8 +171,7 @@ class ReplayBuffer:
         """
         batch.validate(check_frames=False)
         spec = (batch.codec, tuple(batch.frame_shape), batch.frame_dtype)
-        if self._frame_spec is not None and spec != self._frame_spec:
-            raise MessageError(f"frames are {spec} (codec, shape, dtype) but this buffer stores {self._frame_spec}")
+        self._frames.check(spec)
         state = self._streams.get(batch.stream_id)
         next_seq = batch.seq + len(batch)
         batch, lost = admit(state, batch)
@@ -193,10 +184,10 @@ class ReplayBuffer:
         ended = batch.terminated | batch.truncated
         check_grammar(batch.stream_id, state, batch.first, final, ended)
         m = len(batch)
-        if self._records_added + m > _UID_MASK:
+        if self._records_added + m > UID_MASK:
             raise OverflowError(f"replay uids would pass 2**{ID_EPOCH_SHIFT}")
         # Nothing is mutated above this line.
-        self._frame_spec = spec
+        self._frames.spec = spec
         self._records_lost += lost
         for lo in range(0, m, self.capacity):  # a batch longer than the buffer goes in pieces
             self._insert(batch, slice(lo, min(lo + self.capacity, m)), final, ended)
@@ -245,7 +236,7 @@ class ReplayBuffer:
 
     def _write_records(self, uids: np.ndarray, acc: Accumulated, batch: StepBatch, part: slice) -> None:
         """Write new records into their slots (reused slots: their tree leaves are zeroed by the caller)."""
-        cap, sl, m = self.capacity, self._slots, uids.size
+        cap, sl = self.capacity, self._slots
         slots = uids % cap
         sl["uid"][slots] = uids
         sl["epoch"][slots] = self._epoch
@@ -259,16 +250,7 @@ class ReplayBuffer:
         sl["discount"][slots] = 0
         sl["boot_uid"][slots] = -1
         sl["sampleable"][slots] = False
-        blobs = batch.frame_blobs[part]
-        s0 = int(uids[0]) % cap
-        if s0 + m <= cap:
-            self._blob_bytes += _nbytes(blobs) - _nbytes(self._blobs[s0 : s0 + m])
-            self._blobs[s0 : s0 + m] = blobs
-        else:
-            split = cap - s0
-            self._blob_bytes += _nbytes(blobs) - _nbytes(self._blobs[s0:]) - _nbytes(self._blobs[: m - split])
-            self._blobs[s0:] = blobs[:split]
-            self._blobs[: m - split] = blobs[split:]
+        self._frames.write(int(uids[0]), batch.frame_blobs[part])
         self._records_added = int(uids[-1]) + 1
 
     def _complete(self, acc: Accumulated, new_lo: int) -> np.ndarray:
@@ -310,8 +292,9 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ sampling
 
-    def sample(self, batch_size: int, beta: float = 0.4) -> SampleBatch:
-        """``batch_size`` items drawn with replacement: proportional to priority (stratified) or uniform.
+    def draw(self, batch_size: int, beta: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+        """Slots ``int64[B]`` drawn with replacement (proportional to priority, stratified, or
+        uniform) and their importance weights ``float64[B]``: the one draw of both feeds.
 
         Raises ValueError if no item is sampleable.
         """
@@ -322,8 +305,11 @@ class ReplayBuffer:
         n_items = self.num_sampleable
         if n_items == 0:
             raise ValueError("no sampleable items in the replay buffer")
-        slots, weights = self.sampler.draw(self.rng, batch_size, beta, n_items)
-        return self._gather(slots, weights)
+        return self.sampler.draw(self.rng, batch_size, beta, n_items)
+
+    def sample(self, batch_size: int, beta: float = 0.4) -> SampleBatch:
+        """``batch_size`` items (:meth:`draw`) with their stacks rebuilt."""
+        return self._gather(*self.draw(batch_size, beta))
 
     def gather(self, ids: np.ndarray) -> SampleBatch:
         """The items ``int64[B]`` (all sampleable, else ValueError) with weights 1; for tests and tools."""
@@ -336,109 +322,46 @@ class ReplayBuffer:
         self,
         batch_size: int,
         beta: float = 0.4,
-        consumer: str = "learner",
+        position: FeedPosition | None = None,
         draw: bool = True,
         max_delta_frames: int = MAX_DELTA_FRAMES,
     ) -> IndexBatch:
-        """A sample as frame uids, for a consumer that mirrors this buffer's frame ring.
+        """A sample as frame uids for a mirror at ``position`` (``replay_server.mirror_protocol``)."""
+        return sample_indices(self, self._answer_ends, batch_size, beta, position, draw, max_delta_frames)
 
-        The answer's delta carries every frame stored since the previous answer to
-        ``consumer`` (all stored frames, with ``reset``, for a consumer this buffer has not
-        answered in its current epoch). A consumer that applies each answer's delta, in the
-        order it asked, before gathering that answer's uids, holds every frame they name
-        and none newer in their slots (see ``learner/mirror.py``). Items are drawn exactly
-        as :meth:`sample` draws them, unless ``draw`` is False (the rate limiter said wait)
-        or the delta has not caught up (more than ``max_delta_frames`` behind): then the
-        answer carries the delta alone. Raises ValueError if a draw finds no item.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        delta = self.frame_delta(self._consumers.get(consumer), max_delta_frames)
-        self._consumers[consumer] = (self._epoch, delta.end_uid)
-        if not draw or delta.end_uid < self._records_added:
-            return IndexBatch(delta=delta)
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        n_items = self.num_sampleable
-        if n_items == 0:
-            raise ValueError("no sampleable items in the replay buffer")
-        slots, weights = self.sampler.draw(self.rng, batch_size, beta, n_items)
+    def item_fields(self, slots: np.ndarray) -> dict:
+        """Item slots ``int64[B]`` as ids, the frame uids of their stacks (``obs_uids``,
+        ``next_uids``: ``int64[B, S]``), actions, returns and discounts."""
         sl = self._slots
-        return IndexBatch(
-            delta=delta,
-            ids=item_ids(sl["epoch"][slots], sl["uid"][slots]),
-            obs_uids=sl["stack_uids"][slots],
-            next_uids=sl["stack_uids"][sl["boot_uid"][slots] % self.capacity],
-            actions=sl["action"][slots].astype(np.int64),
-            returns=sl["return"][slots],
-            discounts=sl["discount"][slots],
-            weights=np.asarray(weights, dtype=np.float32),
-        )
-
-    def forget_consumer(self, consumer: str) -> None:
-        """The next answer to ``consumer`` resends every stored frame, with ``reset``."""
-        self._consumers.pop(consumer, None)
-
-    def frame_delta(self, cursor: tuple[int, int] | None, max_frames: int = MAX_DELTA_FRAMES) -> FrameDelta:
-        """The stored frames from ``cursor`` = (epoch, next uid) on, at most ``max_frames``
-        of them, oldest first; every stored frame (``reset``) when ``cursor`` is None or of
-        another epoch. Reads only: the caller keeps the cursor."""
-        reset = cursor is None or cursor[0] != self._epoch or cursor[1] > self._records_added
-        lo = self._lowest_stored_uid() if reset else max(cursor[1], self._lowest_stored_uid())
-        hi = min(self._records_added, lo + max(int(max_frames), 1))
-        cap, n, s0 = self.capacity, hi - lo, lo % self.capacity
-        blobs = self._blobs[s0 : s0 + n] if s0 + n <= cap else self._blobs[s0:] + self._blobs[: s0 + n - cap]
-        offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)), out=offsets[1:])
-        codec, shape, dtype = self._frame_spec or ("raw", (), "uint8")
-        return FrameDelta(
-            epoch=self._epoch,
-            since_uid=-1 if reset else cursor[1],
-            first_uid=lo,
-            end_uid=hi,
-            reset=reset,
-            codec=codec,
-            frame_shape=tuple(shape),
-            frame_dtype=dtype,
-            positions=(np.arange(lo, hi, dtype=np.int64) % cap).astype(np.int32),
-            offsets=offsets,
-            blobs=np.frombuffer(b"".join(blobs), dtype=np.uint8),
-        )
+        return {
+            "ids": item_ids(sl["epoch"][slots], sl["uid"][slots]),
+            "obs_uids": sl["stack_uids"][slots],
+            "next_uids": sl["stack_uids"][sl["boot_uid"][slots] % self.capacity],
+            "actions": sl["action"][slots].astype(np.int64),
+            "returns": sl["return"][slots],
+            "discounts": sl["discount"][slots],
+        }
 
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots ``int64[K]`` of item ids, and which ids name a sampleable item of their epoch."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         epochs, uids = id_parts(ids)
         slots = uids % self.capacity
-        ok = (ids >= 0) & (uids >= self._lowest_stored_uid()) & (uids < self._records_added)
+        ok = (ids >= 0) & (uids >= self.lowest_stored_uid) & (uids < self._records_added)
         ok &= self._slots["sampleable"][slots] & (self._slots["epoch"][slots] == epochs)
         return slots, ok
 
     def _gather(self, slots: np.ndarray, weights: np.ndarray) -> SampleBatch:
         """Rebuild the stacks of item slots ``int64[B]``; each distinct frame is decompressed once."""
-        cap, s, sl = self.capacity, self.stack_size, self._slots
-        codec, shape, dtype = self._frame_spec
-        b = slots.size
-        obs_uids = sl["stack_uids"][slots]  # int64[B, S]
-        next_uids = sl["stack_uids"][sl["boot_uid"][slots] % cap]  # int64[B, S]
-        wanted = np.concatenate([obs_uids.ravel(), next_uids.ravel()])
-        uniq, first, inverse = np.unique(wanted, return_index=True, return_inverse=True)
-        out = np.empty((2 * b * s, *shape), dtype=dtype)  # obs stacks, then next_obs stacks
-        uniq_blobs = [self._blobs[u] for u in (uniq % cap).tolist()]
-        # Decompress in chunks: holding thousands of fresh frames at once costs a page fault
-        # per frame, while chunk after chunk reuses the same (cache-warm) heap memory.
-        for lo in range(0, len(uniq_blobs), _DECOMPRESS_CHUNK):
-            hi = lo + _DECOMPRESS_CHUNK
-            out[first[lo:hi]] = decompress_frames(uniq_blobs[lo:hi], codec, shape, dtype)
-        repeat = np.flatnonzero(first[inverse] != np.arange(wanted.size))
-        out[repeat] = out[first[inverse[repeat]]]
-        out = out.reshape(2, b, s, *shape)
+        items = self.item_fields(slots)
+        wanted = np.concatenate([items["obs_uids"].ravel(), items["next_uids"].ravel()])
+        out = self._frames.frames(wanted).reshape(2, slots.size, self.stack_size, *self._frames.spec[1])
         return SampleBatch(
-            ids=item_ids(sl["epoch"][slots], sl["uid"][slots]),
+            ids=items["ids"],
             obs=out[0],
-            actions=sl["action"][slots].astype(np.int64),
-            returns=sl["return"][slots],
-            discounts=sl["discount"][slots],
+            actions=items["actions"],
+            returns=items["returns"],
+            discounts=items["discounts"],
             next_obs=out[1],
             weights=np.asarray(weights, dtype=np.float32),
         )
@@ -462,70 +385,3 @@ class ReplayBuffer:
         self._priority_updates_ignored += slots.size - count
         self.sampler.update(slots[ok], prio[ok])
         return count
-
-    # ------------------------------------------------------------------ snapshots
-
-    def _config(self) -> dict:
-        return {name: getattr(self, name) for name in CONFIG_FIELDS}
-
-    def state_dict(self) -> dict:
-        """The whole state as a tree for ``replay_server.snapshot.write_snapshot``.
-
-        Arrays are the live ones, not copies (a 1M replay holds ~90 MB of them, and the
-        frame blobs are shared, never copied): write the state out before the next add,
-        sample or priority update.
-        """
-        counters = {
-            "records_added": self._records_added,
-            "items_dropped": self._items_dropped,
-            "records_lost": self._records_lost,
-            "max_priority": self.sampler.max_priority,
-            "epoch": self._epoch,
-            "priority_updates_ignored": self._priority_updates_ignored,
-        }
-        return encode_state(
-            self._config(),
-            self._frame_spec,
-            counters,
-            self.rng,
-            self._slots,
-            self.sampler.leaves(),
-            self._blobs,
-            self._streams,
-        )
-
-    def load_state_dict(self, state: dict) -> None:
-        """Become the buffer ``state`` (from :meth:`state_dict`) was taken from, one epoch on.
-
-        Everything is restored exactly except the epoch, which becomes the snapshot's + 1:
-        ids issued from now on differ from any the snapshot's buffer, or another buffer
-        restored from the same state earlier, could have issued after the snapshot, so long
-        as each restore's epoch is recorded before it issues ids (``ReplayServer`` writes a
-        snapshot right after restoring). Raises SnapshotError, changing nothing, when
-        ``state`` is malformed or comes from a buffer with other settings (capacity, stack
-        size, n, gamma, alpha, priority eps, prioritized) or, once this buffer holds frames,
-        another frame format.
-        """
-        new = decode_state(state, self._config(), self._frame_spec)
-        epoch = new.counters["epoch"] + 1
-        if epoch > MAX_EPOCH:
-            raise SnapshotError(f"snapshot epoch {epoch - 1} leaves no room for another")
-        # Nothing is mutated above this line; nothing below can fail on a checked state.
-        self._slots = new.slots
-        self._blobs = new.blobs
-        self._blob_bytes = _nbytes(new.blobs)
-        self.sampler.load(new.leaves, new.counters["max_priority"])
-        self._frame_spec = new.frame_spec
-        self._streams = new.streams
-        self._records_added = new.counters["records_added"]
-        self._items_dropped = new.counters["items_dropped"]
-        self._records_lost = new.counters["records_lost"]
-        self._priority_updates_ignored = new.counters["priority_updates_ignored"]
-        self._epoch = epoch
-        self.rng = new.rng
-        self._consumers = {}  # every consumer's mirror must start over
-
-
-def _nbytes(blobs) -> int:
-    """Bytes of a list of blobs (None: an empty slot)."""
-    return sum(len(b) for b in blobs if b is not None)

@@ -18,6 +18,7 @@ from common.affinity import pin_worker_from_env
 from common.memory import Trimmer
 from common.messages import NO_ACTION, IndexBatch, MessageError, SampleBatch, decode_step_batch
 from replay_server.buffer import ReplayBuffer
+from replay_server.mirror_protocol import FeedPosition
 from replay_server.rate_limiter import RateLimiter
 from replay_server.snapshot import SnapshotError, read_snapshot, write_snapshot
 
@@ -114,25 +115,21 @@ class ReplayServer:
         self,
         batch_size: int,
         beta: float = 0.4,
-        consumer: str = "learner",
+        position: FeedPosition | None = None,
         priorities: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> IndexBatch:
-        """A batch as frame uids, with the frames ``consumer`` has not been sent yet
-        (``ReplayBuffer.sample_indices``). Always answers: while the rate limiter says wait
+        """A batch as frame uids, with the frames a mirror at ``position`` lacks
+        (``replay_server.mirror_protocol``). Always answers: while the rate limiter says wait
         the answer carries the frame delta alone, so the consumer's mirror never falls behind.
         ``priorities`` (ids, new priorities), if given, are applied first: the learner sends
         them with its next request instead of in a call of their own."""
         if priorities is not None:
             self.buffer.update_priorities(*priorities)
         draw = self.limiter.can_sample(batch_size, self.buffer.num_sampleable)
-        answer = self.buffer.sample_indices(batch_size, beta, consumer, draw=draw)
+        answer = self.buffer.sample_indices(batch_size, beta, position, draw=draw)
         if answer.has_batch:
             self.limiter.on_sample(batch_size)
         return answer
-
-    def forget_consumer(self, consumer: str = "learner") -> None:
-        """The next answer to ``consumer`` resends every stored frame (its mirror lost track)."""
-        self.buffer.forget_consumer(consumer)
 
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> int:
         return self.buffer.update_priorities(ids, priorities)
@@ -149,9 +146,6 @@ class ReplayServer:
             "restore_error": self.restore_error,
             "heap_trims": self.trimmer.trims,
         }
-
-    def ping(self) -> bool:
-        return True
 
     # ------------------------------------------------------------------ snapshots
 

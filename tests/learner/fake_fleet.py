@@ -1,6 +1,7 @@
 """A fleet without Ray: one in-process actor core and one in-process replay server.
 
-It implements what :class:`learner.trainer.Trainer` uses of :class:`learner.fleet.Fleet`
+It implements :class:`learner.fleet_protocol.TrainerFleet`, what :class:`learner.trainer.Trainer`
+uses of :class:`learner.fleet.Fleet` (``tests/learner/test_fleet_protocol.py`` checks both),
 and records every call, so the loop's stop conditions and cadences can be checked exactly.
 """
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from actors.builder import build_actor_core
 from common.messages import encode_step_batch
-from learner.fleet import FleetPoll
+from learner.fleet_protocol import FleetPoll
+from learner.shards import shard_settings
 from replay_server.remote import ReplayServer
 
 
@@ -30,6 +32,7 @@ class FakeFleet:
         self.stopped = False
         self.last_snapshot = time.monotonic()
         self.actor_restarts = self.replay_restarts = self.replay_records_lost = 0
+        self.feed_stalled_s = 0.0
         self.weights, self.policy_version = None, 0
         self.eval_requests: list[dict] = []  # the run counters of each evaluation asked for
         self.finished_evals: list[dict] = []
@@ -37,20 +40,9 @@ class FakeFleet:
         self.evaluated_log: list[tuple[int, dict]] = []  # (policy version, weights) of each evaluation
 
     def start(self, weights: dict, policy_version: int, agent_steps: int = 0) -> None:
-        c = self.cfg
-        self.server = ReplayServer(
-            capacity=c.replay.replay_capacity,
-            stack_size=self.spec.stack_size,
-            n_step=c.replay.n_step,
-            gamma=c.learner.gamma,
-            prioritized=c.replay.prioritized,
-            alpha=c.replay.priority_alpha,
-            seed=c.run.seed,
-            samples_per_insert=c.replay.replay_ratio or None,
-            min_size=c.replay.learning_starts,
-            tolerance=c.replay.replay_ratio_tolerance,
-        )
-        self.core = build_actor_core(c, 0)
+        # The whole replay in one shard, with a shard's settings.
+        self.server = ReplayServer(**shard_settings(self.cfg, self.spec.stack_size, shard=0, shards=1))
+        self.core = build_actor_core(self.cfg, 0)
         self.publish(weights, policy_version, agent_steps)
 
     @property

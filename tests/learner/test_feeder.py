@@ -76,6 +76,26 @@ def test_get_waits_at_most_its_timeout_when_nothing_comes():
     assert feeder.close()
 
 
+def test_the_feeder_thread_takes_the_learners_cuda_device_and_leaves_a_cpu_alone(monkeypatch):
+    import torch
+
+    from learner.feeder import use_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert not use_device(None) and not use_device(torch.device("cpu")) and not use_device("cuda")
+    assert chosen == []  # a CPU run never touches CUDA; plain "cuda" is the current device already
+    assert use_device("cuda:1") and chosen == [torch.device("cuda:1")]
+    feeder = Feeder(lambda: None, device=torch.device("cuda:2"))
+    try:
+        end = time.monotonic() + 5
+        while len(chosen) < 2 and time.monotonic() < end:
+            time.sleep(0.01)
+        assert chosen[1:] == [torch.device("cuda:2")]  # on the feeder's own thread, before it fetches
+    finally:
+        feeder.close()
+
+
 def test_close_stops_a_feeder_blocked_on_a_full_queue_and_counts_its_cpu():
     feeder = Feeder(lambda: sum(range(10_000)), depth=1)
     time.sleep(0.2)
@@ -115,16 +135,16 @@ def test_the_fleets_feeder_delivers_batches_and_every_priority_reaches_the_repla
     received = []
 
     class CountingServer(ReplayServer):
-        def sample_indices(self, batch_size, beta=0.4, consumer="learner", priorities=None):
+        def sample_indices(self, batch_size, beta=0.4, position=None, priorities=None):
             if priorities is not None:
                 received.extend(priorities[0].tolist())
-            return super().sample_indices(batch_size, beta, consumer, priorities)
+            return super().sample_indices(batch_size, beta, position, priorities)
 
         def update_priorities(self, ids, priorities):
             received.extend(ids.tolist())
             return super().update_priorities(ids, priorities)
 
-    monkeypatch.setattr(fleet_module.ray, "get", lambda ref, timeout=None: ref)
+    monkeypatch.setattr(fleet_module.ray, "get", lambda ref, timeout=None: ref)  # learner.feed's ray too
     spec = describe_env("CartPole-v1")
     cfg = resolve(
         Config(

@@ -1,6 +1,7 @@
 """The mirror feed end to end: a FrameMirror fed with a replay's answers gathers exactly
 the batches the stacked path gives, under prefetch, ring wrap-around, eviction and a
-snapshot restore; it notices a lost answer; and the real entry point trains with it.
+snapshot restore; a lost answer, a lost reset or a restarted shard is repaired by the next
+requests; its staging buffer never grows; and the real entry point trains with it.
 
 Frames are uint8[2, 2] = (stream, step) (or float32 vectors) as in tests/fakes.py.
 """
@@ -19,7 +20,7 @@ import torch
 from fakes import step_batch
 from nstep_cases import episode
 
-from learner.mirror import FrameMirror, MirrorError, mirror_bytes
+from learner.mirror import FrameMirror, MirrorError, Stage, mirror_bytes
 from replay_server.buffer import ReplayBuffer
 
 S, N, GAMMA = 4, 3, 0.5
@@ -93,7 +94,7 @@ def check_random_sequence(seed: int, flat: bool, device: str) -> None:
         if step == 250:
             buf.load_state_dict(snapshot)
         if buf.num_sampleable and rng.random() < 0.6:
-            answer = buf.sample_indices(int(rng.integers(1, 12)), 0.4, draw=rng.random() < 0.9)
+            answer = buf.sample_indices(int(rng.integers(1, 12)), 0.4, mirror.position(), draw=rng.random() < 0.9)
             in_flight.append((answer, expected(buf, answer) if answer.has_batch else None))
         while in_flight and (len(in_flight) > rng.integers(0, 5) or step == 399):
             answer, ref = in_flight.popleft()
@@ -112,11 +113,11 @@ def test_gathering_before_the_delta_that_brings_a_frame_is_refused():
     streams = Streams(1)
     while buf.num_sampleable < 4:
         streams.add_to(buf)
-    first = buf.sample_indices(4)
+    mirror = FrameMirror(32)
+    first = buf.sample_indices(4, 0.4, mirror.position())
     for _ in range(12):
         streams.add_to(buf)
-    second = buf.sample_indices(16)
-    mirror = FrameMirror(32)
+    second = buf.sample_indices(16, 0.4, mirror.position())  # in flight behind the first
     mirror.apply(first.delta)
     with pytest.raises(MirrorError):
         mirror.gather(second)  # names frames only second's delta brings (or that replaced first's)
@@ -124,26 +125,142 @@ def test_gathering_before_the_delta_that_brings_a_frame_is_refused():
     assert_same(mirror.gather(second), expected(buf, second))
 
 
-def test_a_lost_answer_puts_the_mirror_out_of_sync_until_a_reset():
-    buf = ReplayBuffer(32, S, N, GAMMA, seed=0)
-    streams = Streams(2)
-    while buf.num_sampleable < 4:
+def filled(seed: int, capacity: int = 32, items: int = 4) -> tuple[ReplayBuffer, Streams]:
+    buf, streams = ReplayBuffer(capacity, S, N, GAMMA, seed=0), Streams(seed)
+    while buf.num_sampleable < items:
         streams.add_to(buf)
+    return buf, streams
+
+
+def ask(buf: ReplayBuffer, mirror: FrameMirror, batch_size: int = 4):
+    return buf.sample_indices(batch_size, 0.4, mirror.position())
+
+
+def resumes_within(buf, mirror, streams, requests: int) -> int:
+    """Asks (one request at a time) until a batch is gathered exactly; how many it took."""
+    for k in range(1, requests + 1):
+        streams.add_to(buf)
+        answer = ask(buf, mirror)
+        if mirror.apply(answer.delta) and answer.has_batch:
+            assert_same(mirror.gather(answer), expected(buf, answer))
+            return k
+    raise AssertionError(f"no batch within {requests} requests")
+
+
+def test_a_lost_answer_is_repaired_by_the_next_request():
+    buf, streams = filled(2)
     mirror = FrameMirror(32)
-    assert mirror.apply(buf.sample_indices(4).delta)
+    assert mirror.apply(ask(buf, mirror).delta)
     streams.add_to(buf)
-    buf.sample_indices(4)  # lost on the way
+    ask(buf, mirror)  # lost on the way
     streams.add_to(buf)
-    answer = buf.sample_indices(4)
-    assert not mirror.apply(answer.delta) and not mirror.in_sync
+    answer = ask(buf, mirror)  # it named the lost answer as the one before it
+    assert not mirror.apply(answer.delta) and mirror.in_sync and mirror.dropped == 1
     with pytest.raises(MirrorError):
         mirror.gather(answer)
+    assert resumes_within(buf, mirror, streams, 1) == 1  # the next request starts from the mirror's position
+
+
+def test_a_lost_reset_is_repaired_by_the_next_requests():
+    buf, streams = filled(3)
+    mirror = FrameMirror(32)
+    lost = ask(buf, mirror)  # the first answer: a reset, lost on the way
+    assert lost.delta.reset
     streams.add_to(buf)
-    assert not mirror.apply(buf.sample_indices(4).delta)  # still waiting for the reset
-    buf.forget_consumer("learner")
-    answer = buf.sample_indices(4)
+    assert not mirror.apply(ask(buf, mirror).delta)  # it followed the lost reset
+    assert resumes_within(buf, mirror, streams, 2) == 1
+    assert mirror.epoch == buf.epoch == 0
+
+
+def test_lost_answers_in_flight_cost_only_those_requests():
+    """Four requests in flight, the first lost: the three behind it are dropped, and the
+    requests sent after each drop start from the mirror's position again."""
+    buf, streams = filled(4)
+    mirror = FrameMirror(32)
+    assert mirror.apply(ask(buf, mirror).delta)
+    in_flight = collections.deque()
+    for _ in range(4):
+        streams.add_to(buf)
+        in_flight.append(ask(buf, mirror))
+    in_flight.popleft()  # lost
+    gathered = 0
+    for _ in range(8):
+        answer = in_flight.popleft()
+        if mirror.apply(answer.delta) and answer.has_batch:
+            assert_same(mirror.gather(answer), expected(buf, answer))
+            gathered += 1
+        in_flight.append(ask(buf, mirror))
+    assert mirror.dropped == 3 and gathered == 5
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["from-its-snapshot", "empty"])
+def test_a_restarted_shard_is_repaired_by_the_next_request(snapshot):
+    """The shard comes back from its snapshot (a new epoch) or empty (epoch 0 again, uids
+    from 0: the mirror's position lies beyond what it holds); either way a reset follows."""
+    buf, streams = filled(5)
+    mirror = FrameMirror(32)
+    for _ in range(3):
+        resumes_within(buf, mirror, streams, 1)
+    state = copy.deepcopy(buf.state_dict())
+    back = ReplayBuffer(32, S, N, GAMMA, seed=1)
+    if snapshot:
+        back.load_state_dict(state)
+    streams = Streams(6)
+    while back.num_sampleable < 4:
+        streams.add_to(back)
+    assert resumes_within(back, mirror, streams, 2) == 1
+    assert mirror.epoch == back.epoch == (1 if snapshot else 0)
+
+
+def test_a_forgotten_mirror_asks_for_everything():
+    buf, streams = filled(7)
+    mirror = FrameMirror(32)
+    resumes_within(buf, mirror, streams, 1)
+    in_flight = ask(buf, mirror)
+    mirror.forget()  # its shard failed: what it holds may not be the shard's
+    assert not mirror.in_sync and not mirror.apply(in_flight.delta)
+    answer = ask(buf, mirror)
     assert answer.delta.reset and mirror.apply(answer.delta)
     assert_same(mirror.gather(answer), expected(buf, answer))
+
+
+class _Event:
+    def __init__(self):
+        self.records = self.waits = 0
+
+    def record(self):
+        self.records += 1
+
+    def synchronize(self):
+        self.waits += 1
+
+
+def test_the_staging_buffer_is_made_once_and_large_deltas_go_through_it_in_chunks():
+    """The CUDA path's staging, on the CPU: a stage of 10 frames carries deltas of up to a
+    whole ring in chunks, is allocated once (no superseded buffers kept), and each reuse
+    waits for the copy before it."""
+    events = []
+
+    def event():
+        events.append(_Event())
+        return events[-1]
+
+    stage = Stage(max_bytes=10 * 4, alloc=lambda shape, dtype: torch.empty(shape, dtype=dtype), event=event)
+    buf, streams = ReplayBuffer(64, S, N, GAMMA, seed=0), Streams(8)
+    mirror = FrameMirror(64, "cpu", stage=stage)
+    sizes = []
+    for step in range(60):
+        for _ in range(int(step % 7 == 0) * 8 + 1):
+            streams.add_to(buf)
+        if buf.num_sampleable:
+            answer = ask(buf, mirror, 8)
+            sizes.append(len(answer.delta))
+            assert mirror.apply(answer.delta)
+            if answer.has_batch:
+                assert_same(mirror.gather(answer), expected(buf, answer))
+    assert max(sizes) > 3 * stage.rows and stage.rows == 10  # uint8[2, 2] frames: 4 bytes each
+    assert stage.allocations == 1 and stage.nbytes == 40 and len(events) == 1
+    assert events[0].records >= sum(-(-k // 10) for k in sizes if k) and events[0].waits == events[0].records - 1
 
 
 def test_mirror_bytes_is_capacity_times_a_frame():

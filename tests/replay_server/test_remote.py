@@ -15,7 +15,6 @@ def encoded_batch(stream, t, first=True, seq=0):
 
 def test_shell_adds_samples_and_rejects_bad_batches(caplog):
     server = ReplayServer(capacity=100, stack_size=4, n_step=3, gamma=0.9, seed=0)
-    assert server.ping()
     assert server.add(encoded_batch(0, 5))  # items 0, 1 complete
     assert server.sample(4) is None  # fewer than 4 sampleable
     with caplog.at_level(logging.WARNING, logger="replay_server.remote"):
