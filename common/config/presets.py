@@ -198,7 +198,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "prioritized": True,
             "priority_alpha": 0.2,
             "replay_capacity": _by_env(1_048_576, 100_000),
-            "learning_starts": _by_env(200_000, 1_000, 1_000),
+            "learning_starts": _by_env(50_000, 1_000, 1_000),
             "replay_ratio": 4.0,
         },
         "learner": {
