@@ -13,23 +13,33 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from common.cli import OneLineParser, UsageError, report_usage_error
 from common.config import (
+    DEFAULT_ENVS_PER_ACTOR,
     Config,
     ConfigError,
+    Machine,
+    auto_fields,
     build_arg_parser,
     config_from_args,
+    core_plan,
     dumps,
     explicit_overrides,
     is_cuda,
+    make_record,
     pick_device,
+    re_resolve,
+    record_of,
     resolve,
 )
-from learner.ray_setup import RAY_PROBE_TIMEOUT_S, check_ray_address  # noqa: F401  (the probe lives there)
+from common.config.record import carry_auto
 
 DESCRIPTION = (
     "Train a distributed DQN (Ape-X family) on an Atari game or a flat-vector gymnasium env. "
@@ -40,11 +50,18 @@ DESCRIPTION = (
 
 def parse(argv: list[str]) -> tuple[Config, Path | None]:
     """The requested config (before 'auto' values are resolved) and the run to resume."""
+    cfg, run_dir, _, _ = parse_resume(argv)
+    return cfg, run_dir
+
+
+def parse_resume(argv: list[str]) -> tuple[Config, Path | None, dict | None, dict]:
+    """:func:`parse`, and for a resumed run its config.json's resolution record (None for an
+    earlier version's) and the flags typed now ({section: {field: value}})."""
     parser = build_arg_parser(description=DESCRIPTION, parser_class=OneLineParser)
     ns = parser.parse_args(argv)
     resume = getattr(ns, "run.resume")
     if resume is None:
-        return config_from_args(ns), None
+        return config_from_args(ns), None, None, {}
     run_dir = Path(resume)
     cfg_path = run_dir / "config.json"
     if not run_dir.exists():
@@ -57,20 +74,59 @@ def parse(argv: list[str]) -> tuple[Config, Path | None]:
         saved = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"--resume {resume}: unreadable config.json ({e})") from None
+    record = record_of(saved)
     try:
         saved = Config.from_dict(saved).to_dict()
     except ConfigError as e:  # another version's config, or one edited by hand
         raise UsageError(f"--resume {resume}: config.json does not fit this version: {e}") from None
     # Flags typed now override the saved run's settings (more frames, another time limit...).
-    for section, values in explicit_overrides(parser, argv, ns).items():
+    typed = explicit_overrides(parser, argv, ns)
+    for section, values in typed.items():
         saved[section].update(values)
     saved["run"]["resume"] = str(run_dir)
     saved["run"]["run_dir"] = str(run_dir)
-    return Config.from_dict(saved), run_dir
+    return Config.from_dict(saved), run_dir, record, typed
+
+
+class Prepared(NamedTuple):
+    """What :func:`prepare` found: the resolved config, where it runs, the env, the
+    checkpoint to resume, and how the config was resolved (config.json's record, the core
+    plan, the lines that say what was decided for this machine)."""
+
+    cfg: Config
+    run_dir: Path
+    spec: Any
+    payload: dict | None
+    record: dict
+    lines: list[str]
+
+
+def resolve_here(cfg: Config, spec, resume_dir: Path | None, record: dict | None, typed: dict):
+    """The config resolved for this machine (a resumed run's auto fields again, for it):
+    (config, config.json's record, the lines to print at start)."""
+    cuda = is_cuda(cfg.learner.device)
+    machine = Machine(cuda, **device_facts(cfg.learner.device, spec, cuda))
+    if resume_dir is None:
+        auto, changes = auto_fields(cfg), []
+    else:
+        auto = carry_auto(record, typed)
+        cfg, changes = re_resolve(cfg, record, typed, spec.atari, machine)
+    cfg = resolve(cfg, atari=spec.atari, cuda=cuda, **machine.facts())
+    envs_auto = "envs_per_actor" in auto.get("env", ())
+    plan = core_plan(cfg, cuda, machine.cores or 1, auto_envs=envs_auto) if cfg.run.address is None else None
+    lines = [plan.line()] if plan is not None else []
+    if plan is not None and plan.envs_sized:
+        lines.append(
+            f"{plan.actors} actors on {plan.cores} cores: {plan.envs_per_actor} envs per actor instead of "
+            f"{DEFAULT_ENVS_PER_ACTOR}, so that they start in seconds (--envs-per-actor sets it)"
+        )
+    if changes:
+        lines.append(f"resumed on {machine.words()}: 'auto' settings resolved again: {', '.join(changes)}")
+    return cfg, make_record(auto, machine, plan), lines
 
 
 def prepare(argv: list[str]):
-    """Parse and check everything; returns (config, run_dir, env spec, resume payload)."""
+    """Parse, resolve and check everything (:class:`Prepared`)."""
     import torch
 
     from common.envs import EnvSpecError, describe_env
@@ -78,12 +134,11 @@ def prepare(argv: list[str]):
     from learner.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 
     try:
-        cfg, resume_dir = parse(argv)
+        cfg, resume_dir, record, typed = parse_resume(argv)
         spec = describe_env(cfg.env.env_id, full_action_space=cfg.env.full_action_space)
         if is_cuda(cfg.learner.device) and not torch.cuda.is_available():
             raise ConfigError(f"--device={cfg.learner.device}: no CUDA device is available to torch")
-        cuda = is_cuda(cfg.learner.device)
-        cfg = resolve(cfg, atari=spec.atari, cuda=cuda, **device_facts(cfg.learner.device, spec, cuda))
+        cfg, record, lines = resolve_here(cfg, spec, resume_dir, record, typed)
         payload = None
         if resume_dir is not None:
             payload = load_checkpoint(checkpoint_path(resume_dir), signature_for(spec, cfg.learner))
@@ -97,7 +152,7 @@ def prepare(argv: list[str]):
         check_ray_address(cfg.run.address)
     except (ConfigError, EnvSpecError, CheckpointError) as e:
         raise UsageError(str(e)) from None
-    return cfg, run_dir, spec, payload
+    return Prepared(cfg, run_dir, spec, payload, record, lines)
 
 
 def check_new_run_dir(run_dir: Path) -> None:
@@ -115,6 +170,84 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--run-dir {run_dir}: {existing} is not writable")
+
+
+RAY_PROBE_TIMEOUT_S = 3.0
+
+
+def check_ray_address(address: str | None, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """UsageError unless a Ray cluster's GCS accepts a connection at ``address`` within
+    ``timeout`` seconds. ``ray.init`` itself waits for an unreachable GCS without end
+    (measured: still retrying after 2 minutes), so the run would hang before its first line.
+    None and 'local' start a local instance: nothing to probe."""
+    if address is None or address == "local":
+        return
+    flag = f"--address={address}"
+    target = address.split("://", 1)[1] if "://" in address else address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            target = canonicalize_bootstrap_address_or_die("auto")
+        except Exception as e:  # ConnectionError: no cluster on this node (or several)
+            raise UsageError(
+                f"{flag}: no Ray cluster found on this node ({str(e).split('. ')[0]}); "
+                f"start one with 'ray start --head' or name it as HOST:PORT"
+            ) from None
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"{flag}: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.1:6379), or auto")
+    host = host.strip("[]")
+    outcome: list = []
+
+    def probe():
+        try:
+            socket.create_connection((host, int(port_text)), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e.strerror or type(e).__name__)
+
+    # In a thread: a name lookup can outlast the socket's own timeout.
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+    if not outcome:
+        raise UsageError(f"{flag}: no answer from {host}:{port_text} within {timeout:g}s (is the Ray head running?)")
+    if outcome[0] is not None:
+        raise UsageError(f"{flag}: no Ray cluster listens at {host}:{port_text} ({outcome[0]})")
+    if "://" not in address:  # ray:// names a Ray client server, not a GCS
+        _check_gcs(flag, f"{host}:{port_text}", timeout)
+
+
+def _check_gcs(flag: str, target: str, timeout: float) -> None:
+    """UsageError unless what answers at ``target`` is a Ray GCS (a port that accepts any
+    connection, a proxy, another service: ray.init would retry it for a minute, then fail)."""
+    from ray._raylet import GcsClient
+
+    outcome: list = []
+
+    def probe():
+        try:
+            GcsClient(address=target).cluster_id
+            outcome.append(None)
+        except Exception as e:
+            outcome.append(f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")
+
+    # Ray's C++ client logs each failed attempt straight to fd 2; the user gets our one line.
+    saved_stderr = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        worker = threading.Thread(target=probe, daemon=True)
+        worker.start()
+        worker.join(timeout + 2.0)
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+    if not outcome:
+        raise UsageError(f"{flag}: {target} accepts connections but no Ray GCS answered within {timeout + 2.0:g}s")
+    if outcome[0] is not None:
+        raise UsageError(f"{flag}: {target} answers, but not as a Ray cluster's head ({outcome[0].split('. ')[0]})")
 
 
 class RunDirUndo:
@@ -207,14 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg, run_dir, spec, payload = prepare(argv)
+        cfg, run_dir, spec, payload, record, lines = prepare(argv)
     except UsageError as e:
         return report_usage_error(e)
     except SystemExit as e:  # the parser printed its one line (or --help)
         return int(e.code or 0)
     undo = RunDirUndo(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(dumps(cfg))
+    (run_dir / "config.json").write_text(dumps(cfg, record))
     from learner.fleet import PlacementError
 
     print(
@@ -222,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {cfg.learner.batch_size}, {pace(cfg)}, run dir {run_dir}" + (" (resumed)" if payload else ""),
         flush=True,
     )
+    for line in lines:  # the core plan, and what was decided for this machine
+        print(line, flush=True)
+    niceness = (record.get("core_plan") or {}).get("worker_niceness")
+    if niceness:  # before Ray starts (learner/fleet.py leaves a value set here)
+        os.environ.setdefault("RAY_worker_niceness", str(niceness))
     if cfg.actors.epsilon_schedule == "apex" and cfg.actors.num_actors * cfg.env.envs_per_actor == 1:
         print(
             f"one env stream: Ape-X's per-stream eps is then a fixed {cfg.actors.epsilon_base:g} for the whole run; "

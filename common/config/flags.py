@@ -15,6 +15,7 @@ import dataclasses
 import json
 from typing import Any, get_type_hints
 
+from common.config.fields import RECORD_KEY
 from common.config.presets import PRESETS, describe_auto
 from common.config.schema import SECTIONS, Config
 
@@ -115,5 +116,6 @@ def explicit_overrides(parser: argparse.ArgumentParser, argv: list[str], ns: arg
     return out
 
 
-def dumps(config: Config) -> str:
-    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+def dumps(config: Config, record: dict | None = None) -> str:
+    """config.json's text: the settings, and how they were resolved (``record.make_record``)."""
+    return json.dumps({**config.to_dict(), **({RECORD_KEY: record} if record else {})}, indent=2, sort_keys=True)

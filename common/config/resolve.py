@@ -3,7 +3,8 @@
 :func:`resolve` is the one place a config's auto values are decided: the preset's table
 (``presets.py``) for the algorithm, the env family's protocol for sticky actions, the feed
 and the shards for the learner's device (:func:`resolve_feed`), the rate limiter's
-tolerance, and the learner's fast paths (:func:`resolve_fast_paths`). What it returns has
+tolerance, and the learner's fast paths (:func:`resolve_fast_paths`). The shards and the
+envs per actor come from the core plan (:func:`resolve_cores`, ``hardware.plan_cores``). What it returns has
 no auto value left and is what ``config.json`` records; resolving it again changes nothing.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from common.config.fields import _require
+from common.config.hardware import DEFAULT_ENVS_PER_ACTOR, core_plan
 from common.config.presets import preset_values
 from common.config.schema import Config, LearnerConfig
 
@@ -41,7 +43,13 @@ def resolve(
         config = dataclasses.replace(
             config, env=dataclasses.replace(config.env, repeat_action_probability=0.1 if minatar else 0.0)
         )
-    config = resolve_feed(config, cuda, frame_bytes, device_free_bytes, cores)
+    _require(
+        config.learner.torso != "impala" or atari,
+        "torso",
+        config.learner.torso,
+        "needs Atari frames (84x84); MinAtar and flat-vector envs keep their own networks",
+    )
+    config = resolve_feed(resolve_cores(config, cuda, cores), cuda, frame_bytes, device_free_bytes, cores)
     r, lc, a = config.replay, config.learner, config.actors
     streams = a.num_actors * config.env.envs_per_actor
     tolerance = r.replay_ratio_tolerance
@@ -94,15 +102,13 @@ MIRROR_MEMORY_SHARE = 0.5
 def resolve_feed(
     config: Config, cuda: bool, frame_bytes: int | None, device_free_bytes: int | None, cores: int | None
 ) -> Config:
-    """``--feed`` and ``--replay-shards`` left auto, for the learner's device.
+    """``--feed`` left auto, for the learner's device.
 
     The mirror feed sends each frame to the learner once and samples as indices
     (``learner/mirror.py``); it needs the whole replay's frames on the device. On a GPU
     that holds them within MIRROR_MEMORY_SHARE of its free memory (1M Atari frames are
     7 GB), the feed is the mirror; elsewhere (a CPU learner, whose RAM would hold the
-    frames twice; a small GPU) stacked frames through Ray. A CPU learner gets one shard (it
-    trains far slower than one shard samples); a GPU learner min(4, cores // 4), as one
-    shard answers only so many calls a second (samples, priorities, inserts).
+    frames twice; a small GPU) stacked frames through Ray. (``cores``: unused, kept for callers.)
     """
     r, lc = config.replay, config.learner
     need = r.replay_capacity * frame_bytes if frame_bytes else None
@@ -123,9 +129,21 @@ def resolve_feed(
             f"the replay's frames ({need / 2**30:.1f} GiB) do not fit in "
             f"the learner device's free memory ({device_free_bytes / 2**30:.1f} GiB); lower --replay-capacity or use stacked",
         )
-    shards = r.replay_shards
-    if shards is None:
-        shards = max(1, min(4, (cores or 1) // 4)) if cuda else 1
+    return dataclasses.replace(config, learner=dataclasses.replace(lc, feed=feed))
+
+
+def resolve_cores(config: Config, cuda: bool, cores: int | None) -> Config:
+    """``--replay-shards`` and ``--envs-per-actor`` left auto, from the core plan
+    (``hardware.plan_cores``) for the cores Ray will see. Without ``cores`` (unknown), one
+    shard and DEFAULT_ENVS_PER_ACTOR."""
+    r, env = config.replay, config.env
+    if cores is None:
+        shards, envs = r.replay_shards or 1, env.envs_per_actor or DEFAULT_ENVS_PER_ACTOR
+    else:
+        plan = core_plan(config, cuda, cores)
+        shards, envs = plan.shards, plan.envs_per_actor
     return dataclasses.replace(
-        config, replay=dataclasses.replace(r, replay_shards=shards), learner=dataclasses.replace(lc, feed=feed)
+        config,
+        replay=dataclasses.replace(r, replay_shards=shards),
+        env=dataclasses.replace(env, envs_per_actor=envs),
     )

@@ -24,11 +24,13 @@ from common.config.fields import (
     MAX_SEED,
     PIN_CPUS,
     PRESET_NAMES,
+    RECORD_KEY,
     ConfigError,
     _f,
     _require,
     _require_choice,
 )
+from common.config.hardware import DEFAULT_ENVS_PER_ACTOR
 from common.config.learner_schema import LearnerConfig
 
 
@@ -39,10 +41,11 @@ class EnvConfig:
         "environment: any ALE game id (ALE/Pong-v5, ...) or a gymnasium id with a flat vector observation (CartPole-v1)",
         flag="--env",
     )
-    envs_per_actor: int = _f(
-        32,
+    envs_per_actor: Optional[int] = _f(
+        None,
         "environments stepped together by each actor, one batched forward pass per step: more envs spread the "
-        "network's cost over more steps and lengthen each step (docs/benchmarks.md measures the trade)",
+        "network's cost over more steps and lengthen each step (docs/benchmarks.md measures the trade) "
+        f"(auto: {DEFAULT_ENVS_PER_ACTOR}; fewer when the actors outnumber the cores, so that they start in seconds)",
     )
     episodic_life: Optional[bool] = _f(
         None, "treat a lost life as terminal for learning (auto: on for games with lives)"
@@ -60,7 +63,8 @@ class EnvConfig:
 
     def __post_init__(self):
         _require(isinstance(self.env_id, str) and self.env_id != "", "env", self.env_id, "must name an environment")
-        _require(self.envs_per_actor >= 1, "envs_per_actor", self.envs_per_actor, "must be at least 1")
+        if self.envs_per_actor is not None:
+            _require(self.envs_per_actor >= 1, "envs_per_actor", self.envs_per_actor, "must be at least 1")
         _require(self.noop_max >= 0, "noop_max", self.noop_max, "must be >= 0")
         _require(self.max_episode_frames >= 4, "max_episode_frames", self.max_episode_frames, "must be at least 4")
         if self.repeat_action_probability is not None:
@@ -131,7 +135,7 @@ class ReplayConfig:
     replay_capacity: Optional[int] = _f(None, "transitions held in replay, FIFO")
     replay_shards: Optional[int] = _f(
         1,
-        "replay actors; actor i sends to shard i mod K and the learner samples shards in proportion to their sizes (auto: 1 on a CPU learner; on a GPU learner min(4, cores // 4), so that sampling keeps up with the GPU)",
+        "replay actors; actor i sends to shard i mod K and the learner samples shards in proportion to their sizes (auto: 1 on a CPU learner; on a GPU learner as many as the cores the actors leave, at most 4 and cores // 4, so that sampling keeps up with the GPU; kept on --resume, as the replay's snapshots hold its layout)",
     )
     snapshot_interval: float = _f(
         600.0,
@@ -139,7 +143,7 @@ class ReplayConfig:
     )
     n_step: Optional[int] = _f(None, "n of the n-step return")
     prioritized: Optional[bool] = _f(None, "prioritized sampling (off: uniform)")
-    priority_alpha: float = _f(0.6, "priority exponent alpha")
+    priority_alpha: Optional[float] = _f(None, "priority exponent alpha")
     priority_beta_start: float = _f(
         0.4, "importance-sampling exponent at the start; annealed linearly to 1 over the run"
     )
@@ -166,7 +170,8 @@ class ReplayConfig:
         )
         if self.n_step is not None:
             _require(1 <= self.n_step <= 100, "n_step", self.n_step, "must be in 1..100")
-        _require(0 <= self.priority_alpha <= 1, "priority_alpha", self.priority_alpha, "must be in [0, 1]")
+        if self.priority_alpha is not None:
+            _require(0 <= self.priority_alpha <= 1, "priority_alpha", self.priority_alpha, "must be in [0, 1]")
         _require(
             0 <= self.priority_beta_start <= 1, "priority_beta_start", self.priority_beta_start, "must be in [0, 1]"
         )
@@ -194,7 +199,12 @@ class RunConfig:
         "replay, Ape-X's per-stream eps, Adam. nature: Nature DQN (Mnih et al. 2015): plain CNN head, "
         "max target, n = 1, uniform replay of 1M, centred RMSProp lr 0.00025 decay 0.95 'min squared gradient' 0.01, "
         "batch 32 every 4 agent steps (replay ratio 8), target every 10K updates, learning from 50K, "
-        "eps 1.0 -> 0.1 over 1M agent steps, Huber loss; evaluate it with --epsilon 0.05",
+        "eps 1.0 -> 0.1 over 1M agent steps, Huber loss; evaluate it with --epsilon 0.05. "
+        "rainbow: Rainbow (Hessel et al. 2018): C51 on 51 atoms, noisy nets (eps 0), dueling, double, n = 3, "
+        "prioritized replay alpha 0.5, Adam 6.25e-5. iqn: IQN (Dabney et al. 2018) as Dopamine runs it: "
+        "N = N' = 64, K = 32, n = 3, uniform replay. btr: Beyond The Rainbow (Clark et al. 2024): IQN, Munchausen, "
+        "the IMPALA CNN x2 with spectral norm, dueling, noisy nets, gamma 0.997, batch 256 (Atari). "
+        "The README's Presets section sets each against its paper",
         choices=PRESET_NAMES,
     )
     total_env_frames: int = _f(
@@ -221,7 +231,8 @@ class RunConfig:
         "off",
         "on: a CPU learner on a local Ray instance keeps its own cores (the first --learner-threads), "
         "the actors, replay shards and evaluator run on the others, so they never preempt an update "
-        "(Linux; ignored with --address, on a GPU, or when no core is left for the workers)",
+        "(on a GPU learner, the update's and the feeder's threads keep two cores) "
+        "(Linux; ignored with --address, or when no core is left for the workers)",
         choices=PIN_CPUS,
     )
 
@@ -283,10 +294,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """Rebuild from ``to_dict`` output; ConfigError for unknown or missing sections."""
+        """Rebuild from ``to_dict`` output (or a config.json, whose RECORD_KEY is passed
+        over); ConfigError for unknown or missing sections."""
         if not isinstance(d, dict):
             raise ConfigError("config is not a JSON object")
-        unknown_sections = set(d) - {f.name for f in dataclasses.fields(cls)}
+        unknown_sections = set(d) - {f.name for f in dataclasses.fields(cls)} - {RECORD_KEY}
         if unknown_sections:
             raise ConfigError(f"config has unknown sections {sorted(unknown_sections)}")
         kwargs = {}
