@@ -19,7 +19,7 @@ def shard_settings(cfg: Config, stack_size: int, shard: int = 0, shards: int | N
     (default: the config's ``replay_shards``), without its snapshot path."""
     r, k = cfg.replay, cfg.replay.replay_shards if shards is None else shards
     return {
-        "capacity": -(-r.replay_capacity // k),
+        "capacity": shard_capacity(cfg, k),
         "stack_size": stack_size,
         "n_step": r.n_step,
         "gamma": cfg.learner.gamma,
@@ -32,9 +32,9 @@ def shard_settings(cfg: Config, stack_size: int, shard: int = 0, shards: int | N
     }
 
 
-def shard_capacity(cfg: Config) -> int:
-    """Records one shard holds (and its mirror's ring)."""
-    return -(-cfg.replay.replay_capacity // cfg.replay.replay_shards)
+def shard_capacity(cfg: Config, shards: int | None = None) -> int:
+    """Records one shard of ``shards`` (default: the config's) holds, and its mirror's ring."""
+    return -(-cfg.replay.replay_capacity // (cfg.replay.replay_shards if shards is None else shards))
 
 
 def snapshot_path(run_dir: Path, shard: int) -> Path:
