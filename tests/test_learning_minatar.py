@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+def _train(run: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "learner.main", "--env", "MinAtar/Breakout-v1", "--num-actors", "2"]
+        + ["--envs-per-actor", "4", "--num-cpus", "4", "--batch-size", "32", "--learning-starts", "2000"]
+        + ["--eval-period", "0", "--seed", "1", "--run-dir", str(run), *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+
+
 def test_minatar_breakout_learns_on_a_cpu(tmp_path):
     run = tmp_path / "minatar"
     t0 = time.monotonic()
@@ -30,41 +42,7 @@ def test_minatar_breakout_learns_on_a_cpu(tmp_path):
     # Learning from 2,000 transitions (the paper: 5,000) to show it sooner; no evaluator
     # during training (its games would take CPU from the learner); stop once the streams
     # with eps <= 0.05 average 5 over their last 20 games, well above the bar.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "learner.main",
-            "--env",
-            "MinAtar/Breakout-v1",
-            "--num-actors",
-            "2",
-            "--envs-per-actor",
-            "4",
-            "--num-cpus",
-            "4",
-            "--batch-size",
-            "32",
-            "--replay-ratio",
-            "8",
-            "--learning-starts",
-            "2000",
-            "--eval-period",
-            "0",
-            "--stop-return",
-            "5",
-            "--time-limit",
-            "210",
-            "--seed",
-            "1",
-            "--run-dir",
-            str(run),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=360,
-    )
+    proc = _train(run, "--replay-ratio", "8", "--stop-return", "5", "--time-limit", "210")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trained_s = time.monotonic() - t0
     s = json.loads((run / "summary.json").read_text())
@@ -78,3 +56,21 @@ def test_minatar_breakout_learns_on_a_cpu(tmp_path):
     )
     assert result["epsilon"] == 0.001
     assert result["mean"] >= 3, (s, result)
+
+
+def test_minatar_breakout_learns_with_the_rainbow_preset(tmp_path):
+    """Rainbow through the real entry point: C51, noisy nets (no eps), dueling, double, n 3,
+    prioritized, with Revisiting Rainbow's MinAtar settings. Measured on the project's 2
+    loaded cores: the games' 100-game mean passes 3 after ~50K frames (~4 minutes with
+    start-up), and the checkpoint's greedy play (noise off) then scores ~4."""
+    run = tmp_path / "rainbow"
+    proc = _train(run, "--preset", "rainbow", "--stop-return", "3", "--time-limit", "210")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["learner"]["head"] == "c51" and config["learner"]["noisy"] is True
+    from learner.evaluate import evaluate
+
+    result = evaluate(str(run / "checkpoint.pt"), episodes=20, seed=7)
+    s = json.loads((run / "summary.json").read_text())
+    print(f"minatar breakout, rainbow: {s['wall_s']} s, {s['agent_steps']} agent steps, greedy mean {result['mean']}")
+    assert result["mean"] >= 2, (s, result)  # a random policy scores 0.4
