@@ -281,3 +281,19 @@ def test_bad_fast_path_values_name_the_flag():
         LearnerConfig(precision="fp16")
     with pytest.raises(config_module.ConfigError, match="--stats-period=-1"):
         LearnerConfig(stats_period=-1)
+
+
+def test_tf32_is_set_through_the_public_api_so_every_flag_reads_back():
+    from learner.dqn import set_tf32
+
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        for on in (True, False):
+            set_tf32(on)
+            # Reading the older flags raises once torch's newer fp32_precision was mixed in.
+            assert torch.backends.cuda.matmul.allow_tf32 is on
+            assert torch.get_float32_matmul_precision() == ("high" if on else "highest")
+            assert torch.backends.cudnn.allow_tf32 is on
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
