@@ -231,11 +231,11 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    args = parse_args(argv)  # before torch's import: --help and bad input answer at once
     import torch
 
     from common.memory import hold_freed_memory
 
-    args = parse_args(argv)
     hold_freed_memory()  # as learner.main's process does
     m = machine()
     print(describe_machine(m), flush=True)

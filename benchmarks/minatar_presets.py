@@ -206,7 +206,8 @@ def run_pair(args, game: str, preset: str, out: Path, m: dict) -> dict | None:
         "frames": args.frames,
         "env_frames": int(summary.get("env_frames") or 0),
         "learner_steps": summary.get("learner_steps"),
-        "wall_s": round(wall, 1),
+        "wall_s": round(float(summary.get("wall_s") or wall), 1),  # the run's own clock, as the curve's
+        "process_wall_s": round(wall, 1),  # with Ray's start and shutdown
         "curve": curve,
         "final_eval": final,
         "final_eval_mean": final["mean"] if final else (curve[-1][2] if curve else None),
@@ -294,6 +295,7 @@ def draw_game(game: str, lines: list[dict], out_png: Path, colors: dict[str, str
     ax_f.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax_w.set_xlabel(f"wall time ({unit})")
     for ax, what in ((ax_f, "env frames"), (ax_w, "wall time")):
+        ax.set_xlim(left=0)
         ax.set_ylabel("evaluator's mean score (star: final checkpoint)")
         ax.set_title(f"MinAtar {game}: score vs {what}")
         ax.grid(alpha=0.3)
