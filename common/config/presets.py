@@ -292,4 +292,7 @@ def describe_auto(section: str, name: str) -> str | None:
         return None
     if len(said) > 1 and len(set(said.values())) == 1:
         return f"every preset: {next(iter(said.values()))}"
-    return "; ".join(f"{preset} preset {words}" for preset, words in said.items())
+    groups: dict[str, list[str]] = {}  # presets that agree, named together in the table's order
+    for preset, words in said.items():
+        groups.setdefault(words, []).append(preset)
+    return "; ".join(f"{', '.join(names)} preset{'s' * (len(names) > 1)} {words}" for words, names in groups.items())
