@@ -158,15 +158,20 @@ def read_curve(run_dir: Path) -> list[list[float]]:
     return [[round(float(c[i]), 3) if c is not None else None for c in cols] for i in range(len(cols[0]))]
 
 
-def final_eval(run_dir: Path, episodes: int, seed: int) -> dict | None:
+def final_eval(run_dir: Path, episodes: int, seed: int, timeout: float = 1800.0) -> dict | None:
     """``learner.evaluate`` on the run's last checkpoint: {mean, min, max, episodes, env_frames}, or None."""
     ckpt = run_dir / "checkpoint.pt"
     if not ckpt.exists():
         return None
     cmd = [sys.executable, "-m", "learner.evaluate", "--checkpoint", str(ckpt), "--episodes", str(episodes)]
-    done = subprocess.run(cmd + ["--seed", str(seed), "--json"], cwd=ROOT, capture_output=True, text=True)
     try:
+        done = subprocess.run(
+            cmd + ["--seed", str(seed), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
         r = json.loads(done.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        print(f"  final evaluation: over {timeout:.0f} s, given up", flush=True)
+        return None
     except (ValueError, IndexError):
         print(f"  final evaluation failed (exit {done.returncode}): {done.stderr.strip()[-300:]}", flush=True)
         return None

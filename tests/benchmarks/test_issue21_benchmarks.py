@@ -185,3 +185,17 @@ def test_heads_cost_quick_prints_every_head_and_torso():
     final = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(final["learner"]["8"]) == set(heads_cost.LEARNER_HEADS)
     assert final["acting_precision"]["nature/expected"] and final["quick"] is True
+
+
+def test_a_run_directory_read_into_a_result_line(tmp_path):
+    from learner.run_log import EVAL_FIELDS
+
+    rows = [{"wall_s": 10.5, "env_frames": 100, "mean": 2.0, "min": 1.0, "max": 3.0}, {"wall_s": 20, "env_frames": 200}]
+    text = ",".join(EVAL_FIELDS) + "\n" + "".join(",".join(str(r.get(f, "")) for f in EVAL_FIELDS) + "\n" for r in rows)
+    (tmp_path / "evals.csv").write_text(text)
+    assert mp.read_curve(tmp_path) == [[100.0, 10.5, 2.0, 1.0, 3.0]]  # a row without its score is left out
+    (tmp_path / "config.json").write_text(json.dumps({"env": {"repeat_action_probability": 0.1}, "replay": {}}))
+    kept = mp.kept_settings(tmp_path)
+    assert kept["env.repeat_action_probability"] == 0.1 and kept["replay.replay_ratio"] is None
+    assert mp.final_eval(tmp_path, 3, 0) is None  # no checkpoint: the evaluator's last point stands in
+    assert mp.read_curve(tmp_path / "missing") == [] and mp.kept_settings(tmp_path / "missing") == {}
