@@ -85,10 +85,10 @@ FULL = Sizes(
     min_s={"standalone": 30.0, "system": 90.0, "feed": 30.0, "presets": 15.0},
 )
 TINY = Sizes(
-    batch_size=8,
-    variant_s=0.2,
+    batch_size=4,
+    variant_s=0.05,
     warmup=1,
-    preset_batch=8,
+    preset_batch=2,
     env="CartPole-v1",
     actors=1,
     learning_starts=200,

@@ -79,12 +79,15 @@ def compile_mode_keyword() -> bool:
 
 @contextlib.contextmanager
 def process_settings(variant: Variant, cuda: bool):
-    """The variant's process-wide torch settings, set back afterwards; compiled code of
-    earlier variants forgotten (torch._dynamo's caches hold a few learners at most)."""
+    """The variant's process-wide torch settings, set back afterwards (on a CPU also one
+    torch thread); compiled code of earlier variants forgotten (torch._dynamo's caches
+    hold a few learners at most)."""
     import torch
 
-    benchmark = torch.backends.cudnn.benchmark
+    benchmark, threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
     torch.backends.cudnn.benchmark = variant.cudnn_benchmark
+    if not cuda:  # one learner thread, as benchmarks.learner's standalone loop (and no OpenMP spinning on shared cores)
+        torch.set_num_threads(1)
     if cuda:  # (nothing compiles on a CPU: compile's auto is off there, and importing dynamo takes seconds)
         torch._dynamo.reset()
     with contextlib.ExitStack() as stack:
@@ -96,6 +99,7 @@ def process_settings(variant: Variant, cuda: bool):
             yield
         finally:
             torch.backends.cudnn.benchmark = benchmark
+            torch.set_num_threads(threads)
             if cuda:
                 torch._dynamo.reset()
                 torch.cuda.empty_cache()

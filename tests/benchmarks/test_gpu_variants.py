@@ -46,18 +46,23 @@ def test_host_frames_are_numpy_and_device_frames_tensors():
     assert isinstance(device.obs, torch.Tensor) and device.next_obs.dtype == torch.uint8
 
 
-def test_cudnn_benchmark_is_set_for_the_variant_and_back_after(monkeypatch):
+def test_process_wide_settings_are_set_for_the_variant_and_back_after(monkeypatch):
     seen = []
     real_build = gpu_variants.build
 
     def build(variant, device):
-        seen.append(torch.backends.cudnn.benchmark)
+        seen.append((torch.backends.cudnn.benchmark, torch.get_num_threads()))
         return real_build(variant, device)
 
     monkeypatch.setattr(gpu_variants, "build", build)
-    before = torch.backends.cudnn.benchmark
-    measure(Variant(cudnn_benchmark=not before, batch_size=2), "cpu", seconds=0.01, warmup=1)
-    assert seen == [not before] and torch.backends.cudnn.benchmark == before
+    before, threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        measure(Variant(cudnn_benchmark=not before, batch_size=2), "cpu", seconds=0.01, warmup=1)
+        assert seen == [(not before, 1)]  # one learner thread on a CPU
+        assert torch.backends.cudnn.benchmark == before and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_standalone_variants_start_with_the_reference_and_share_its_batch():
