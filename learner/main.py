@@ -336,6 +336,23 @@ def pace(cfg: Config) -> str:
     return "actors run free (Ape-X's setting, for a GPU learner)"
 
 
+def announce(cfg: Config, run_dir: Path, resumed: bool, lines: list[str]) -> None:
+    """The run's first lines: what runs where, the core plan and what was decided for this machine."""
+    print(
+        f"raydqn: {cfg.env.env_id}, {cfg.actors.num_actors} actors x {cfg.env.envs_per_actor} envs, "
+        f"batch {cfg.learner.batch_size}, {pace(cfg)}, run dir {run_dir}" + (" (resumed)" if resumed else ""),
+        flush=True,
+    )
+    for line in lines:
+        print(line, flush=True)
+    if cfg.actors.epsilon_schedule == "apex" and cfg.actors.num_actors * cfg.env.envs_per_actor == 1:
+        print(
+            f"one env stream: Ape-X's per-stream eps is then a fixed {cfg.actors.epsilon_base:g} for the whole run; "
+            f"--epsilon-schedule linear decays it from 1.0 to --epsilon-final instead",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -350,22 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "config.json").write_text(dumps(cfg, record))
     from learner.fleet import PlacementError
 
-    print(
-        f"raydqn: {cfg.env.env_id}, {cfg.actors.num_actors} actors x {cfg.env.envs_per_actor} envs, "
-        f"batch {cfg.learner.batch_size}, {pace(cfg)}, run dir {run_dir}" + (" (resumed)" if payload else ""),
-        flush=True,
-    )
-    for line in lines:  # the core plan, and what was decided for this machine
-        print(line, flush=True)
+    announce(cfg, run_dir, payload is not None, lines)
     niceness = (record.get("core_plan") or {}).get("worker_niceness")
     if niceness:  # before Ray starts (learner/fleet.py leaves a value set here)
         os.environ.setdefault("RAY_worker_niceness", str(niceness))
-    if cfg.actors.epsilon_schedule == "apex" and cfg.actors.num_actors * cfg.env.envs_per_actor == 1:
-        print(
-            f"one env stream: Ape-X's per-stream eps is then a fixed {cfg.actors.epsilon_base:g} for the whole run; "
-            f"--epsilon-schedule linear decays it from 1.0 to --epsilon-final instead",
-            flush=True,
-        )
     from learner.checkpoint import CheckpointError
 
     try:
