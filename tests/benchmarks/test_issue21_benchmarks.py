@@ -91,8 +91,8 @@ def test_bad_input_from_the_command_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_pair_flags_leave_the_rest_to_the_preset():
-    args = mp.parse_args(["--frames", "50000", "--games", "Seaquest", "--presets", "btr", "--out-dir", "/tmp/h8-x"])
+def test_pair_flags_leave_the_rest_to_the_preset(tmp_path):
+    args = mp.parse_args(["--frames", "50000", "--games", "Seaquest", "--presets", "btr", "--out-dir", str(tmp_path)])
     flags = mp.pair_flags(args, "Seaquest", "btr")
     pairs = dict(zip(flags[::2], flags[1::2]))
     assert pairs["--env"] == "MinAtar/Seaquest-v1" and pairs["--preset"] == "btr"
