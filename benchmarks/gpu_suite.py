@@ -151,7 +151,20 @@ def standalone(suite: Suite, limit: float, figures: dict, save) -> None:
     from benchmarks.gpu_variants import run_variants, variants
 
     s = suite.sizes
-    run_variants(variants(s.batch_size), suite.args.device, s.variant_s, s.warmup, limit, figures, save)
+    try:
+        run_variants(variants(s.batch_size), suite.args.device, s.variant_s, s.warmup, limit, figures, save)
+    finally:
+        release_compile_workers()
+
+
+def release_compile_workers() -> None:
+    """End inductor's pool of compile processes (one per core), idle from now on, before
+    the system phase needs the cores and the memory."""
+    if "torch._inductor.async_compile" in sys.modules:
+        try:
+            sys.modules["torch._inductor.async_compile"].shutdown_compile_workers()
+        except Exception:  # not in every torch version: the pool then stays, idle
+            pass
 
 
 def presets(suite: Suite, limit: float, figures: dict, save) -> None:
