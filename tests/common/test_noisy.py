@@ -12,6 +12,15 @@ from torch import nn
 from common.noisy import NoisyLinear, linear, noisy_layers, reset_noise, set_noise
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small tensors: one thread is faster, and far faster on a machine busy with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def effective(layer: NoisyLinear) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight ``[out, in]`` and bias the layer applies, read through its forward pass:
     f(0) is the bias, f(e_k) - f(0) the k-th column of the weight."""
