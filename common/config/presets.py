@@ -292,7 +292,4 @@ def describe_auto(section: str, name: str) -> str | None:
         return None
     if len(said) > 1 and len(set(said.values())) == 1:
         return f"every preset: {next(iter(said.values()))}"
-    groups: dict[str, list[str]] = {}  # presets that agree, named together in the table's order
-    for preset, words in said.items():
-        groups.setdefault(words, []).append(preset)
-    return "; ".join(f"{', '.join(names)} preset{'s' * (len(names) > 1)} {words}" for words, names in groups.items())
+    return "; ".join(f"{preset} preset {words}" for preset, words in said.items())
