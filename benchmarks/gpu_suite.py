@@ -18,8 +18,7 @@ the time left and is skipped, with the reason, when too little is left:
 
 ``derived`` compares them: each variant against the reference, the system against the
 standalone variant fed the way it was. ``--device cpu --tiny`` runs every phase with tiny
-sizes on a CPU in well under a minute: the tests run it, so the program cannot rot
-between lent machines. On the GPU machine, with a virtualenv or bundle holding the
+sizes on a CPU: the tests run it, so the program cannot rot between lent machines. On the GPU machine, with a virtualenv or bundle holding the
 project's dependencies activated, from the project root::
 
     PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_suite --out $OUT/suite.json
@@ -347,7 +346,7 @@ def parse(argv):
     p.add_argument(
         "--device", default="cuda", choices=("cuda", "cpu"), help="cuda (the lent machine) or cpu (a smoke test here)"
     )
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test of every phase in well under a minute")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke test of every phase on a CPU")
     p.add_argument(
         "--deadline",
         type=SECONDS,
