@@ -18,8 +18,10 @@ the time left and is skipped, with the reason, when too little is left:
 
 ``derived`` compares them: each variant against the reference, the system against the
 standalone variant fed the way it was. ``--device cpu --tiny`` runs every phase with tiny
-sizes on a CPU: the tests run it, so the program cannot rot between lent machines. On the GPU machine, with a virtualenv or bundle holding the
-project's dependencies activated, from the project root::
+sizes on a CPU: the tests run it, so the program cannot rot between lent machines. On the
+GPU machine, with a virtualenv or bundle holding the project's dependencies activated,
+from the project root (``docs/benchmarks.md``, "First GPU run", says what each figure
+decides)::
 
     PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_suite --out $OUT/suite.json
 """
