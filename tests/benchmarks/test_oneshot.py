@@ -150,3 +150,46 @@ def test_a_failing_derivation_never_costs_the_record(tmp_path):
     data = read(out)
     assert data["a"] == [1, 2] and data["derived"]["error"].startswith("ZeroDivisionError")
     assert data["phases"] == {"p": {"status": "pending"}}
+
+
+STUCK = """
+import subprocess, sys, time
+from benchmarks import oneshot
+oneshot.OVERRUN_GRACE_S, oneshot.WATCHDOG_GRACE_S = 0.1, 0.5
+record = oneshot.Record(sys.argv[1], {}, ["stuck"])
+child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+record.children.append(child)
+print(child.pid, flush=True)
+
+def stuck(limit, figures, save):
+    figures["before"] = 1
+    while True:  # swallows even the overrun: a main thread that never comes back
+        try:
+            time.sleep(10)
+        except BaseException:
+            pass
+
+oneshot.run_phases(record, oneshot.Budget(1.0, 0.0), [oneshot.Phase("stuck", stuck, 0.0, 1.0)])
+"""
+
+
+def test_the_watchdog_writes_and_ends_a_stuck_program(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "suite.json"
+    root = Path(__file__).resolve().parents[2]
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", STUCK, str(out)], cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 124 and time.monotonic() - t0 < 30, proc.stderr[-2000:]
+    data = read(out)
+    assert data["status"] == "interrupted (the deadline passed with the main thread stuck)"
+    assert data["phases"]["stuck"]["status"] == "interrupted" and data["phases"]["stuck"]["figures"] == {"before": 1}
+    child = int(proc.stdout.split()[0])
+    time.sleep(0.2)
+    try:  # killed: gone, or a zombie that nobody has reaped yet
+        with open(f"/proc/{child}/stat") as f:
+            assert f.read().split(") ")[-1].startswith("Z")
+    except FileNotFoundError:
+        pass
