@@ -13,9 +13,7 @@ import dataclasses
 import json
 import logging
 import os
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +38,7 @@ from common.config import (
     resolve,
 )
 from common.config.record import carry_auto
+from learner.ray_setup import RAY_PROBE_TIMEOUT_S, check_ray_address  # noqa: F401  (the probe lives there)
 
 DESCRIPTION = (
     "Train a distributed DQN (Ape-X family) on an Atari game or a flat-vector gymnasium env. "
@@ -172,84 +171,6 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise UsageError(f"--run-dir {run_dir}: {existing} is not writable")
 
 
-RAY_PROBE_TIMEOUT_S = 3.0
-
-
-def check_ray_address(address: str | None, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
-    """UsageError unless a Ray cluster's GCS accepts a connection at ``address`` within
-    ``timeout`` seconds. ``ray.init`` itself waits for an unreachable GCS without end
-    (measured: still retrying after 2 minutes), so the run would hang before its first line.
-    None and 'local' start a local instance: nothing to probe."""
-    if address is None or address == "local":
-        return
-    flag = f"--address={address}"
-    target = address.split("://", 1)[1] if "://" in address else address
-    if address == "auto":
-        try:
-            from ray._private.services import canonicalize_bootstrap_address_or_die
-
-            target = canonicalize_bootstrap_address_or_die("auto")
-        except Exception as e:  # ConnectionError: no cluster on this node (or several)
-            raise UsageError(
-                f"{flag}: no Ray cluster found on this node ({str(e).split('. ')[0]}); "
-                f"start one with 'ray start --head' or name it as HOST:PORT"
-            ) from None
-    host, sep, port_text = target.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"{flag}: expected HOST:PORT of a Ray cluster's head (e.g. 10.0.0.1:6379), or auto")
-    host = host.strip("[]")
-    outcome: list = []
-
-    def probe():
-        try:
-            socket.create_connection((host, int(port_text)), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as e:
-            outcome.append(e.strerror or type(e).__name__)
-
-    # In a thread: a name lookup can outlast the socket's own timeout.
-    worker = threading.Thread(target=probe, daemon=True)
-    worker.start()
-    worker.join(timeout + 1.0)
-    if not outcome:
-        raise UsageError(f"{flag}: no answer from {host}:{port_text} within {timeout:g}s (is the Ray head running?)")
-    if outcome[0] is not None:
-        raise UsageError(f"{flag}: no Ray cluster listens at {host}:{port_text} ({outcome[0]})")
-    if "://" not in address:  # ray:// names a Ray client server, not a GCS
-        _check_gcs(flag, f"{host}:{port_text}", timeout)
-
-
-def _check_gcs(flag: str, target: str, timeout: float) -> None:
-    """UsageError unless what answers at ``target`` is a Ray GCS (a port that accepts any
-    connection, a proxy, another service: ray.init would retry it for a minute, then fail)."""
-    from ray._raylet import GcsClient
-
-    outcome: list = []
-
-    def probe():
-        try:
-            GcsClient(address=target).cluster_id
-            outcome.append(None)
-        except Exception as e:
-            outcome.append(f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")
-
-    # Ray's C++ client logs each failed attempt straight to fd 2; the user gets our one line.
-    saved_stderr = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        worker = threading.Thread(target=probe, daemon=True)
-        worker.start()
-        worker.join(timeout + 2.0)
-    finally:
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
-    if not outcome:
-        raise UsageError(f"{flag}: {target} accepts connections but no Ray GCS answered within {timeout + 2.0:g}s")
-    if outcome[0] is not None:
-        raise UsageError(f"{flag}: {target} answers, but not as a Ray cluster's head ({outcome[0].split('. ')[0]})")
-
-
 class RunDirUndo:
     """What ``run_dir`` held before the run started writing (its paths, config.json's
     bytes), so that a run that never got going (a PlacementError) can leave it as it was."""
@@ -306,7 +227,7 @@ def build_trainer(cfg: Config, run_dir: Path, spec, payload: dict | None):
 
     hold_freed_memory()  # each update reuses the last one's freed blocks (common/memory.py)
     device = pick_device(cfg.learner.device)
-    if device.type == "cpu":
+    if not is_cuda(device):
         torch.set_num_threads(cpu_learner_threads(cfg))
     torch.manual_seed(cfg.run.seed)
     learner = build_learner(cfg, spec, device)
