@@ -332,6 +332,7 @@ def build_learner(cfg, spec, device: torch.device | str) -> "DQNLearner":
         tf32=L.tf32,
         channels_last=L.channels_last,
         compile=L.compile,
+        compile_mode=None if L.compile_mode == "default" else L.compile_mode,
         fused_optimizer=("fused" if cuda else "foreach") if L.fused_optimizer else "",
         stats_period=L.stats_period,
         loss_spec=loss_spec_for(L, network.kind),

@@ -27,6 +27,7 @@ LEARNER_PRECISIONS = ("auto", "fp32", "bf16")
 PIN_CPUS = ("off", "on")
 HEADS = ("expected", "c51", "qr", "iqn")
 TORSOS = ("nature", "impala")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 PRESET_NAMES = tuple(PRESETS)
 
 #: config.json's key for how its settings were resolved (common/config/record.py): not a

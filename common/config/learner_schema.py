@@ -14,6 +14,7 @@ import math
 from typing import Optional
 
 from common.config.fields import (
+    COMPILE_MODES,
     FEEDS,
     HEADS,
     LEARNER_PRECISIONS,
@@ -131,6 +132,12 @@ class LearnerConfig:
         None,
         "torch.compile the forward passes and the loss at the first update (its time is logged); falls back to eager with one warning if it fails (auto: on on CUDA; off on a CPU, where a cold compile takes minutes and the compiled update is not reliably faster than eager)",
     )
+    compile_mode: str = _f(
+        "default",
+        "torch.compile's mode with --compile: default, reduce-overhead (CUDA graphs: fewer kernel launches, "
+        "static shapes) or max-autotune (searches kernels at the first update, slower to start)",
+        choices=COMPILE_MODES,
+    )
     joint_forward: bool = _f(
         False,
         "with --double-q, one online forward over s and s' together instead of two; off by default: the backward pass then also runs over s', extra work that pays only where kernel launches, not arithmetic, set the pace",
@@ -172,6 +179,7 @@ class LearnerConfig:
         _require(self.learner_threads >= 0, "learner_threads", self.learner_threads, "must be >= 0")
         _require(self.prefetch >= 1, "prefetch", self.prefetch, "must be at least 1")
         _require_choice("feed", self.feed, FEEDS)
+        _require_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _require_choice("precision", self.precision, LEARNER_PRECISIONS)
         if self.stats_period is not None:
             _require(self.stats_period >= 0, "stats_period", self.stats_period, "must be >= 0")
