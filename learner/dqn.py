@@ -29,7 +29,7 @@ from torch import nn
 
 from common.messages import SampleBatch
 from common.noisy import noisy_layers, reset_noise
-from learner.losses import LOSSES, LossSpec, batch_loss
+from learner.losses import LossSpec, batch_loss
 from learner.optimizers import NATURE_RMSPROP_EPS, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,6 @@ class DQNLearner:
         late_priorities: bool | None = None,
         loss_spec: LossSpec | None = None,
     ):
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
@@ -142,14 +140,17 @@ class DQNLearner:
         self.stats_period = max(1, int(stats_period))
         self.late_priorities = cuda if late_priorities is None else bool(late_priorities)
         self.noisy = bool(noisy_layers(self.online))
-        compiled = torch.compile(self._losses, dynamic=False, mode=compile_mode) if compile else None
-        self._compute = compiled or self._losses
-        self._compile_pending = bool(compile)
-        self.compile_seconds: float | None = None
-        self.compile_error: str | None = None
+        self._setup_compile(compile, compile_mode)
         self._stats = {"loss": float("nan"), "mean_q": float("nan"), "stats_step": 0}
         self._pending: _Pending | None = None
         self._host: torch.Tensor | None = None
+
+    def _setup_compile(self, compile: bool, mode: str | None) -> None:
+        """The loss's compiled form (made at the first update), or the eager one."""
+        self._compute = torch.compile(self._losses, dynamic=False, mode=mode) if compile else self._losses
+        self._compile_pending = bool(compile)
+        self.compile_seconds: float | None = None
+        self.compile_error: str | None = None
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         # uint8 frames travel as bytes and are converted on the device by the network.

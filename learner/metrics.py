@@ -73,6 +73,12 @@ METRICS: tuple[Metric, ...] = (
         "eval/latest_mean_return",
         gauge=True,
     ),
+    M(
+        "feed_stalled_s",
+        "seconds the learner has had no batch while the replay holds items, for a reason other than the rate limiter",
+        "progress/feed_stalled_s",
+        gauge=True,
+    ),
 )
 
 #: episodes.csv, in column order: one finished game of an actor (raw score).

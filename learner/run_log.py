@@ -64,10 +64,12 @@ def progress_line(row: dict, phase: str) -> str:
     score, ev = row.get("mean_return_100"), row.get("eval_return")
     scores = f"eval {ev:.1f} | " if ev is not None else ""
     scores += f"score100 {'-' if score is None else f'{score:.1f}'}"
+    stalled = row.get("feed_stalled_s") or 0.0
+    stall = f" | FEED STALLED {stalled:.0f}s (not the rate limiter)" if stalled > 0 else ""
     return (
         f"[{row['wall_s']:7.0f}s] {phase:8s} frames {row['env_frames']:,} ({row['env_frames_per_s']:,.0f}/s) | "
         f"updates {row['learner_steps']:,} ({row['updates_per_s']:.1f}/s) | "
-        f"replay {row['replay_size']:,} | episodes {row['episodes']:,} | {scores} | loss {row['loss']:.4f}"
+        f"replay {row['replay_size']:,} | episodes {row['episodes']:,} | {scores} | loss {row['loss']:.4f}{stall}"
     )
 
 

@@ -335,6 +335,7 @@ class Trainer:
             "policy_lag": c.policy_version
             - min((a["policy_version"] for a in self.actor_stats.values()), default=c.policy_version),
             "weight_sync_age_s": time.monotonic() - self.last_publish,
+            "feed_stalled_s": self.fleet.feed_stalled_s,
         }
         self.run_log.metrics(row, "training" if self.learner.learner_steps else "warm-up")
 

@@ -12,7 +12,7 @@ from learner.metrics import EPISODE_COLUMNS, EVAL_COLUMNS, METRICS, Metric
 METRICS_CSV = (
     "wall_s,env_frames,agent_steps,learner_steps,policy_version,episodes,mean_return_100,mean_return_greedy_20,"
     "env_frames_per_s,agent_steps_per_s,updates_per_s,replay_size,replay_sampleable,replay_rejected,loss,mean_q,"
-    "actors_alive,replay_ratio,policy_lag,weight_sync_age_s,eval_return"
+    "actors_alive,replay_ratio,policy_lag,weight_sync_age_s,eval_return,feed_stalled_s"
 )
 EVALS_CSV = (
     "wall_s,env_frames,agent_steps,learner_steps,policy_version,episodes,epsilon,mean,median,min,max,"
@@ -40,6 +40,7 @@ METRIC_TAGS = {
     "policy_lag": "progress/policy_lag",
     "weight_sync_age_s": "progress/weight_sync_age_s",
     "eval_return": "eval/latest_mean_return",
+    "feed_stalled_s": "progress/feed_stalled_s",
 }
 EVAL_TAGS = {
     "mean": "eval/mean_return",
@@ -69,6 +70,7 @@ GAUGES = {
     "mean_q": "mean Q of the last batch",
     "policy_lag": "versions the slowest actor is behind the learner",
     "weight_sync_age_s": "seconds since weights were last published",
+    "feed_stalled_s": "seconds the learner has had no batch while the replay holds items, for a reason other than the rate limiter",
 }
 
 
@@ -123,3 +125,13 @@ def test_a_new_figure_is_one_line_of_the_table():
     assert row.gauge_name == "raydqn_feed_stalled_s" and metrics.plotted(table, "x") == ("wall_s", "env_frames")
     with pytest.raises(ValueError):
         metrics.plotted_as((*METRICS, Metric("loss2", "another loss", plot="loss")), "loss")  # one column a part
+
+
+def test_the_progress_line_says_when_the_feed_stalls_and_stays_quiet_otherwise():
+    from learner.run_log import progress_line
+
+    row = {name: 0 for name in metrics.names(METRICS)}
+    row.update(loss=0.5, mean_return_100=None, eval_return=None)
+    assert "STALLED" not in progress_line(row, "training")
+    row["feed_stalled_s"] = 42.0
+    assert "FEED STALLED 42s (not the rate limiter)" in progress_line(row, "training")
