@@ -43,11 +43,11 @@ import torch
 from torch import nn
 
 from actors import int8_static
+from common.config import ACTOR_PRECISIONS as PRECISIONS
 from common.config import cpu_has_native_bf16
 from common.heads import qr_fractions
 from common.noisy import NoisyLinear, noisy_layers, reset_noise
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "bf16-int8", "int8-static")
 #: int8-static converts new weights at most once per this many forward passes: Ape-X's
 #: actors fetch weights every 400 frames, 100 agent steps of each env.
 CONVERT_EVERY = 100

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.config import is_cuda
 from common.messages import SampleBatch
 from common.noisy import noisy_layers, reset_noise
 from learner.losses import LossSpec, batch_loss
@@ -114,7 +115,7 @@ class DQNLearner:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
-        cuda = self.device.type == "cuda"
+        cuda = is_cuda(self.device)
         if cuda:
             if self.device.index is not None:
                 torch.cuda.set_device(self.device)  # CUDA events and streams of this thread on this device
@@ -313,11 +314,10 @@ def loss_spec_for(L, kind: str) -> LossSpec:
 def build_learner(cfg, spec, device: torch.device | str) -> "DQNLearner":
     """The learner for a resolved ``Config`` and an ``EnvSpec``: the one place where the
     config tree is turned into the plain values :class:`DQNLearner` takes."""
-    from common.config import resolve_fast_paths
     from common.networks import q_network_for
 
-    cuda = torch.device(device).type == "cuda"
-    L = resolve_fast_paths(cfg.learner, cuda)  # already resolved in a run; settles 'auto' for this device otherwise
+    L = cfg.learner  # resolved by common.config.resolve (the one place 'auto' is settled)
+    cuda = is_cuda(device)
     network = q_network_for(spec, L)
     return DQNLearner(
         network,
