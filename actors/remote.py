@@ -36,8 +36,8 @@ class ActorShell:
         self.core = build_actor_core(self.cfg, actor_index)
         _, why = resolve_precision(self.cfg.actors.actor_precision)
         self.precision = self.core.acting.precision
-        # Printed: Ray shows an actor's stdout on the driver's console at start.
-        print(f"actor-{actor_index}: acting network {self.core.acting.describe()} [{why}]", flush=True)
+        # The driver prints one line for all actors (learner.fleet), not one each.
+        self.description = f"{self.core.acting.describe()} [{why}]"
         self._weights = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -100,6 +100,10 @@ class ActorShell:
             if run_agent_steps is not None:
                 self.core.epsilons.anchor(run_agent_steps, self.core.steps_per_stream)
 
+    def describe(self) -> str:
+        """The acting network: its precision, what was converted, and why."""
+        return self.description
+
     def stats(self) -> dict:
         episodes = [e.__dict__ for e in self.core.drain_episodes()]
         self.recent_scores = (self.recent_scores + [e["score"] for e in episodes])[-100:]
@@ -124,3 +128,12 @@ class ActorShell:
 def make_actor_class(num_cpus: float = 1.0):
     # No task events: each actor sends many small calls a second (see learner/fleet.py).
     return ray.remote(num_cpus=num_cpus, max_concurrency=2, max_restarts=3, enable_task_events=False)(ActorShell)
+
+
+def actors_summary(descriptions: list[str]) -> str:
+    """One line for the actors' acting networks: each distinct description with its count."""
+    counts: dict[str, int] = {}
+    for d in descriptions:
+        counts[d] = counts.get(d, 0) + 1
+    parts = [f"{n} x {d}" if len(counts) > 1 else d for d, n in counts.items()]
+    return f"actors: {len(descriptions)} acting with " + "; ".join(parts)

@@ -22,15 +22,14 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from actors.remote import make_actor_class
+from actors.remote import actors_summary, make_actor_class
 from common.config import Config
 from common.env_spec import EnvSpec
 from common.progress import Status
 from learner.feed import MAX_HELD_PRIORITIES, Feed  # noqa: F401  (MAX_HELD_PRIORITIES: its importers)
 from learner.fleet_protocol import FleetPoll
-from learner.ray_setup import PlacementError, check_placement, last_line, on_this_node, start_ray
-from learner.shards import shard_settings, snapshot_path
-from replay_server.remote import make_replay_actor
+from learner.ray_setup import PlacementError, check_placement, last_line, start_ray, start_shard
+from learner.shards import snapshot_path
 
 __all__ = ["Fleet", "FleetPoll", "PlacementError", "snapshot_path"]
 
@@ -58,6 +57,7 @@ class Fleet:
         self.restart_counts: dict[int, int] = {}
         self.shard_stats: list[dict] = []
         self.stats_refs: dict[int, ray.ObjectRef] = {}  # actor -> its stats request not yet answered
+        self.description_refs: list | None = None  # the actors' acting networks, announced once
         self.replay_stats_refs: list | None = None  # the shards' stats requests not yet answered
         self.weights_ref = None
         self.policy_version = 0
@@ -103,7 +103,9 @@ class Fleet:
             f"training begins once the replay holds {c.replay.learning_starts:,} transitions",
             flush=True,
         )
-        self.replays = [self._start_shard(j) for j in range(c.replay.replay_shards)]
+        self.replays = [
+            start_shard(self.cfg, self.spec.stack_size, self.run_dir, j) for j in range(c.replay.replay_shards)
+        ]
         Actor = make_actor_class(num_cpus=1)
         cfg_dict = c.to_dict()
         k = len(self.replays)
@@ -116,6 +118,7 @@ class Fleet:
         }
         self.publish(weights, policy_version, agent_steps)
         self.run_refs = {i: a.run.remote() for i, a in self.actors.items()}
+        self.description_refs = [a.describe.remote() for a in self.actors.values()]
         if self._eval_enabled():
             from learner.evaluator import Evaluator
 
@@ -129,26 +132,6 @@ class Fleet:
 
     def _eval_enabled(self) -> bool:
         return bool(self.cfg.eval.eval_period)
-
-    def _start_shard(self, j: int):
-        """Shard j holds 1/K of the replay and applies the ratio to its own share. Shards sit
-        beside the learner (the driver, on the GPU head of a cluster): the learner's samples
-        are the largest transfers in the system."""
-        c = self.cfg
-        # enable_task_events=False here and on the actors: Ray's GCS otherwise records an
-        # event for each of the hundreds of add/sample/priority calls a second and grew by
-        # 300 MB an hour in the soak (docs/benchmarks.md).
-        return make_replay_actor(
-            num_cpus=1,
-            name=f"replay-{j}",
-            scheduling_strategy=on_this_node(),
-            max_restarts=-1,
-            enable_task_events=False,
-        ).remote(
-            **shard_settings(c, self.spec.stack_size, j),
-            # A shard that Ray restarts after a crash, or a resumed run, starts from here.
-            snapshot_path=str(snapshot_path(self.run_dir, j)) if c.replay.snapshot_interval >= 0 else None,
-        )
 
     # ---- the learner's side (learner/feed.py) ------------------------------------------
     def next_batch(self, batch_size: int, beta: float):
@@ -223,8 +206,20 @@ class Fleet:
         later instead of holding the learner up)."""
         stats = self._poll_actors(wait=False)
         replay = self._poll_replays(wait=False)
+        self._announce_actors()
         stats += self._check_actors()
         return FleetPoll(stats, replay, len(self.run_refs), len(self.restarting), self._finished_evals())
+
+    def _announce_actors(self) -> None:
+        """Once every actor has described its acting network: one line for all of them."""
+        refs = self.description_refs
+        if not refs or len(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) < len(refs):
+            return
+        self.description_refs = None
+        try:
+            print(actors_summary(ray.get(refs)), flush=True)
+        except ray.exceptions.RayError:  # an actor died before it answered: its restart says more
+            return
 
     def _poll_actors(self, wait: bool = True) -> list[dict]:
         """Each running actor's cumulative stats, at most one request in flight per actor (so

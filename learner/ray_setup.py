@@ -213,3 +213,21 @@ def on_this_node():
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
+def start_shard(cfg, stack_size: int, run_dir: Path, j: int):
+    """Replay shard ``j`` as a Ray actor: 1/K of the replay (``learner.shards``), beside the
+    learner (the driver, on the GPU head of a cluster: the learner's samples are the largest
+    transfers in the system), restarted by Ray from its snapshot after a crash."""
+    from learner.shards import shard_settings, snapshot_path
+    from replay_server.remote import make_replay_actor
+
+    # enable_task_events=False here and on the actors: Ray's GCS otherwise records an event
+    # for each of the hundreds of add/sample/priority calls a second and grew by 300 MB an
+    # hour in the soak (docs/benchmarks.md).
+    return make_replay_actor(
+        num_cpus=1, name=f"replay-{j}", scheduling_strategy=on_this_node(), max_restarts=-1, enable_task_events=False
+    ).remote(
+        **shard_settings(cfg, stack_size, j),
+        snapshot_path=str(snapshot_path(run_dir, j)) if cfg.replay.snapshot_interval >= 0 else None,
+    )
