@@ -9,7 +9,7 @@ writes no file but ``ray.json`` (where to watch the run); the trainer turns what
 into counters and the run log.
 
 The trainer talks to it through :class:`learner.fleet_protocol.TrainerFleet`, which
-``tests/learner/fake_fleet.py`` also implements, over an in-process replay, to test the
+``tests/support/fake_fleet.py`` also implements, over an in-process replay, to test the
 loop without Ray.
 """
 

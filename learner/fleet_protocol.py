@@ -2,7 +2,7 @@
 
 :class:`learner.trainer.Trainer` drives the fleet through these members only. Two classes
 implement them: :class:`learner.fleet.Fleet` (Ray: actors, replay shards, evaluator) and
-``tests/learner/fake_fleet.py`` (one in-process actor and replay, to test the loop without
+``tests/support/fake_fleet.py`` (one in-process actor and replay, to test the loop without
 Ray); ``tests/learner/test_fleet_protocol.py`` checks both against :class:`TrainerFleet`.
 """
 

@@ -1,7 +1,8 @@
 """The Ray dashboard shows every part by name and our metrics, read over its HTTP API."""
 
 import pytest
-from live_run import alive_actors, dashboard_get, finish, ray_info, start_run, summary, wait_for
+
+from tests.support.live_run import alive_actors, dashboard_get, finish, ray_info, start_run, summary, wait_for
 
 pytestmark = pytest.mark.ray
 

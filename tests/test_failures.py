@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from live_run import ROOT, actor_pid, finish, learner_steps, ray_info, start_run, summary, wait_for
+
+from tests.support.live_run import ROOT, actor_pid, finish, learner_steps, ray_info, start_run, summary, wait_for
 
 pytestmark = pytest.mark.ray
 

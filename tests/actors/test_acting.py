@@ -36,13 +36,7 @@ needs_static_engine = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """As an actor runs (``--actor-threads 1``); also keeps the test cheap on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gaps(q: np.ndarray) -> np.ndarray:

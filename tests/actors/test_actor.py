@@ -1,10 +1,10 @@
 import numpy as np
 import torch
-from fakes import CountingEnv
 from torch import nn
 
 from actors.actor import ActorCore
 from common.messages import NO_ACTION, decode_step_batch, encode_step_batch
+from tests.support.fakes import CountingEnv
 
 
 class Spy(nn.Module):

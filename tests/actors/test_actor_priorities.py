@@ -10,13 +10,13 @@ CountingEnv pays 2.0 per step, clipped to 1.0.
 import numpy as np
 import pytest
 import torch
-from fakes import CountingEnv, ScriptedEnv
-from nstep_cases import CASES, N, restarts_mid_segment
 from torch import nn
 
 from actors.actor import ActorCore
 from common.messages import NO_ACTION, decode_step_batch, encode_step_batch
 from replay_server.buffer import ReplayBuffer
+from tests.support.fakes import CountingEnv, ScriptedEnv
+from tests.support.nstep_cases import CASES, N, restarts_mid_segment
 
 G = 0.5
 

@@ -18,14 +18,7 @@ from common.distributional import (
 )
 from common.heads import qr_fractions
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: one thread is faster, and far faster on a machine busy with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ATOMS = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])  # a 5-atom support, dz = 1

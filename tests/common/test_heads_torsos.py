@@ -22,14 +22,7 @@ from common.heads import (
 from common.networks import build_q_network
 from common.torsos import ImpalaTorso, SpectralNormConv2d
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: one thread is faster, and far faster on a machine busy with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)

@@ -3,9 +3,9 @@ import dataclasses
 import msgpack
 import numpy as np
 import pytest
-from fakes import step_batch
 
 from common.messages import MessageError, decode_step_batch, encode_step_batch
+from tests.support.fakes import step_batch
 
 
 def make_batch(t=5, priorities=False, **over):

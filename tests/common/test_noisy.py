@@ -11,14 +11,7 @@ from torch import nn
 
 from common.noisy import NoisyLinear, linear, noisy_layers, reset_noise, set_noise
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: one thread is faster, and far faster on a machine busy with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def effective(layer: NoisyLinear) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from nstep_cases import CASES, GAMMA, IDS, N, episode
 
 from common.nstep import n_step_windows
+from tests.support.nstep_cases import CASES, GAMMA, IDS, N, episode
 
 
 def windows(records, n=N, gamma=GAMMA):

@@ -15,13 +15,7 @@ from learner.losses import LossSpec
 CONFIG = {"env": {"env_id": "CartPole-v1"}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: one thread is faster, and far faster on a machine busy with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save(path, signature, learner_state=None):

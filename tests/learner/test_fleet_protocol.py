@@ -14,7 +14,7 @@ from common.config import Config
 from common.envs import describe_env
 from learner.fleet import Fleet
 from learner.fleet_protocol import TrainerFleet
-from tests.learner.fake_fleet import FakeFleet
+from tests.support.fake_fleet import FakeFleet
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = sorted(

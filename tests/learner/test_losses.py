@@ -21,13 +21,7 @@ MUNCHAUSEN = (0.03, 0.9, -1.0)
 NO_AMP = contextlib.nullcontext
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks: one thread is faster, and far faster on a machine busy with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # name: (head spec, loss spec)

@@ -3,7 +3,7 @@ the batches the stacked path gives, under prefetch, ring wrap-around, eviction a
 snapshot restore; a lost answer, a lost reset or a restarted shard is repaired by the next
 requests; its staging buffer never grows; and the real entry point trains with it.
 
-Frames are uint8[2, 2] = (stream, step) (or float32 vectors) as in tests/fakes.py.
+Frames are uint8[2, 2] = (stream, step) (or float32 vectors) as in tests/support/fakes.py.
 """
 
 import collections
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakes import step_batch
-from nstep_cases import episode
 
 from learner.mirror import FrameMirror, MirrorError, Stage, mirror_bytes
 from replay_server.buffer import ReplayBuffer
+from tests.support.fakes import step_batch
+from tests.support.nstep_cases import episode
 
 S, N, GAMMA = 4, 3, 0.5
 ROOT = Path(__file__).resolve().parents[2]

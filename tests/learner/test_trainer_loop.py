@@ -18,7 +18,7 @@ from learner.checkpoint import checkpoint_path, load_checkpoint
 from learner.dqn import build_learner
 from learner.run_log import METRIC_FIELDS, RunLog
 from learner.trainer import Counters, Trainer
-from tests.learner.fake_fleet import FakeFleet
+from tests.support.fake_fleet import FakeFleet
 
 SPEC = describe_env("CartPole-v1")
 

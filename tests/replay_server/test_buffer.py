@@ -6,11 +6,11 @@ so every stack and bootstrap frame can be checked exactly.
 
 import numpy as np
 import pytest
-from fakes import step_batch
-from nstep_cases import CASES, GAMMA, IDS, N, episode
 
 from common.messages import MessageError
 from replay_server.buffer import ReplayBuffer
+from tests.support.fakes import step_batch
+from tests.support.nstep_cases import CASES, GAMMA, IDS, N, episode
 
 S = 4
 

@@ -13,9 +13,9 @@ plain Python loops straight from the definitions:
 
 import numpy as np
 import pytest
-from fakes import step_batch
 
 from replay_server.buffer import ReplayBuffer
+from tests.support.fakes import step_batch
 
 
 class ReferenceReplay:

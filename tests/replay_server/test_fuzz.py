@@ -16,12 +16,12 @@ import os
 import lz4.block
 import msgpack
 import numpy as np
-from fakes import assert_same_state, step_batch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from common.messages import NO_ACTION, MessageError, StepBatch, decode_step_batch, encode_step_batch
 from replay_server.remote import ReplayServer
+from tests.support.fakes import assert_same_state, step_batch
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", 100)), deadline=None, suppress_health_check=[HealthCheck.too_slow]

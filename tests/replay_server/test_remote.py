@@ -3,10 +3,10 @@
 import logging
 
 import numpy as np
-from fakes import step_batch
 
 from common.messages import SampleBatch, encode_step_batch
 from replay_server.remote import ReplayServer
+from tests.support.fakes import step_batch
 
 
 def encoded_batch(stream, t, first=True, seq=0):

@@ -2,7 +2,7 @@
 delta that carries each stored frame to a consumer once, in order, even without a batch,
 starting from the position the request carries (the shard keeps no cursor of its own).
 
-Frames are uint8[2, 2] = (stream, step) as in tests/fakes.py; the mirror's side, and the
+Frames are uint8[2, 2] = (stream, step) as in tests/support/fakes.py; the mirror's side, and the
 equivalence with the stacked path, are in tests/learner/test_mirror.py.
 """
 
@@ -11,13 +11,13 @@ import pickle
 import lz4.block
 import numpy as np
 import pytest
-from fakes import step_batch
-from nstep_cases import episode
 
 from common.messages import IndexBatch, MessageError, compress_frame
 from replay_server.buffer import ReplayBuffer
 from replay_server.mirror_protocol import AnswerEnds, FeedPosition, PositionKeeper
 from replay_server.remote import ReplayServer
+from tests.support.fakes import step_batch
+from tests.support.nstep_cases import episode
 
 S, N, GAMMA = 4, 3, 0.5
 

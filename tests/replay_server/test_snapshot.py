@@ -6,14 +6,14 @@ import zlib
 import msgpack
 import numpy as np
 import pytest
-from fakes import assert_same_state, step_batch
-from nstep_cases import episode
 
 from common.messages import NO_ACTION, encode_step_batch
 from replay_server import snapshot
 from replay_server.buffer import ReplayBuffer, id_parts
 from replay_server.remote import ReplayServer
 from replay_server.snapshot import BlobList, SnapshotError, read_snapshot, write_snapshot
+from tests.support.fakes import assert_same_state, step_batch
+from tests.support.nstep_cases import episode
 
 CONFIG = dict(capacity=64, stack_size=4, n_step=3, gamma=0.9, seed=3, samples_per_insert=None, min_size=4)
 
