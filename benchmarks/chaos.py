@@ -30,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.cli import SECONDS_OR_ZERO, check_env, check_out_dir, parser
 from benchmarks.system_run import ROOT
-from tests.live_run import actor_pid, learner_steps, ray_info, summary, wait_for
+from tests.support.live_run import actor_pid, learner_steps, ray_info, summary, wait_for
 
 
 class LogWatcher:
