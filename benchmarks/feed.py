@@ -91,6 +91,22 @@ def in_process(args, messages) -> dict:
 def through_ray(args, messages, feed: str) -> dict:
     """The real Fleet.next_batch against one replay actor, with a no-op update."""
     import ray
+
+    fleet, actor, device, gather_s = _ray_fleet(args, messages, feed)
+    got = 0
+    while got < 2 * fleet.cfg.learner.prefetch + 8:  # the full sync and warm-up
+        got += fleet.next_batch(args.batch_size, 0.4) is not None
+    try:
+        return _measure_through_ray(args, messages, fleet, actor, device, gather_s)
+    finally:
+        fleet.close_feeder()
+        ray.kill(actor)
+
+
+def _ray_fleet(args, messages, feed: str):
+    """A Fleet over one filled replay actor (whose CPU time it can read) and, for the
+    mirror, a mirror that times its gathers: (fleet, actor, device, [gather seconds])."""
+    import ray
     import torch
 
     from common.config import Config, LearnerConfig, ReplayConfig, RunConfig, resolve
@@ -103,17 +119,12 @@ def through_ray(args, messages, feed: str) -> dict:
         def cpu_seconds(self) -> float:
             return time.process_time()
 
-    cfg = resolve(
-        Config(
-            replay=ReplayConfig(
-                replay_capacity=args.ray_records, learning_starts=args.batch_size, n_step=N_STEP, replay_ratio=0.0
-            ),
-            learner=LearnerConfig(batch_size=args.batch_size, feed=feed, device=args.device, gamma=GAMMA),
-            run=RunConfig(seed=args.seed),
-        ),
-        atari=True,
-        cuda=pick_device(args.device).type == "cuda",
+    replay = ReplayConfig(
+        replay_capacity=args.ray_records, learning_starts=args.batch_size, n_step=N_STEP, replay_ratio=0.0
     )
+    learner = LearnerConfig(batch_size=args.batch_size, feed=feed, device=args.device, gamma=GAMMA)
+    device = pick_device(args.device)
+    cfg = resolve(Config(replay=replay, learner=learner, run=RunConfig(seed=args.seed)), True, device.type == "cuda")
     fleet = Fleet(cfg, None, "/tmp")
     actor = ray.remote(TimedServer).options(num_cpus=1).remote(**shard_settings(cfg, STACK))
     fill(actor, messages, args.ray_records)
@@ -129,11 +140,16 @@ def through_ray(args, messages, feed: str) -> dict:
             gather_s[0] += time.thread_time() - t0
             return out
 
-    device = pick_device(args.device)
     fleet.mirrors[0] = TimedMirror(args.ray_records, device)
-    got = 0
-    while got < 2 * cfg.learner.prefetch + 8:  # the full sync and warm-up
-        got += fleet.next_batch(args.batch_size, 0.4) is not None
+    return fleet, actor, device, gather_s
+
+
+def _measure_through_ray(args, messages, fleet, actor, device, gather_s) -> dict:
+    """``args.batches`` batches through the fleet while new frames arrive at the benchmark's
+    rate, priorities sent back after each as the trainer does; the cost on each side."""
+    import ray
+    import torch
+
     news = [next(messages) for _ in range(64)]
     priorities = np.random.default_rng(args.seed).gamma(1.0, 1.0, args.batch_size).astype(np.float32)
     cpu0, pending, k, delivered = ray.get(actor.cpu_seconds.remote()), 0.0, 0, 0
@@ -159,10 +175,7 @@ def through_ray(args, messages, feed: str) -> dict:
         driver_s += time.thread_time() - t0
     wall = time.perf_counter() - t_start
     cpu = ray.get(actor.cpu_seconds.remote()) - cpu0
-    feeder = fleet.feeder
-    fleet.close_feeder()
-    ray.kill(actor)
-    gather = gather_s[0]
+    gather, feeder = gather_s[0], fleet.feeder
     if feeder is None:  # stacked: everything on the learner's thread
         learner_ms, feeder_ms = 1e3 * (driver_s - gather) / delivered, 0.0
     else:  # the gather ran on the feeder's thread
