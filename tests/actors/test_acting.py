@@ -30,6 +30,10 @@ from common.networks import NatureCNN, build_q_network
 STATES = Path(__file__).resolve().parents[1] / "data" / "acting_states.npz"
 Q_TOLERANCE = 0.005  # of max |Q| over the states
 STATIC_Q_TOLERANCE = 0.03  # int8-static: activations rounded to 8 bits as well
+# Dynamic int8 rounds each batch's activations by that batch's range: at batch 8 the max
+# |dQ| measured 0.42-0.48 % of the Q scale on the AMD EPYC dev machines and 0.50 % on an
+# Intel Xeon one (torch's x86 engine computes differently there); agreement is held at 99 %.
+DYNAMIC_INT8_Q_TOLERANCE = 0.0075
 MIN_AGREEMENT = 0.99
 needs_static_engine = pytest.mark.skipif(
     int8_static.static_int8_engine() is None, reason="torch has no x86 int8 engine here"
@@ -95,7 +99,7 @@ def test_fast_network_agrees_with_fp32(trained, precision, batch):
     assert q.dtype == np.float32 and q.shape == q32.shape
     err = np.abs(q - q32).max()
     scale = np.abs(q32).max()
-    tolerance = STATIC_Q_TOLERANCE if precision == "int8-static" else Q_TOLERANCE
+    tolerance = {"int8-static": STATIC_Q_TOLERANCE, "int8": DYNAMIC_INT8_Q_TOLERANCE}.get(precision, Q_TOLERANCE)
     assert err <= tolerance * scale, f"{precision}: max |dQ| {err:.2e} = {err / scale:.2%} of the Q scale"
     differ = q.argmax(axis=1) != q32.argmax(axis=1)
     assert 1 - differ.mean() >= MIN_AGREEMENT

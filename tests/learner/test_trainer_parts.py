@@ -61,10 +61,12 @@ def test_the_trainer_fills_every_column_of_the_metrics_table(tmp_path):
     learner = SimpleNamespace(learner_steps=0)
     log = _Rows()
     counters = Counters()
-    trainer = Trainer(Config(), tmp_path, learner, None, log, counters, {})
+    fleet = SimpleNamespace(feed_stalled_s=3.0)  # what the trainer reads of a fleet for a row
+    trainer = Trainer(Config(), tmp_path, learner, fleet, log, counters, {})
     rates = _Rates(counters, learner, now=0.0)
     counters.env_frames, counters.agent_steps, learner.learner_steps = 400, 100, 5
     trainer.log_metrics(rates.take(now=2.0))
     (row,) = log.rows
     assert list(row) and set(row) == {m.name for m in METRICS}
     assert (row["env_frames_per_s"], row["agent_steps_per_s"], row["updates_per_s"]) == (200.0, 50.0, 2.5)
+    assert row["feed_stalled_s"] == 3.0
