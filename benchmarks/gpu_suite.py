@@ -94,8 +94,8 @@ TINY = Sizes(
     actors=1,
     learning_starts=200,
     replay_capacity=5_000,
-    window_s=4.0,
-    min_window_s=2.0,
+    window_s=10.0,  # rows come every 2 s, later on a loaded machine: room for several
+    min_window_s=4.0,
     stop_s=15.0,
     feed_flags=("--skip-ray", "--records", "4096", "--real-frames", "2000", "--batches", "10"),
     margin_s=5.0,
@@ -239,6 +239,8 @@ def _window(suite: Suite, run, seconds: float, figures: dict, save) -> None:
         save()
         if not run.alive():
             raise PhaseFailed(f"learner.main ended {t1 - t0:.0f} s into the window")
+    if figures.get("updates_per_s") != figures.get("updates_per_s"):  # NaN: fewer than two rows came
+        raise PhaseFailed(f"fewer than two progress rows in the {figures.get('window_s')} s window: no rate")
 
 
 def feed(suite: Suite, limit: float, figures: dict, save) -> None:
