@@ -298,15 +298,14 @@ class DQNLearner:
 
 def loss_spec_for(L, kind: str) -> LossSpec:
     """The loss settings of a resolved ``LearnerConfig`` for a network with the ``kind`` head."""
-    munchausen = getattr(L, "munchausen", None)
     return LossSpec(
         kind=kind,
         double_q=L.double_q,
         loss=L.loss,
-        kappa=getattr(L, "kappa", None) or 1.0,
-        tau_samples=getattr(L, "iqn_tau_samples", None) or 64,
-        target_samples=getattr(L, "iqn_target_samples", None) or 64,
-        munchausen=(L.munchausen_tau, L.munchausen_alpha, L.munchausen_l0) if munchausen else None,
+        kappa=L.kappa,
+        tau_samples=L.iqn_tau_samples,
+        target_samples=L.iqn_target_samples,
+        munchausen=(L.munchausen_tau, L.munchausen_alpha, L.munchausen_l0) if L.munchausen else None,
         joint_forward=L.joint_forward,
     )
 
