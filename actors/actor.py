@@ -90,9 +90,8 @@ class ActorCore:
         self.initial_priorities = bool(initial_priorities)
         self.n_step = int(n_step)
         self.gamma = float(gamma)
-        self.kind = getattr(self.network, "kind", "expected")
-        atoms = getattr(self.network, "atoms", None)
-        self.rule = PriorityRule(self.n_step, self.gamma, self.kind, None if atoms is None else atoms.double(), kappa)
+        kind, atoms = getattr(self.network, "kind", "expected"), getattr(self.network, "atoms", None)
+        self.rule = PriorityRule(self.n_step, self.gamma, kind, None if atoms is None else atoms.double(), kappa)
         self._last = None  # the ActOutputs of the stacks select_actions last saw
         self.rng = np.random.default_rng(seed)
         self.policy_version = 0

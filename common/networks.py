@@ -185,37 +185,35 @@ def upgrade_signature(signature: dict) -> dict:
     return {**defaults, **signature}
 
 
+def _setting(learner_cfg, name: str, default):
+    """A learner setting, or ``default`` without a config or while the setting is auto (None)."""
+    value = getattr(learner_cfg, name, None) if learner_cfg is not None else None
+    return default if value is None else value
+
+
 def head_spec_for(learner_cfg=None) -> HeadSpec:
     """The head of a resolved ``LearnerConfig`` (None, or 'auto' values still None: the
     default preset's, a dueling expected-Q head)."""
 
-    def get(name, default):
-        value = getattr(learner_cfg, name, None) if learner_cfg is not None else None
-        return default if value is None else value
-
     return HeadSpec(
-        kind=get("head", "expected"),
-        dueling=get("dueling", True) is not False,
-        noisy=bool(get("noisy", False)),
-        sigma0=get("noisy_sigma0", 0.5),
-        num_atoms=get("num_atoms", 51),
-        v_min=get("v_min", -10.0),
-        v_max=get("v_max", 10.0),
-        num_quantiles=get("num_quantiles", 200),
-        embedding_dim=get("iqn_embedding", 64),
-        acting_samples=get("iqn_acting_samples", 32),
+        kind=_setting(learner_cfg, "head", "expected"),
+        dueling=_setting(learner_cfg, "dueling", True) is not False,
+        noisy=bool(_setting(learner_cfg, "noisy", False)),
+        sigma0=_setting(learner_cfg, "noisy_sigma0", 0.5),
+        num_atoms=_setting(learner_cfg, "num_atoms", 51),
+        v_min=_setting(learner_cfg, "v_min", -10.0),
+        v_max=_setting(learner_cfg, "v_max", 10.0),
+        num_quantiles=_setting(learner_cfg, "num_quantiles", 200),
+        embedding_dim=_setting(learner_cfg, "iqn_embedding", 64),
+        acting_samples=_setting(learner_cfg, "iqn_acting_samples", 32),
     )
 
 
 def _torso_settings(learner_cfg) -> dict:
-    def get(name, default):
-        value = getattr(learner_cfg, name, None) if learner_cfg is not None else None
-        return default if value is None else value
-
     return {
-        "torso": get("torso", "nature"),
-        "width": get("torso_width", 1),
-        "spectral_norm": bool(get("spectral_norm", False)),
+        "torso": _setting(learner_cfg, "torso", "nature"),
+        "width": _setting(learner_cfg, "torso_width", 1),
+        "spectral_norm": bool(_setting(learner_cfg, "spectral_norm", False)),
     }
 
 
